@@ -1,0 +1,2 @@
+//! `applier` library. See the crate description.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

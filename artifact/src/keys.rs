@@ -1,0 +1,36 @@
+//! The store layout: every key the tools read or write, in one place.
+//!
+//! ```text
+//! blobs/sha256/<hex>                  layers and manifests, immutable
+//! commits/<git-sha>                   -> build record (manifest digest), immutable
+//! deps/<dependency-key>               -> dependency layer record, immutable
+//! envs/<env>/state.json               per-host current / last known good, compare-and-swap
+//! envs/<env>/lock                     lease lock
+//! envs/<env>/deploys/<deploy-id>.json journal of one deploy
+//! ```
+
+use crate::Digest;
+
+pub fn blob(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+pub const BLOBS_PREFIX: &str = "blobs/sha256/";
+pub fn commit(sha: &str) -> String {
+    format!("commits/{sha}")
+}
+pub const COMMITS_PREFIX: &str = "commits/";
+pub fn deps(key: &str) -> String {
+    format!("deps/{key}")
+}
+pub fn env_state(env: &str) -> String {
+    format!("envs/{env}/state.json")
+}
+pub fn env_lock(env: &str) -> String {
+    format!("envs/{env}/lock")
+}
+pub fn deploy_journal(env: &str, deploy_id: &str) -> String {
+    format!("envs/{env}/deploys/{deploy_id}.json")
+}
+pub fn deploys_prefix(env: &str) -> String {
+    format!("envs/{env}/deploys/")
+}

@@ -1,0 +1,22 @@
+//! The artifact: what a deploy unit is and where it lives.
+//!
+//! An artifact is a content-addressed [`manifest::Manifest`] naming a source layer and a
+//! dependency layer. Layers are deterministic tar+gzip streams ([`pack`]) with two digests:
+//! the sha256 of the uncompressed canonical tar (`diff_id`, content identity) and the sha256
+//! and size of the compressed bytes (`digest`, checked in transport). [`unpack`] verifies
+//! while it extracts and refuses hostile entries. Everything is stored through the [`store::Store`]
+//! trait (directory or S3) under the layout in [`keys`]; [`lease`] is the per-environment lock.
+//!
+//! This crate never prints and never exits; every failure is a typed error.
+
+pub mod digest;
+pub mod keys;
+pub mod lease;
+pub mod manifest;
+pub mod pack;
+pub mod store;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use manifest::Manifest;
+pub use store::{Store, StoreError};

@@ -1,0 +1,200 @@
+//! Object storage behind one trait, in the spirit of arrow-rs `object_store`.
+//!
+//! Two backends share one conformance suite (`artifact/tests/store_conformance.rs`):
+//! [`fs::FsStore`], a directory (the embedded default), and `s3::S3Store` (feature `s3`),
+//! any S3-compatible server. The trait is synchronous; the S3 backend drives its own runtime.
+//!
+//! Semantics every backend keeps:
+//! - [`Store::put_if_absent`] never overwrites and never exposes a partial object.
+//! - [`Store::put_cas`] is compare-and-swap on an opaque [`ETag`].
+//! - Keys are `/`-separated relative paths without `..`, `.` or empty segments.
+
+pub mod fs;
+#[cfg(feature = "s3")]
+pub mod s3;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Digest;
+
+/// An opaque version tag of one object, for compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ETag(pub String);
+
+/// What a store knows about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub etag: ETag,
+}
+
+/// The bytes of a new object.
+#[derive(Debug)]
+pub enum PutBody {
+    Bytes(Vec<u8>),
+    /// A file on local disk; large files go up in parts and a retry can re-read them.
+    File(PathBuf),
+}
+
+/// Result of [`Store::put_if_absent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    AlreadyExists,
+}
+
+/// A streaming read of one object.
+pub struct GetResult {
+    pub meta: ObjectMeta,
+    pub reader: Box<dyn Read + Send>,
+}
+
+impl std::fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResult").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{key}: not found in {store}")]
+    NotFound { store: String, key: String },
+    #[error("{key}: changed concurrently (compare-and-swap precondition failed)")]
+    Conflict { key: String },
+    #[error("invalid store key {0:?}")]
+    InvalidKey(String),
+    #[error("{key}: content does not match its checksum: {detail}")]
+    Checksum { key: String, detail: String },
+    #[error("store {store} is unreachable: {detail}")]
+    Unavailable { store: String, detail: String },
+    #[error("store {store}: access denied: {detail}")]
+    Denied { store: String, detail: String },
+    #[error("invalid store location {location:?}: {detail}")]
+    BadLocation { location: String, detail: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store {store}: {detail}")]
+    Other { store: String, detail: String },
+}
+
+impl StoreError {
+    /// True for errors a retry may cure (network, server down).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// An object store holding artifacts and environment records.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where this store is, for messages (`/srv/artifacts`, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// Creates `key` only if it does not exist. When `sha256` is given the backend verifies the
+    /// body against it (S3: `x-amz-checksum-sha256`) and refuses a mismatch with
+    /// [`StoreError::Checksum`]. A crash or error leaves no partial object visible.
+    fn put_if_absent(
+        &self,
+        key: &str,
+        body: PutBody,
+        sha256: Option<&Digest>,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Writes `key` if its current version is `expected` (`None`: only if absent).
+    /// Returns the new version; [`StoreError::Conflict`] if someone else changed it.
+    fn put_cas(&self, key: &str, data: &[u8], expected: Option<&ETag>) -> Result<ETag, StoreError>;
+
+    /// Streams `key`. [`StoreError::NotFound`] if absent.
+    fn get(&self, key: &str) -> Result<GetResult, StoreError>;
+
+    /// Metadata of `key`, or `None` if absent.
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Deletes `key`; deleting an absent key is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Deletes `key` only if its version is still `expected` (best effort on backends without
+    /// conditional delete: re-checks the etag immediately before deleting).
+    fn delete_if(&self, key: &str, expected: &ETag) -> Result<(), StoreError>;
+
+    /// A URL a host without credentials can GET `key` from until `expires` passes.
+    /// `None` for backends that have no such URL (a local directory: read it directly).
+    fn presign_get(&self, key: &str, expires: Duration) -> Result<Option<String>, StoreError>;
+
+    /// Reads a whole (small) object.
+    fn get_bytes(&self, key: &str) -> Result<(Vec<u8>, ObjectMeta), StoreError> {
+        let mut r = self.get(key)?;
+        let mut buf = Vec::with_capacity(r.meta.size as usize);
+        r.reader.read_to_end(&mut buf).map_err(|e| StoreError::Io {
+            context: format!("reading {key} from {}", self.location()),
+            source: e,
+        })?;
+        Ok((buf, r.meta))
+    }
+}
+
+/// Checks a key against the rules every backend enforces.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.contains('\0')
+        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    if bad { Err(StoreError::InvalidKey(key.to_string())) } else { Ok(()) }
+}
+
+/// Settings for opening a store that do not fit in its location string. Binaries fill these
+/// from flags and environment; the library reads no environment itself (the AWS SDK's own
+/// credential chain aside).
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// S3 endpoint URL for S3-compatible servers (`http://127.0.0.1:9000`).
+    pub s3_endpoint: Option<String>,
+    /// S3 region; the SDK's default chain when unset, `us-east-1` as the last resort.
+    pub s3_region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
+    /// Forced on when an endpoint is set.
+    pub s3_force_path_style: bool,
+}
+
+/// Opens a store from a location string:
+/// - `s3://bucket[/prefix]`: S3; credentials come from the SDK's default chain
+///   (`AWS_ACCESS_KEY_ID`, profiles, instance roles), endpoint and region from `opts`.
+/// - `file:///path` or a plain path: a directory store (created if missing).
+pub fn open(location: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            return Ok(Arc::new(s3::S3Store::from_url(rest, opts)?));
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = (rest, opts);
+            return Err(StoreError::BadLocation {
+                location: location.to_string(),
+                detail: "this build has no S3 support (feature `s3`)".into(),
+            });
+        }
+    }
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if path.is_empty() {
+        return Err(StoreError::BadLocation {
+            location: location.to_string(),
+            detail: "empty path".into(),
+        });
+    }
+    Ok(Arc::new(fs::FsStore::open(path)?))
+}

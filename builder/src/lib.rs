@@ -1,0 +1,2 @@
+//! `builder` library. See the crate description.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
