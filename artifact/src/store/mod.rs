@@ -55,7 +55,9 @@ pub struct GetResult {
 
 impl std::fmt::Debug for GetResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetResult").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,8 +154,14 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         || key.starts_with('/')
         || key.contains('\\')
         || key.contains('\0')
-        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
-    if bad { Err(StoreError::InvalidKey(key.to_string())) } else { Ok(()) }
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(StoreError::InvalidKey(key.to_string()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Settings for opening a store that do not fit in its location string. Binaries fill these
@@ -168,6 +176,10 @@ pub struct StoreOptions {
     /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
     /// Forced on when an endpoint is set.
     pub s3_force_path_style: bool,
+    /// Uploads larger than this go up as multipart uploads (default 64 MiB).
+    pub s3_multipart_threshold: Option<u64>,
+    /// Part size of multipart uploads (default 16 MiB; S3 needs at least 5 MiB but the last part).
+    pub s3_part_size: Option<u64>,
 }
 
 /// Opens a store from a location string:
