@@ -1,0 +1,798 @@
+//! Operator configuration: the inventory and deploy settings on the deployment host.
+//!
+//! The configuration is layered: built-in defaults < the YAML file(s) < environment variables
+//! < command-line flags. Each layer is a JSON tree merged leaf by leaf; every leaf remembers
+//! which layer set it, so `--show-config` can say where each value came from. The library
+//! never reads the environment itself: the binary passes the variables it read in
+//! [`Layers::env`].
+//!
+//! Environment variables: `APPLIER_STORE` (the store location) and the generic form
+//! `APPLIER__<PATH>` with `__` separating path segments, lower-cased
+//! (`APPLIER__ENVS__STAGING__GROUP_SIZE=2`). Flags: `--store` and `--set path=value`
+//! (dotted path; the value is parsed as YAML).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// A duration written as `30s`, `5m`, `1h 30m` or a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Dur(pub Duration);
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::Number(n) => {
+                let secs = n
+                    .as_f64()
+                    .ok_or_else(|| serde::de::Error::custom("bad duration"))?;
+                if secs < 0.0 {
+                    return Err(serde::de::Error::custom("negative duration"));
+                }
+                Ok(Dur(Duration::from_secs_f64(secs)))
+            }
+            Value::String(s) => humantime::parse_duration(s.trim())
+                .map(Dur)
+                .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}"))),
+            other => Err(serde::de::Error::custom(format!("bad duration {other}"))),
+        }
+    }
+}
+
+fn secs(n: u64) -> Dur {
+    Dur(Duration::from_secs(n))
+}
+
+/// The whole operator configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Store location: a directory or `s3://bucket/prefix`.
+    #[serde(default = "default_store")]
+    pub store: String,
+    #[serde(default)]
+    pub store_options: StoreSettings,
+    /// How long a deploy's lease on an environment lasts between renewals.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: Dur,
+    #[serde(default)]
+    pub envs: BTreeMap<String, EnvConfig>,
+}
+
+fn default_store() -> String {
+    "./.artifacts".into()
+}
+fn default_lease_ttl() -> Dur {
+    secs(120)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: default_store(),
+            store_options: StoreSettings::default(),
+            lease_ttl: default_lease_ttl(),
+            envs: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    #[serde(default)]
+    pub s3_force_path_style: bool,
+}
+
+/// One environment: its hosts and how to roll over them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    #[serde(default)]
+    pub transport: TransportConfig,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Groups in rollout order; the first is the canary group.
+    pub groups: Vec<GroupConfig>,
+    /// Non-canary groups larger than this are split into batches of this size.
+    #[serde(default = "default_group_size")]
+    pub group_size: usize,
+    /// Failed hosts tolerated before the deploy aborts (0: the first failure aborts).
+    #[serde(default)]
+    pub failure_limit: usize,
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+    /// After the canary group passes: wait this long, then check the canaries again.
+    #[serde(default)]
+    pub canary_bake: Dur,
+    #[serde(default)]
+    pub checks: CheckSettings,
+    /// Hosts prefetched at once.
+    #[serde(default = "default_prefetch_parallelism")]
+    pub prefetch_parallelism: usize,
+    /// Preflight: free bytes a host's root needs beyond the artifact's size.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+    /// Releases kept per host by pruning (current and last known good are always kept).
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: usize,
+    /// The node binary on the hosts (preflight ABI check; empty: skip the check).
+    #[serde(default = "default_node")]
+    pub node: String,
+    /// How long the service gets to bind its port after start.
+    #[serde(default)]
+    pub ready_timeout: Option<Dur>,
+    pub hosts: BTreeMap<String, HostConfig>,
+}
+
+fn default_group_size() -> usize {
+    1
+}
+fn default_prefetch_parallelism() -> usize {
+    4
+}
+fn default_min_free_bytes() -> u64 {
+    64 << 20
+}
+fn default_keep_releases() -> usize {
+    3
+}
+fn default_node() -> String {
+    "node".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    pub hosts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// At most this many hosts out of the pool at once.
+    #[serde(default)]
+    pub max_out: Option<usize>,
+    /// At most this percentage of the env's hosts out of the pool at once (at least one).
+    #[serde(default)]
+    pub max_out_percent: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TransportConfig {
+    /// Hosts are directories on this machine.
+    #[default]
+    Local,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(tag = "driver", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PoolConfig {
+    /// No load balancer: depool and repool do nothing.
+    #[default]
+    None,
+    /// Shell commands (`sh -c`) with `{host}`, `{address}`, `{port}`, `{env}` substituted.
+    Command {
+        depool: String,
+        repool: String,
+        /// Optional: exits 0 when the host is depooled (run after depool to confirm).
+        #[serde(default)]
+        confirm_depooled: Option<String>,
+        #[serde(default = "default_pool_timeout")]
+        timeout: Dur,
+    },
+}
+
+fn default_pool_timeout() -> Dur {
+    secs(30)
+}
+
+/// Ops-side check settings: endpoints and policies the service's own checks refer to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSettings {
+    /// Whether an inconclusive check (e.g. no metrics yet) fails the host.
+    #[serde(default)]
+    pub inconclusive: InconclusivePolicy,
+    /// Prometheus base URL for `metrics` checks with `source: prometheus`.
+    #[serde(default)]
+    pub prometheus: Option<String>,
+    /// Graphite base URL for `metrics` checks with `source: graphite`.
+    #[serde(default)]
+    pub graphite: Option<String>,
+    /// Default per-check timeout.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    /// Extra checks run after the service's own.
+    #[serde(default)]
+    pub extra: Vec<crate::checks::CheckSpec>,
+    /// Skip the service's own checks (only `extra` run).
+    #[serde(default)]
+    pub skip_service_checks: bool,
+    /// Check types (`http`, `logs`, `metrics`) or names not to run here.
+    #[serde(default)]
+    pub disable: Vec<String>,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings {
+            inconclusive: InconclusivePolicy::default(),
+            prometheus: None,
+            graphite: None,
+            timeout: default_check_timeout(),
+            extra: Vec::new(),
+            skip_service_checks: false,
+            disable: Vec::new(),
+        }
+    }
+}
+
+fn default_check_timeout() -> Dur {
+    secs(10)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InconclusivePolicy {
+    #[default]
+    Fail,
+    Pass,
+}
+
+/// One host: where it keeps releases and its host-local values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The host's root directory (`releases/`, `current`, `state.json`, ...).
+    pub root: PathBuf,
+    /// Address checks connect to.
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// The service's port on this host (overrides the service's default).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Host-local values merged into the rendered config: dotted path -> value
+    /// (`services.0.conf.storage.path: /srv/data/store.json`).
+    #[serde(default)]
+    pub values: BTreeMap<String, Value>,
+    /// Extra environment variables for the service process.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+fn default_address() -> String {
+    "127.0.0.1".into()
+}
+
+/// A configuration problem (exit code 64 in the binary).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("unknown environment {env:?} (configured: {known})")]
+    UnknownEnv { env: String, known: String },
+}
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "env {v}"),
+            Source::Flag(v) => write!(f, "flag {v}"),
+        }
+    }
+}
+
+/// The inputs of configuration resolution, lowest precedence first.
+#[derive(Clone, Debug, Default)]
+pub struct Layers {
+    /// Config files, merged in order.
+    pub files: Vec<PathBuf>,
+    /// Environment variables (name, value) as the binary read them; unrelated ones are ignored.
+    pub env: Vec<(String, String)>,
+    /// `--store`.
+    pub store_flag: Option<String>,
+    /// `--set path=value`, in order.
+    pub sets: Vec<String>,
+}
+
+/// The resolved configuration with the origin of every leaf.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub config: Config,
+    origins: BTreeMap<String, Source>,
+}
+
+impl Layers {
+    /// Merges the layers and validates the result.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let mut tree = Value::Object(Default::default());
+        let mut origins = BTreeMap::new();
+        for path in &self.files {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let v: Value = if text.trim().is_empty() {
+                Value::Object(Default::default())
+            } else {
+                serde_yaml::from_str(&text).map_err(|source| ConfigError::Yaml {
+                    path: path.clone(),
+                    source,
+                })?
+            };
+            merge(&mut tree, v, "", &Source::File(path.clone()), &mut origins);
+        }
+        for (name, value) in &self.env {
+            let path = if name == "APPLIER_STORE" {
+                "store".to_string()
+            } else if let Some(rest) = name.strip_prefix("APPLIER__") {
+                rest.split("__")
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(".")
+            } else {
+                continue;
+            };
+            set_path(
+                &mut tree,
+                &path,
+                parse_scalar(value),
+                &Source::Env(name.clone()),
+                &mut origins,
+            )?;
+        }
+        if let Some(store) = &self.store_flag {
+            set_path(
+                &mut tree,
+                "store",
+                Value::String(store.clone()),
+                &Source::Flag("--store".into()),
+                &mut origins,
+            )?;
+        }
+        for s in &self.sets {
+            let (path, value) = s
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Invalid(format!("--set {s:?}: expected path=value")))?;
+            set_path(
+                &mut tree,
+                path.trim(),
+                parse_scalar(value),
+                &Source::Flag(format!("--set {}", path.trim())),
+                &mut origins,
+            )?;
+        }
+        let config: Config =
+            serde_json::from_value(tree).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        validate(&config)?;
+        Ok(Resolved { config, origins })
+    }
+}
+
+fn parse_scalar(s: &str) -> Value {
+    serde_yaml::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string()))
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn merge(
+    dst: &mut Value,
+    src: Value,
+    prefix: &str,
+    source: &Source,
+    origins: &mut BTreeMap<String, Source>,
+) {
+    match (dst, src) {
+        (Value::Object(d), Value::Object(s)) => {
+            for (k, v) in s {
+                let p = join(prefix, &k);
+                let slot = d.entry(k).or_insert(Value::Null);
+                if slot.is_object() && v.is_object() {
+                    merge(slot, v, &p, source, origins);
+                } else {
+                    origins.retain(|key, _| !(key == &p || key.starts_with(&format!("{p}."))));
+                    record_leaves(&v, &p, source, origins);
+                    *slot = v;
+                }
+            }
+        }
+        (d, s) => {
+            record_leaves(&s, prefix, source, origins);
+            *d = s;
+        }
+    }
+}
+
+fn record_leaves(v: &Value, prefix: &str, source: &Source, origins: &mut BTreeMap<String, Source>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                record_leaves(v, &join(prefix, k), source, origins);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for (i, v) in a.iter().enumerate() {
+                record_leaves(v, &join(prefix, &i.to_string()), source, origins);
+            }
+        }
+        _ => {
+            origins.insert(prefix.to_string(), source.clone());
+        }
+    }
+}
+
+/// Sets a dotted path in a JSON tree, creating objects (and indexing arrays) on the way.
+pub fn set_value_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    let segs: Vec<&str> = path.split('.').collect();
+    let mut cur = tree;
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        if cur.is_null() {
+            *cur = Value::Object(Default::default());
+        }
+        cur = match cur {
+            Value::Object(m) => {
+                if last {
+                    m.insert(seg.to_string(), value);
+                    return Ok(());
+                }
+                m.entry(seg.to_string()).or_insert(Value::Null)
+            }
+            Value::Array(a) => {
+                let idx: usize = seg
+                    .parse()
+                    .map_err(|_| format!("{path}: {seg:?} is not an index into a list"))?;
+                if idx > a.len() {
+                    return Err(format!(
+                        "{path}: index {idx} past the end of a list of {}",
+                        a.len()
+                    ));
+                }
+                if idx == a.len() {
+                    a.push(Value::Null);
+                }
+                if last {
+                    a[idx] = value;
+                    return Ok(());
+                }
+                &mut a[idx]
+            }
+            other => return Err(format!("{path}: {seg:?} goes through a scalar ({other})")),
+        };
+    }
+    unreachable!("loop returns on the last segment")
+}
+
+fn set_path(
+    tree: &mut Value,
+    path: &str,
+    value: Value,
+    source: &Source,
+    origins: &mut BTreeMap<String, Source>,
+) -> Result<(), ConfigError> {
+    origins.retain(|key, _| !(key == path || key.starts_with(&format!("{path}."))));
+    record_leaves(&value, path, source, origins);
+    set_value_path(tree, path, value).map_err(ConfigError::Invalid)
+}
+
+fn validate(c: &Config) -> Result<(), ConfigError> {
+    for (name, env) in &c.envs {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("envs.{name}: {m}")));
+        if env.groups.is_empty() {
+            return bad("no groups".into());
+        }
+        if env.group_size == 0 {
+            return bad("group_size must be at least 1".into());
+        }
+        if env.prefetch_parallelism == 0 {
+            return bad("prefetch_parallelism must be at least 1".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for g in &env.groups {
+            if g.hosts.is_empty() {
+                return bad(format!("group {} has no hosts", g.name));
+            }
+            for h in &g.hosts {
+                if !env.hosts.contains_key(h) {
+                    return bad(format!(
+                        "group {} names host {h}, which is not under hosts",
+                        g.name
+                    ));
+                }
+                if !seen.insert(h.clone()) {
+                    return bad(format!("host {h} is in more than one group"));
+                }
+            }
+        }
+        for h in env.hosts.keys() {
+            if !seen.contains(h) {
+                return bad(format!("host {h} is in no group"));
+            }
+        }
+        if let Some(p) = env.capacity.max_out_percent
+            && (p == 0 || p > 100)
+        {
+            return bad("capacity.max_out_percent must be 1..=100".into());
+        }
+        if env.capacity.max_out == Some(0) {
+            return bad("capacity.max_out must be at least 1".into());
+        }
+    }
+    Ok(())
+}
+
+impl Resolved {
+    pub fn env(&self, env: &str) -> Result<&EnvConfig, ConfigError> {
+        self.config
+            .envs
+            .get(env)
+            .ok_or_else(|| ConfigError::UnknownEnv {
+                env: env.to_string(),
+                known: self
+                    .config
+                    .envs
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Where the value at a dotted path came from.
+    pub fn origin(&self, path: &str) -> Source {
+        self.origins.get(path).cloned().unwrap_or(Source::Default)
+    }
+
+    /// Every leaf of the resolved configuration with its origin, as `path = value  # origin`
+    /// lines.
+    pub fn show(&self) -> String {
+        let tree = serde_json::to_value(&self.config).expect("config serialises");
+        let mut leaves = Vec::new();
+        collect_leaves(&tree, "", &mut leaves);
+        let mut out = String::new();
+        for (path, v) in leaves {
+            out.push_str(&format!("{path} = {v}  # {}\n", self.origin(&path)));
+        }
+        out
+    }
+}
+
+fn collect_leaves(v: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                collect_leaves(v, &join(prefix, k), out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for (i, v) in a.iter().enumerate() {
+                collect_leaves(v, &join(prefix, &i.to_string()), out);
+            }
+        }
+        _ => out.push((prefix.to_string(), v.clone())),
+    }
+}
+
+/// The default config file: `./deploy.yaml` if it exists.
+pub fn default_file(cwd: &Path) -> Option<PathBuf> {
+    let p = cwd.join("deploy.yaml");
+    p.is_file().then_some(p)
+}
+
+impl EnvConfig {
+    /// Hosts in rollout order, in batches: the canary group whole, then the other groups split
+    /// into batches of `group_size`.
+    pub fn batches(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if i == 0 {
+                out.push((g.name.clone(), g.hosts.clone()));
+                continue;
+            }
+            let chunks: Vec<_> = g.hosts.chunks(self.group_size).collect();
+            let n = chunks.len();
+            for (j, c) in chunks.into_iter().enumerate() {
+                let name = if n == 1 {
+                    g.name.clone()
+                } else {
+                    format!("{}#{}", g.name, j + 1)
+                };
+                out.push((name, c.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// How many hosts may be out of the pool at once.
+    pub fn max_out(&self) -> usize {
+        let total = self.hosts.len().max(1);
+        let mut m = total;
+        if let Some(n) = self.capacity.max_out {
+            m = m.min(n);
+        }
+        if let Some(p) = self.capacity.max_out_percent {
+            m = m.min(((total * p as usize) / 100).max(1));
+        }
+        m.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+store: /srv/a
+envs:
+  staging:
+    group_size: 2
+    groups:
+      - {name: canary, hosts: [a]}
+      - {name: rest, hosts: [b, c, d]}
+    capacity: {max_out_percent: 50}
+    hosts:
+      a: {root: /r/a, port: 1}
+      b: {root: /r/b}
+      c: {root: /r/c}
+      d: {root: /r/d}
+"#;
+
+    fn file() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("deploy.yaml");
+        std::fs::write(&p, FILE).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn precedence_and_origins() {
+        let (_d, p) = file();
+        let layers = Layers {
+            files: vec![p.clone()],
+            env: vec![
+                ("APPLIER_STORE".into(), "/srv/env".into()),
+                ("APPLIER__ENVS__STAGING__FAILURE_LIMIT".into(), "1".into()),
+                ("HOME".into(), "/x".into()),
+            ],
+            store_flag: Some("/srv/flag".into()),
+            sets: vec!["envs.staging.canary_bake=5s".into()],
+        };
+        let r = layers.resolve().unwrap();
+        assert_eq!(r.config.store, "/srv/flag");
+        assert_eq!(r.origin("store"), Source::Flag("--store".into()));
+        let env = r.env("staging").unwrap();
+        assert_eq!(env.failure_limit, 1);
+        assert_eq!(
+            r.origin("envs.staging.failure_limit"),
+            Source::Env("APPLIER__ENVS__STAGING__FAILURE_LIMIT".into())
+        );
+        assert_eq!(env.canary_bake, Dur(Duration::from_secs(5)));
+        assert_eq!(r.origin("envs.staging.hosts.a.port"), Source::File(p));
+        assert_eq!(r.origin("lease_ttl"), Source::Default);
+        let shown = r.show();
+        assert!(
+            shown.contains("store = \"/srv/flag\"  # flag --store"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("envs.staging.keep_releases = 3  # default"),
+            "{shown}"
+        );
+        // Without the flag, the env var wins over the file.
+        let r = Layers {
+            store_flag: None,
+            ..layers
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(r.config.store, "/srv/env");
+    }
+
+    #[test]
+    fn batches_and_capacity() {
+        let (_d, p) = file();
+        let r = Layers {
+            files: vec![p],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let env = r.env("staging").unwrap();
+        let b = env.batches();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[0], ("canary".to_string(), vec!["a".to_string()]));
+        assert_eq!(b[1].1, vec!["b".to_string(), "c".to_string()]);
+        assert_eq!(b[2], ("rest#2".to_string(), vec!["d".to_string()]));
+        assert_eq!(env.max_out(), 2);
+        assert!(matches!(r.env("prod"), Err(ConfigError::UnknownEnv { .. })));
+    }
+
+    #[test]
+    fn invalid_inventory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("deploy.yaml");
+        std::fs::write(
+            &p,
+            "envs:\n  x:\n    groups: [{name: g, hosts: [nope]}]\n    hosts: {}\n",
+        )
+        .unwrap();
+        let e = Layers {
+            files: vec![p.clone()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        std::fs::write(&p, "bogus_key: 1\n").unwrap();
+        assert!(
+            Layers {
+                files: vec![p],
+                ..Default::default()
+            }
+            .resolve()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn set_value_path_indexes_lists() {
+        let mut v: Value = serde_json::json!({"services": [{"conf": {"port": 1}}]});
+        set_value_path(&mut v, "services.0.conf.port", 8080.into()).unwrap();
+        set_value_path(&mut v, "services.0.conf.storage.path", "/x".into()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"services": [{"conf": {"port": 8080, "storage": {"path": "/x"}}}]})
+        );
+        assert!(set_value_path(&mut v, "services.0.conf.port.x", 1.into()).is_err());
+    }
+}

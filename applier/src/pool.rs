@@ -1,0 +1,113 @@
+//! Pool control: taking a host out of the load balancer before touching it and back after it
+//! passed its checks.
+//!
+//! Drivers: `none` (no load balancer) and `command` (shell commands such as
+//! `confctl select name={host} set/pooled=no`, with an optional confirmation command).
+//! An haproxy runtime-API driver implements the same trait later.
+
+use std::time::Duration;
+
+use crate::config::PoolConfig;
+use crate::hostops::exec;
+use crate::transport::Host;
+
+#[derive(Debug, thiserror::Error)]
+#[error("pool {action} of {host}: {detail}")]
+pub struct PoolError {
+    pub action: &'static str,
+    pub host: String,
+    pub detail: String,
+}
+
+/// A load balancer the applier can take hosts out of.
+pub trait Pool: Send + Sync + std::fmt::Debug {
+    /// Takes the host out of the pool and confirms it is out.
+    fn depool(&self, host: &dyn Host, port: Option<u16>) -> Result<(), PoolError>;
+    /// Puts the host back.
+    fn repool(&self, host: &dyn Host, port: Option<u16>) -> Result<(), PoolError>;
+}
+
+/// No load balancer.
+#[derive(Debug)]
+pub struct NoPool;
+
+impl Pool for NoPool {
+    fn depool(&self, _: &dyn Host, _: Option<u16>) -> Result<(), PoolError> {
+        Ok(())
+    }
+    fn repool(&self, _: &dyn Host, _: Option<u16>) -> Result<(), PoolError> {
+        Ok(())
+    }
+}
+
+/// Shell commands run on the deploy host.
+#[derive(Debug)]
+pub struct CommandPool {
+    pub env: String,
+    pub depool: String,
+    pub repool: String,
+    pub confirm_depooled: Option<String>,
+    pub timeout: Duration,
+}
+
+impl CommandPool {
+    fn run(
+        &self,
+        action: &'static str,
+        template: &str,
+        host: &dyn Host,
+        port: Option<u16>,
+    ) -> Result<(), PoolError> {
+        let cmd = template
+            .replace("{host}", host.name())
+            .replace("{address}", host.address())
+            .replace("{port}", &port.map(|p| p.to_string()).unwrap_or_default())
+            .replace("{env}", &self.env);
+        let err = |detail: String| PoolError {
+            action,
+            host: host.name().to_string(),
+            detail,
+        };
+        let out = exec(&cmd, self.timeout).map_err(|e| err(e.to_string()))?;
+        if out.status != 0 {
+            return Err(err(format!(
+                "{cmd:?} exited {}: {}",
+                out.status,
+                out.stderr.trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Pool for CommandPool {
+    fn depool(&self, host: &dyn Host, port: Option<u16>) -> Result<(), PoolError> {
+        self.run("depool", &self.depool, host, port)?;
+        if let Some(c) = &self.confirm_depooled {
+            self.run("depool confirmation", c, host, port)?;
+        }
+        Ok(())
+    }
+    fn repool(&self, host: &dyn Host, port: Option<u16>) -> Result<(), PoolError> {
+        self.run("repool", &self.repool, host, port)
+    }
+}
+
+/// The pool driver an environment is configured with.
+pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
+    match cfg {
+        PoolConfig::None => Box::new(NoPool),
+        PoolConfig::Command {
+            depool,
+            repool,
+            confirm_depooled,
+            timeout,
+        } => Box::new(CommandPool {
+            env: env.to_string(),
+            depool: depool.clone(),
+            repool: repool.clone(),
+            confirm_depooled: confirm_depooled.clone(),
+            timeout: timeout.0,
+        }),
+    }
+}

@@ -1,0 +1,261 @@
+//! Environment records in the store: the env state (`envs/<env>/state.json`, compare-and-swap)
+//! and one journal per deploy (`envs/<env>/deploys/<deploy-id>.json`, rewritten as each step
+//! completes), which `status`, `history`, `rollback` and `resume` read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use artifact::store::{ETag, Store, StoreError};
+use artifact::{Digest, keys};
+use serde::{Deserialize, Serialize};
+
+use crate::checks::CheckResult;
+use crate::guard::DeployType;
+use crate::hostops::{ReleaseRef, now_rfc3339};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{key} is unreadable: {detail}")]
+    Corrupt { key: String, detail: String },
+    #[error("{key} kept changing concurrently; gave up after {tries} tries")]
+    Contended { key: String, tries: u32 },
+}
+
+/// What the environment runs, per host.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvState {
+    pub hosts: BTreeMap<String, HostRecord>,
+    pub last_deploy: Option<String>,
+    pub deploy_type: Option<DeployType>,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub current: Option<ReleaseRef>,
+    pub last_good: Option<ReleaseRef>,
+    pub deploy_id: Option<String>,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// Reads the env state (empty if there is none yet) and its version.
+pub fn load_state(store: &dyn Store, env: &str) -> Result<(EnvState, Option<ETag>), RecordError> {
+    let key = keys::env_state(env);
+    match store.get_bytes(&key) {
+        Ok((b, meta)) => {
+            let st = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
+                key,
+                detail: e.to_string(),
+            })?;
+            Ok((st, Some(meta.etag)))
+        }
+        Err(e) if e.is_not_found() => Ok((EnvState::default(), None)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Read-modify-write of the env state by compare-and-swap, re-reading on conflict.
+pub fn update_state(
+    store: &dyn Store,
+    env: &str,
+    f: impl Fn(&mut EnvState),
+) -> Result<EnvState, RecordError> {
+    let key = keys::env_state(env);
+    const TRIES: u32 = 20;
+    for i in 0..TRIES {
+        let (mut st, etag) = load_state(store, env)?;
+        f(&mut st);
+        st.updated_at = now_rfc3339();
+        let bytes = serde_json::to_vec_pretty(&st).expect("state serialises");
+        match store.put_cas(&key, &bytes, etag.as_ref()) {
+            Ok(_) => return Ok(st),
+            Err(StoreError::Conflict { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10 * (i as u64 + 1)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RecordError::Contended { key, tries: TRIES })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployKind {
+    Deploy,
+    Rollback,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalStatus {
+    /// In progress (or its applier died: `applier resume`).
+    Running,
+    Succeeded,
+    /// Failed; every touched host is back on its last known good release.
+    RolledBack,
+    /// Failed; some hosts could not be restored and need a human.
+    NeedsHuman,
+    /// Refused before any host was touched.
+    Refused,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostPhase {
+    Pending,
+    Fetched,
+    /// Being switched (depooled, maybe stopped): `resume` redoes it.
+    InProgress,
+    Done,
+    Failed,
+    RollingBack,
+    RolledBack,
+    /// Could not be restored; left depooled.
+    NeedsHuman,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub group: String,
+    /// The host's last known good release before this deploy: its rollback target.
+    pub from: Option<ReleaseRef>,
+    pub to: ReleaseRef,
+    pub phase: HostPhase,
+    /// Order in which hosts were touched (for reverse-order rollback).
+    pub touched: Option<u32>,
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub at: String,
+    pub host: Option<String>,
+    pub step: String,
+    pub ok: bool,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub id: String,
+    pub env: String,
+    pub kind: DeployKind,
+    /// The artifact being deployed (a rollback has per-host targets instead).
+    pub artifact: Option<Digest>,
+    pub commit: Option<String>,
+    pub who: String,
+    pub reason: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: JournalStatus,
+    pub deploy_type: Option<DeployType>,
+    /// Batches in rollout order.
+    pub groups: Vec<(String, Vec<String>)>,
+    pub hosts: BTreeMap<String, HostEntry>,
+    pub steps: Vec<StepRecord>,
+    pub abort_reason: Option<String>,
+    #[serde(default)]
+    pub needs_human: Vec<String>,
+}
+
+impl Journal {
+    pub fn step(&mut self, host: Option<&str>, step: &str, ok: bool, detail: Option<String>) {
+        self.steps.push(StepRecord {
+            at: now_rfc3339(),
+            host: host.map(str::to_string),
+            step: step.to_string(),
+            ok,
+            detail,
+        });
+    }
+}
+
+/// A journal and the version of it last written.
+#[derive(Debug)]
+pub struct JournalWriter {
+    store: Arc<dyn Store>,
+    key: String,
+    etag: Option<ETag>,
+    pub journal: Journal,
+}
+
+impl JournalWriter {
+    /// A new journal (written by the first [`JournalWriter::save`]).
+    pub fn create(store: Arc<dyn Store>, journal: Journal) -> Self {
+        let key = keys::deploy_journal(&journal.env, &journal.id);
+        JournalWriter {
+            store,
+            key,
+            etag: None,
+            journal,
+        }
+    }
+
+    /// Opens an existing journal to continue it.
+    pub fn open(store: Arc<dyn Store>, env: &str, id: &str) -> Result<Self, RecordError> {
+        let key = keys::deploy_journal(env, id);
+        let (b, meta) = store.get_bytes(&key)?;
+        let journal = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
+            key: key.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(JournalWriter {
+            store,
+            key,
+            etag: Some(meta.etag),
+            journal,
+        })
+    }
+
+    pub fn save(&mut self) -> Result<(), RecordError> {
+        let bytes = serde_json::to_vec_pretty(&self.journal).expect("journal serialises");
+        let etag = self.store.put_cas(&self.key, &bytes, self.etag.as_ref())?;
+        self.etag = Some(etag);
+        Ok(())
+    }
+}
+
+/// Every journal of an environment, oldest first.
+pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Journal>, RecordError> {
+    let mut out = Vec::new();
+    for meta in store.list(&keys::deploys_prefix(env))? {
+        if !meta.key.ends_with(".json") {
+            continue;
+        }
+        let (b, _) = store.get_bytes(&meta.key)?;
+        let j: Journal = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
+            key: meta.key.clone(),
+            detail: e.to_string(),
+        })?;
+        out.push(j);
+    }
+    out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Finds a journal by id in any of `envs`.
+pub fn find_journal(
+    store: &dyn Store,
+    envs: &[String],
+    id: &str,
+) -> Result<Option<String>, RecordError> {
+    for env in envs {
+        if store.head(&keys::deploy_journal(env, id))?.is_some() {
+            return Ok(Some(env.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// A new deploy id: UTC time plus random bits, so ids sort by start time.
+pub fn new_deploy_id() -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{compact}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
