@@ -41,9 +41,9 @@ struct Cli {
     /// S3 region [env: AWS_REGION]
     #[arg(long, global = true)]
     s3_region: Option<String>,
-    /// Path-style S3 addressing [env: AWS_S3_FORCE_PATH_STYLE]
-    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    s3_force_path_style: Option<String>,
+    /// Path-style S3 addressing (most S3-compatible servers need it) [env: AWS_S3_FORCE_PATH_STYLE]
+    #[arg(long, global = true)]
+    s3_force_path_style: bool,
     /// Output format of the data written to stdout.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -151,11 +151,7 @@ fn store_config(cli: &Cli) -> anyhow::Result<StoreConfig> {
         store: cli.store.clone(),
         s3_endpoint: cli.s3_endpoint.clone(),
         s3_region: cli.s3_region.clone(),
-        s3_force_path_style: cli
-            .s3_force_path_style
-            .as_deref()
-            .map(|v| config::parse_bool("--s3-force-path-style", v))
-            .transpose()?,
+        s3_force_path_style: cli.s3_force_path_style.then_some(true),
     };
     let env = |k: &str| std::env::var(k).ok();
     Ok(config::resolve_store(&flags, &env)?)

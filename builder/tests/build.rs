@@ -605,3 +605,38 @@ fn s3_store_builds_and_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn ci_hook_builds_the_commit_named_by_the_ci_variables() {
+    if !tools_present("ci_hook_builds_the_commit_named_by_the_ci_variables") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    let first = make_project(&repo, true);
+    write(&repo, "index.js", "module.exports = 2;\n");
+    git(&repo, &["commit", "-q", "-am", "second"]);
+    let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/build-artifact");
+    let store = t.path().join("store");
+    let gh_output = t.path().join("gh-output");
+    let out = Command::new("bash")
+        .arg(&hook)
+        .arg("--npm-cache")
+        .arg(npm_cache())
+        .current_dir(&repo)
+        .env("BUILDER", env!("CARGO_BIN_EXE_builder"))
+        .env("BUILDER_STORE", &store)
+        .env("GITHUB_SHA", &first)
+        .env("GITHUB_OUTPUT", &gh_output)
+        .env_remove("CI_COMMIT_SHA")
+        .env_remove("DEPLOY_STORE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    assert_eq!(std::fs::read_to_string(&gh_output).unwrap(), format!("artifact-id={id}\n"));
+    let shown = show_json(store.to_str().unwrap(), &first);
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["manifest"]["source"]["commit"], first);
+}
