@@ -57,8 +57,11 @@ pub fn acks_from_commits(
         let oid = oid?;
         let commit = repo.find_commit(oid)?;
         let mut acks = parse_trailers(commit.message().unwrap_or_default(), &oid.to_string());
-        if pin_content && !acks.is_empty() {
-            if let Ok(m) = static_manifest_with(repo_path, &oid.to_string(), opts) {
+        if pin_content
+            && !acks.is_empty()
+            && let Ok(m) = static_manifest_with(repo_path, &oid.to_string(), opts)
+        {
+            {
                 for a in &mut acks {
                     a.content_hash = m
                         .tables

@@ -103,10 +103,11 @@ pub fn text(r: &Report, opts: RenderOptions) -> String {
         if let Some(recipe) = &f.recipe {
             out.push_str(&format!("    rollback: {recipe}\n"));
         }
-        if f.acknowledged.is_none() && f.severity == Severity::Block && f.acknowledgeable {
-            if let Some(t) = f.ack_trailer() {
-                out.push_str(&format!("    to acknowledge: {t}\n"));
-            }
+        if f.acknowledged.is_none()
+            && f.severity == Severity::Block
+            && let Some(t) = f.ack_trailer()
+        {
+            out.push_str(&format!("    to acknowledge: {t}\n"));
         }
     }
     for t in &r.tables {
@@ -366,10 +367,11 @@ pub fn gerrit(r: &Report, opts: RenderOptions) -> Value {
         if let Some(recipe) = &f.recipe {
             msg.push_str(&format!("\n\nRollback: {recipe}"));
         }
-        if f.acknowledged.is_none() && f.acknowledgeable && f.severity == Severity::Block {
-            if let Some(t) = f.ack_trailer() {
-                msg.push_str(&format!("\n\nTo acknowledge: {t}"));
-            }
+        if f.acknowledged.is_none()
+            && f.severity == Severity::Block
+            && let Some(t) = f.ack_trailer()
+        {
+            msg.push_str(&format!("\n\nTo acknowledge: {t}"));
         }
         let mut c = json!({"message": msg, "unresolved": f.severity == Severity::Block && f.acknowledged.is_none()});
         if let Some(line) = f.location.as_ref().and_then(|l| l.line) {

@@ -261,6 +261,9 @@ impl TablePair<'_> {
     }
 }
 
+/// A table's entry in base and in head.
+type Sides<'a> = (Option<&'a TableEntry>, Option<&'a TableEntry>);
+
 /// What every rule sees.
 #[derive(Debug)]
 pub struct Context<'a> {
@@ -272,8 +275,7 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub fn new(base: &'a StorageManifest, head: &'a StorageManifest, opts: &'a Options) -> Self {
-        let mut map: BTreeMap<(&str, &str), (Option<&TableEntry>, Option<&TableEntry>)> =
-            BTreeMap::new();
+        let mut map: BTreeMap<(&str, &str), Sides<'a>> = BTreeMap::new();
         for t in &base.tables {
             map.entry((&t.table, &t.domain)).or_default().0 = Some(t);
         }
@@ -472,7 +474,11 @@ fn summary(ctx: &Context<'_>, findings: &[Finding]) -> Vec<TableChange> {
                     && f.domains.iter().any(|d| d == p.domain)
             })
         };
-        let deploy_fails = about(sg001::ID)
+        let unmapped = findings
+            .iter()
+            .any(|f| f.rule == sg020::ID && f.subject == p.domain);
+        let deploy_fails = unmapped
+            || about(sg001::ID)
             || about(sg003::ID)
             || about(sg008::ID)
             || (about(sg007::ID)

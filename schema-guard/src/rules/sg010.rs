@@ -16,6 +16,10 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if p.base.is_some() || p.renamed_from.is_some() {
             continue;
         }
+        // Tables of a newly added domain are reported once, by SG021.
+        if !ctx.base.domains.is_empty() && !ctx.base.domains.iter().any(|d| d == p.domain) {
+            continue;
+        }
         let mut f = ctx.table_finding(p, ID, Severity::Flag, true);
         f.from = Some("none".into());
         f.message = format!(

@@ -28,10 +28,22 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
         f.from = Some("none".into());
         f.to = f.storage_groups.first().cloned().or(Some("none".into()));
         f.location = config_location(ctx.head);
-        let n = ctx.head.tables.iter().filter(|t| &t.domain == d).count();
+        let tables: Vec<&str> = ctx
+            .head
+            .tables
+            .iter()
+            .filter(|t| &t.domain == d)
+            .map(|t| t.table.as_str())
+            .collect();
         f.message = format!(
-            "domain {d} is added: {n} table(s) are created for it at start-up in storage group {}",
-            f.to.as_deref().unwrap_or("none")
+            "domain {d} is added: {} table(s) are created for it at start-up in storage group {}{}",
+            tables.len(),
+            f.to.as_deref().unwrap_or("none"),
+            if tables.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", tables.join(", "))
+            }
         );
         out.push(f);
     }
