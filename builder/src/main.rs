@@ -515,10 +515,14 @@ impl Progress for BarProgress {
                 .expect("template")
                 .progress_chars("=> "),
             ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{prefix:>18} {spinner} {bytes} {elapsed}")
-                    .expect("template"),
-            ),
+            None => {
+                let template = match step {
+                    Step::PackSource | Step::PackDeps => "{prefix:>18} {spinner} {bytes} {elapsed}",
+                    _ => "{prefix:>18} {spinner} {elapsed}",
+                };
+                ProgressBar::new_spinner()
+                    .with_style(ProgressStyle::with_template(template).expect("template"))
+            }
         };
         let bar = self.multi.add(bar.with_prefix(step.label()));
         bar.enable_steady_tick(Duration::from_millis(120));

@@ -632,11 +632,47 @@ fn ci_hook_builds_the_commit_named_by_the_ci_variables() {
         .env_remove("DEPLOY_STORE")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
-    assert_eq!(std::fs::read_to_string(&gh_output).unwrap(), format!("artifact-id={id}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&gh_output).unwrap(),
+        format!("artifact-id={id}\n")
+    );
     let shown = show_json(store.to_str().unwrap(), &first);
     assert_eq!(shown["id"], id.as_str());
     assert_eq!(shown["manifest"]["source"]["commit"], first);
+}
+
+#[test]
+fn submodules_are_skipped_and_a_tree_without_package_json_has_no_dependency_layer() {
+    if !have("git") {
+        assert!(!ci(), "CI=true but git is missing");
+        eprintln!("SKIPPED submodules test: git not installed");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    write(&repo, "deploy/service.yaml", "name: static-site\n");
+    write(&repo, "index.html", "<p>hi</p>\n");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["update-index", "--add", "--cacheinfo", &format!("160000,{},vendor/lib", "1".repeat(40))]);
+    git(&repo, &["commit", "-q", "-m", "with a submodule"]);
+    let store = t.path().join("store");
+    let mut c = builder(&["build", "--format", "json", "--store", store.to_str().unwrap()]);
+    c.arg("--repo").arg(&repo).arg("--node").arg("/nonexistent/node").arg("--npm").arg("/nonexistent/npm");
+    let out = run(c);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["skipped_submodules"], serde_json::json!(["vendor/lib"]));
+    assert_eq!(r["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(r["deps"], Value::Null);
+    assert_eq!(r["service"], "static-site");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipping submodule vendor/lib"));
 }
