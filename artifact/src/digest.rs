@@ -136,7 +136,10 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Hasher::new() }
+        Self {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
     /// Bytes read so far.
     pub fn len(&self) -> u64 {
@@ -169,7 +172,10 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Hasher::new() }
+        Self {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
     pub fn len(&self) -> u64 {
         self.hasher.len()
@@ -212,7 +218,11 @@ mod tests {
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert_eq!(d.hex().parse::<Digest>().unwrap(), d);
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", "g".repeat(64)).parse::<Digest>().is_err());
+        assert!(
+            format!("sha256:{}", "g".repeat(64))
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -144,7 +144,10 @@ impl Manifest {
         }
         let probe: Probe = serde_json::from_slice(bytes)?;
         if probe.format != MANIFEST_FORMAT {
-            return Err(ManifestError::Format { found: probe.format, supported: MANIFEST_FORMAT });
+            return Err(ManifestError::Format {
+                found: probe.format,
+                supported: MANIFEST_FORMAT,
+            });
         }
         let m: Manifest = serde_json::from_slice(bytes)?;
         m.validate()?;
@@ -155,13 +158,26 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         let is_sha = |s: &str| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
         if !is_sha(&self.source.commit) {
-            return Err(ManifestError::Invalid(format!("bad commit id {:?}", self.source.commit)));
+            return Err(ManifestError::Invalid(format!(
+                "bad commit id {:?}",
+                self.source.commit
+            )));
         }
         if self.layers.first().map(|l| l.kind) != Some(LayerKind::Source) {
-            return Err(ManifestError::Invalid("first layer must be the source layer".into()));
+            return Err(ManifestError::Invalid(
+                "first layer must be the source layer".into(),
+            ));
         }
-        if self.layers.iter().filter(|l| l.kind == LayerKind::Deps).count() > 1 {
-            return Err(ManifestError::Invalid("more than one dependency layer".into()));
+        if self
+            .layers
+            .iter()
+            .filter(|l| l.kind == LayerKind::Deps)
+            .count()
+            > 1
+        {
+            return Err(ManifestError::Invalid(
+                "more than one dependency layer".into(),
+            ));
         }
         Ok(())
     }

@@ -6,8 +6,11 @@
 //! crash leaves at most a temp file, never a partial object. Temp files older than an hour are
 //! removed when the store is opened.
 //!
-//! An object's etag is the lower-case sha256 hex of its content, so reading metadata hashes the
-//! file (`head`, `get` and `list` read every object they report). Compare-and-swap holds an
+//! An object's etag is the sha256 hex of its content for objects up to [`CONTENT_ETAG_MAX`]
+//! (env records, leases: what compare-and-swap is used on; equal content means an equal state,
+//! so an etag that comes back with the content is harmless), and its file identity
+//! (`<inode>-<mtime>-<size>`) above that, so `head` and `list` over layer blobs of hundreds of
+//! MB cost a `stat`, not a read. Compare-and-swap holds an
 //! exclusive `flock` on a per-key lock file under `<root>/.locks/` while it compares the current
 //! etag and renames the new version into place; `delete_if` re-checks the etag under the same
 //! lock. The names `.tmp` and `.locks` are reserved: keys starting with them are refused.
@@ -23,6 +26,8 @@ use crate::digest::{HashingReader, HashingWriter};
 
 const TMP_DIR: &str = ".tmp";
 const LOCK_DIR: &str = ".locks";
+/// Objects up to this size get content etags; larger ones metadata etags.
+pub const CONTENT_ETAG_MAX: u64 = 1 << 20;
 /// Temp files older than this are leftovers of a crashed writer.
 const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 
@@ -120,24 +125,30 @@ impl FsStore {
         }
     }
 
-    /// Hashes an open object file and rewinds it, so the etag matches what the handle reads.
+    /// Metadata of an open object file (small objects are hashed, then the handle rewound).
     fn meta_of_file(&self, key: &str, mut f: File) -> Result<(ObjectMeta, File), StoreError> {
         let ctx = || format!("reading {key} in {}", self.root.display());
-        if f.metadata().map_err(|e| io_err(ctx(), e))?.is_dir() {
+        let md = f.metadata().map_err(|e| io_err(ctx(), e))?;
+        if md.is_dir() {
             return Err(StoreError::NotFound {
                 store: self.location(),
                 key: key.to_string(),
             });
         }
-        let mut r = HashingReader::new(&mut f);
-        io::copy(&mut r, &mut io::sink()).map_err(|e| io_err(ctx(), e))?;
-        let (digest, size) = r.finish();
-        f.seek(SeekFrom::Start(0)).map_err(|e| io_err(ctx(), e))?;
+        let etag = if md.len() <= CONTENT_ETAG_MAX {
+            let mut r = HashingReader::new(&mut f);
+            io::copy(&mut r, &mut io::sink()).map_err(|e| io_err(ctx(), e))?;
+            let digest = r.finish().0;
+            f.seek(SeekFrom::Start(0)).map_err(|e| io_err(ctx(), e))?;
+            ETag(digest.hex())
+        } else {
+            etag_of(&md)
+        };
         Ok((
             ObjectMeta {
                 key: key.to_string(),
-                size,
-                etag: ETag(digest.hex()),
+                size: md.len(),
+                etag,
             },
             f,
         ))
@@ -264,7 +275,15 @@ impl Store for FsStore {
                 sync_parent(&path)?;
             }
         }
-        Ok(ETag(digest.hex()))
+        if data.len() as u64 <= CONTENT_ETAG_MAX {
+            return Ok(ETag(digest.hex()));
+        }
+        match self.meta_of(key, &path)? {
+            Some(m) => Ok(m.etag),
+            None => Err(StoreError::Conflict {
+                key: key.to_string(),
+            }),
+        }
     }
 
     fn get(&self, key: &str) -> Result<GetResult, StoreError> {
@@ -396,6 +415,18 @@ impl Store for FsStore {
     }
 }
 
+/// The version of an object file: identity plus change time plus size.
+fn etag_of(md: &fs::Metadata) -> ETag {
+    use std::os::unix::fs::MetadataExt;
+    ETag(format!(
+        "{:x}-{:x}.{:09}-{:x}",
+        md.ino(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.len()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,11 +474,30 @@ mod tests {
     }
 
     #[test]
-    fn etag_is_content_sha256() {
+    fn small_objects_have_content_etags() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
         let etag = store.put_cas("k", b"hello", None).unwrap();
         assert_eq!(etag.0, Digest::of(b"hello").hex());
         assert_eq!(store.head("k").unwrap().unwrap().etag, etag);
+    }
+
+    #[test]
+    fn large_objects_have_metadata_etags_that_change_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let big = vec![1u8; CONTENT_ETAG_MAX as usize + 1];
+        let e1 = store.put_cas("k", &big, None).unwrap();
+        assert_ne!(e1.0, Digest::of(&big).hex());
+        assert_eq!(store.head("k").unwrap().unwrap().etag, e1);
+        assert_eq!(store.list("").unwrap()[0].etag, e1);
+        let mut big2 = big.clone();
+        big2[0] = 2;
+        let e2 = store.put_cas("k", &big2, Some(&e1)).unwrap();
+        assert_ne!(e1, e2);
+        assert!(matches!(
+            store.put_cas("k", &big, Some(&e1)),
+            Err(StoreError::Conflict { .. })
+        ));
     }
 }
