@@ -103,6 +103,9 @@ pub struct StoreSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvConfig {
+    /// Which `deploy/env/<name>.yaml` of the release to render (default: this env's name).
+    #[serde(default)]
+    pub service_env: Option<String>,
     #[serde(default)]
     pub transport: TransportConfig,
     #[serde(default)]

@@ -1077,7 +1077,7 @@ impl<'a> Run<'a> {
         })?;
         let req = RenderRequest {
             commit: to.commit.clone(),
-            env: self.ctx.name.clone(),
+            env: self.ctx.cfg.service_env.clone().unwrap_or_else(|| self.ctx.name.clone()),
             port: Some(port),
             values: h.config().values.clone(),
         };
