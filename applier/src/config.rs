@@ -788,6 +788,19 @@ envs:
     }
 
     #[test]
+    fn example_inventories_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/inventory");
+        for name in ["local.yaml", "staging.yaml"] {
+            let r = Layers {
+                files: vec![dir.join(name)],
+                ..Default::default()
+            }
+            .resolve();
+            assert!(r.is_ok(), "{name}: {:?}", r.err());
+        }
+    }
+
+    #[test]
     fn set_value_path_indexes_lists() {
         let mut v: Value = serde_json::json!({"services": [{"conf": {"port": 1}}]});
         set_value_path(&mut v, "services.0.conf.port", 8080.into()).unwrap();

@@ -87,7 +87,7 @@ pub enum DeployError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
-    Lease(#[from] LeaseError),
+    Lease(Box<LeaseError>),
     #[error(transparent)]
     Records(#[from] RecordError),
     #[error(transparent)]
@@ -98,6 +98,12 @@ pub enum DeployError {
     /// The request itself is wrong (unknown deploy id, nothing to roll back to).
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<LeaseError> for DeployError {
+    fn from(e: LeaseError) -> Self {
+        DeployError::Lease(Box::new(e))
+    }
 }
 
 impl DeployError {
@@ -267,11 +273,13 @@ pub fn rollback(
             if from.as_ref() == Some(&target) {
                 continue;
             }
-            if !manifests.contains_key(&target.manifest) {
-                manifests.insert(
-                    target.manifest,
-                    resolve::load_verified(ctx.store.as_ref(), &target.manifest)?,
-                );
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                manifests.entry(target.manifest)
+            {
+                slot.insert(resolve::load_verified(
+                    ctx.store.as_ref(),
+                    &target.manifest,
+                )?);
             }
             hosts.insert(
                 n.clone(),
@@ -678,10 +686,8 @@ impl<'a> Run<'a> {
             .flat_map(|(_, hs)| hs.iter().cloned())
             .filter(|h| !(resume && self.done_and_verified(h)))
             .collect();
-        if !resume {
-            if let Err(reason) = self.preflight(&pending) {
-                return Ok(self.refuse(reason));
-            }
+        if !resume && let Err(reason) = self.preflight(&pending) {
+            return Ok(self.refuse(reason));
         }
         if let Err(reason) = self.prefetch(&pending) {
             if resume {
@@ -1077,7 +1083,12 @@ impl<'a> Run<'a> {
         })?;
         let req = RenderRequest {
             commit: to.commit.clone(),
-            env: self.ctx.cfg.service_env.clone().unwrap_or_else(|| self.ctx.name.clone()),
+            env: self
+                .ctx
+                .cfg
+                .service_env
+                .clone()
+                .unwrap_or_else(|| self.ctx.name.clone()),
             port: Some(port),
             values: h.config().values.clone(),
         };

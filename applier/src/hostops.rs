@@ -394,7 +394,21 @@ impl HostRoot {
             let _ = fs::remove_dir_all(&trash);
         }
         self.begin("fetch", Some(&commit))?;
-        let mut up = Unpacker::new(&dest, limits)?;
+        let r = self.fetch_into(store, digest, manifest, &dest, limits);
+        self.end()?;
+        r
+    }
+
+    fn fetch_into(
+        &self,
+        store: &dyn Store,
+        digest: &Digest,
+        manifest: &Manifest,
+        dest: &Path,
+        limits: UnpackLimits,
+    ) -> Result<FetchReport, HostError> {
+        let commit = manifest.source.commit.clone();
+        let mut up = Unpacker::new(dest, limits)?;
         let mut downloaded = 0;
         for layer in &manifest.layers {
             let expected = Expected {
@@ -457,7 +471,6 @@ impl HostRoot {
             &dest.join(".release.json"),
             &serde_json::to_vec_pretty(&meta).expect("serialises"),
         )?;
-        self.end()?;
         Ok(FetchReport {
             release: commit,
             cached: false,
@@ -559,6 +572,18 @@ impl HostRoot {
         }
         let spec = self.service_spec(&commit)?;
         self.begin("start", Some(&commit))?;
+        let r = self.spawn_service(&commit, &spec, req);
+        self.end()?;
+        r
+    }
+
+    fn spawn_service(
+        &self,
+        commit: &str,
+        spec: &ServiceSpec,
+        req: &StartRequest,
+    ) -> Result<(StartedChild, RunInfo), HostError> {
+        let commit = commit.to_string();
         let dir =
             fs::canonicalize(self.release_dir(&commit)).map_err(io_err("resolving release dir"))?;
         let config = dir.join("config.yaml");
@@ -604,7 +629,6 @@ impl HostRoot {
             &self.run_path(),
             &serde_json::to_vec_pretty(&info).expect("serialises"),
         )?;
-        self.end()?;
         Ok((StartedChild(Some(child)), info))
     }
 
