@@ -658,3 +658,36 @@ fn capture_reports_a_service_that_fails_to_start() {
         "{err}"
     );
 }
+
+#[test]
+fn capture_require_hook_replaces_a_backend_loaded_by_package_name() {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(nm) = npm_ci_fixture(scratch.path()) else {
+        return;
+    };
+    let r = Repo::new();
+    let expected = schema_guard::extract::static_manifest(&r.path, "HEAD").unwrap();
+    r.edit(
+        "deploy/env/production.yaml",
+        "backend: ./lib/storage/file-store.js",
+        "backend: restbase-mod-table-cassandra",
+    );
+    r.write(
+        ".schema-guard.yaml",
+        "capture:\n  backend_modules: [restbase-mod-table-cassandra]\n",
+    );
+    r.commit("Backend by package name");
+    let opts = schema_guard::extract::CaptureOptions {
+        node_modules: Some(nm),
+        ..Default::default()
+    };
+    let captured = schema_guard::extract::capture_rev(&r.path, "HEAD", &opts)
+        .expect("capture through the hook");
+    let key = |m: &schema_guard::StorageManifest| -> Vec<(String, String, String)> {
+        m.tables
+            .iter()
+            .map(|t| (t.table.clone(), t.domain.clone(), t.content_hash.clone()))
+            .collect()
+    };
+    assert_eq!(key(&captured), key(&expected));
+}
