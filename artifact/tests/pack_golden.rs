@@ -1,0 +1,479 @@
+//! Pins the layer format: a fixed tree must pack to the same bytes on any machine, with any
+//! thread count, from the filesystem or from an entry list, and must round-trip through the
+//! unpacker and list cleanly with GNU tar.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use artifact::Digest;
+use artifact::pack::{
+    FORMAT_VERSION, PackData, PackEntry, PackError, PackKind, PackOptions, pack_dir, pack_entries,
+    walk_dir,
+};
+use artifact::unpack::{Expected, UnpackLimits, Unpacker};
+
+// Changing either constant means the layer bytes changed for the same input: bump
+// `FORMAT_VERSION` in src/pack.rs (it is part of dependency-layer keys) and update both here.
+// GOLDEN_DIGEST also moves when the deflate implementation (flate2 / zlib-rs) changes its
+// output; GOLDEN_DIFF_ID only moves when the tar layout does.
+const GOLDEN_FORMAT_VERSION: u32 = 1;
+const GOLDEN_DIFF_ID: &str =
+    "sha256:60cb1807c2db0b537ce2aa4fb1760050c78572606692dad0777a5aaef9f774cb";
+const GOLDEN_DIGEST: &str =
+    "sha256:f4007d718309968bc5a7ae9e1c2fb79bada716448de23ad6f96a3b187efd8ba0";
+
+const MTIME: u64 = 1_700_000_000;
+
+fn long_dir() -> String {
+    format!("deep/{}", "d".repeat(60))
+}
+fn long_file() -> String {
+    format!("{}/{}.js", long_dir(), "f".repeat(70))
+}
+/// A relative target longer than 100 bytes, from `links/far`.
+fn long_target() -> String {
+    format!("../{}", long_file())
+}
+
+/// Deterministic pseudo-random bytes (poorly compressible, bigger than one chunk).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The fixed content: (path, kind) with file bytes inline.
+fn content() -> Vec<PackEntry> {
+    let file = |path: &str, data: Vec<u8>, executable: bool| PackEntry {
+        path: path.to_string(),
+        kind: PackKind::File {
+            data: PackData::Bytes(data),
+            executable,
+        },
+    };
+    let link = |path: &str, target: &str| PackEntry {
+        path: path.to_string(),
+        kind: PackKind::Symlink {
+            target: target.to_string(),
+        },
+    };
+    vec![
+        file("a.txt", b"hello\n".to_vec(), false),
+        file("bin/run.sh", b"#!/bin/sh\necho hi\n".to_vec(), true),
+        link("bin/link", "run.sh"),
+        PackEntry {
+            path: "empty".into(),
+            kind: PackKind::Dir,
+        },
+        file(&long_file(), b"module.exports = 42;\n".to_vec(), false),
+        link("links/far", &long_target()),
+        file(
+            "\u{fc}n\u{ef}c\u{f8}d\u{e9}/\u{6587}\u{4ef6}.txt",
+            "unicode \u{2713}\n".as_bytes().to_vec(),
+            false,
+        ),
+        file("big/noise.bin", noise(3 << 20), false),
+        file("big/zeros.bin", vec![0u8; 2 << 20], false),
+        file("zero-length", Vec::new(), false),
+    ]
+}
+
+/// Writes `content()` to `root` (with odd permission bits the packer must normalise).
+fn build_tree(root: &Path) {
+    for e in content() {
+        let p = root.join(&e.path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        match e.kind {
+            PackKind::Dir => std::fs::create_dir_all(&p).unwrap(),
+            PackKind::Symlink { target } => std::os::unix::fs::symlink(target, &p).unwrap(),
+            PackKind::File {
+                data: PackData::Bytes(b),
+                executable,
+            } => {
+                std::fs::write(&p, b).unwrap();
+                let mode = if executable { 0o750 } else { 0o664 };
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            PackKind::File { .. } => unreachable!(),
+        }
+    }
+}
+
+fn opts(threads: usize) -> PackOptions {
+    PackOptions {
+        mtime: MTIME,
+        level: 6,
+        threads,
+    }
+}
+
+fn pack_tree(root: &Path, threads: usize) -> (Vec<u8>, artifact::pack::LayerInfo) {
+    let mut out = Vec::new();
+    let info = pack_dir(root, "", &opts(threads), &mut out).unwrap();
+    (out, info)
+}
+
+#[test]
+fn golden_digests_are_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_tree(tmp.path());
+    let (bytes, info) = pack_tree(tmp.path(), 2);
+    assert_eq!(
+        FORMAT_VERSION, GOLDEN_FORMAT_VERSION,
+        "format version changed: update the golden digests"
+    );
+    assert_eq!(
+        info.diff_id.to_string(),
+        GOLDEN_DIFF_ID,
+        "tar bytes changed"
+    );
+    assert_eq!(
+        info.digest.to_string(),
+        GOLDEN_DIGEST,
+        "compressed bytes changed"
+    );
+    assert_eq!(info.size, bytes.len() as u64);
+    assert_eq!(info.digest, Digest::of(&bytes));
+    // The gzip header carries no name and no time.
+    assert_eq!(&bytes[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    // The tar inside is what diff_id names.
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    assert_eq!(Digest::of(&tar), info.diff_id);
+    assert_eq!(tar.len() as u64, info.tar_size);
+    // 10 content entries + implicit dirs: bin, deep, deep/ddd, links, unicode dir, big.
+    assert_eq!(info.entries, 16);
+}
+
+#[test]
+fn output_does_not_depend_on_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_tree(tmp.path());
+    let (one, info1) = pack_tree(tmp.path(), 1);
+    let (four, info4) = pack_tree(tmp.path(), 4);
+    assert_eq!(info1, info4);
+    assert_eq!(one, four);
+    assert!(
+        info1.tar_size > 5 << 20,
+        "the tree must span several compression chunks"
+    );
+}
+
+#[test]
+fn compression_level_changes_digest_not_diff_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_tree(tmp.path());
+    let mut fast = Vec::new();
+    let i1 = pack_dir(
+        tmp.path(),
+        "",
+        &PackOptions {
+            level: 1,
+            ..opts(2)
+        },
+        &mut fast,
+    )
+    .unwrap();
+    let (_, i6) = pack_tree(tmp.path(), 2);
+    assert_eq!(i1.diff_id, i6.diff_id);
+    assert_ne!(i1.digest, i6.digest);
+}
+
+#[test]
+fn pack_dir_equals_pack_entries_of_the_same_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_tree(tmp.path());
+    let (from_dir, dir_info) = pack_tree(tmp.path(), 2);
+    // Reversed order, no implicit directories: the packer sorts and adds them.
+    let mut entries = content();
+    entries.reverse();
+    let mut from_list = Vec::new();
+    let list_info = pack_entries(entries, &opts(2), &mut from_list).unwrap();
+    assert_eq!(dir_info, list_info);
+    assert_eq!(from_dir, from_list);
+}
+
+#[test]
+fn walk_dir_prefixes_and_does_not_follow_symlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_tree(tmp.path());
+    let entries = walk_dir(tmp.path(), "node_modules").unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths[0], "node_modules");
+    assert!(
+        paths.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()),
+        "sorted"
+    );
+    assert!(
+        paths
+            .iter()
+            .all(|p| *p == "node_modules" || p.starts_with("node_modules/"))
+    );
+    let link = entries
+        .iter()
+        .find(|e| e.path == "node_modules/bin/link")
+        .unwrap();
+    assert!(matches!(&link.kind, PackKind::Symlink { target } if target == "run.sh"));
+    let exe = entries
+        .iter()
+        .find(|e| e.path == "node_modules/bin/run.sh")
+        .unwrap();
+    assert!(matches!(
+        exe.kind,
+        PackKind::File {
+            executable: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn round_trip_through_the_unpacker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src);
+    let (bytes, info) = pack_tree(&src, 2);
+    let dest = tmp.path().join("release");
+    let mut u = Unpacker::new(&dest, UnpackLimits::default()).unwrap();
+    let expected = Expected {
+        digest: Some(info.digest),
+        size: Some(info.size),
+        diff_id: Some(info.diff_id),
+    };
+    let stats = u.layer(&bytes[..], &expected).unwrap();
+    assert_eq!(stats.entries, info.entries);
+    u.finish().unwrap();
+
+    let mode = |p: &str| {
+        std::fs::symlink_metadata(dest.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for e in content() {
+        let p = dest.join(&e.path);
+        match e.kind {
+            PackKind::Dir => assert!(
+                std::fs::symlink_metadata(&p).unwrap().is_dir(),
+                "{}",
+                e.path
+            ),
+            PackKind::Symlink { target } => {
+                assert_eq!(
+                    std::fs::read_link(&p).unwrap().to_str().unwrap(),
+                    target,
+                    "{}",
+                    e.path
+                )
+            }
+            PackKind::File {
+                data: PackData::Bytes(b),
+                executable,
+            } => {
+                assert_eq!(std::fs::read(&p).unwrap(), b, "{}", e.path);
+                assert_eq!(
+                    mode(&e.path),
+                    if executable { 0o755 } else { 0o644 },
+                    "{}",
+                    e.path
+                );
+            }
+            PackKind::File { .. } => unreachable!(),
+        }
+    }
+    assert_eq!(mode("bin"), 0o755);
+    assert_eq!(mode("empty"), 0o755);
+    assert_eq!(std::fs::read_dir(dest.join("empty")).unwrap().count(), 0);
+    // The long symlink target resolves to the long file.
+    assert_eq!(
+        std::fs::read(dest.join("links/far")).unwrap(),
+        b"module.exports = 42;\n"
+    );
+    // Re-packing the extracted tree gives the same layer.
+    let (again, again_info) = pack_tree(&dest, 1);
+    assert_eq!(again_info, info);
+    assert_eq!(again, bytes);
+}
+
+/// Runs a required external binary; skips (false) outside CI when it is missing.
+fn have(bin: &str) -> bool {
+    let found = Command::new(bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{bin} is required when CI=true"
+        );
+        eprintln!("SKIPPED: {bin} not found");
+    }
+    found
+}
+
+#[test]
+fn gnu_tar_and_gzip_read_the_layer() {
+    if !have("tar") || !have("gzip") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src);
+    let layer = tmp.path().join("layer.tgz");
+    let (bytes, _) = pack_tree(&src, 2);
+    std::fs::write(&layer, &bytes).unwrap();
+
+    let test = Command::new("gzip").arg("-t").arg(&layer).output().unwrap();
+    assert!(
+        test.status.success(),
+        "gzip -t: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+
+    let list = Command::new("tar")
+        .env("LC_ALL", "C.UTF-8")
+        .arg("-tzvf")
+        .arg(&layer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&list.stderr);
+    assert!(
+        list.status.success() && stderr.is_empty(),
+        "tar -tzvf failed: {stderr}"
+    );
+    let listing = String::from_utf8(list.stdout).unwrap();
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 16, "{listing}");
+    assert!(
+        lines.iter().all(|l| l.contains(" 0/0 ")),
+        "owner 0/0 without names:\n{listing}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("2023-11-14")),
+        "fixed mtime:\n{listing}"
+    );
+    let line = |suffix: &str| {
+        lines
+            .iter()
+            .find(|l| l.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix:?} in:\n{listing}"))
+    };
+    assert!(line(" bin/run.sh").starts_with("-rwxr-xr-x"));
+    assert!(line(" a.txt").starts_with("-rw-r--r--"));
+    assert!(line(" empty/").starts_with("drwxr-xr-x"));
+    assert!(line(" bin/link -> run.sh").starts_with("lrwxrwxrwx"));
+    line(&format!(" {}", long_file()));
+    line(&format!(" links/far -> {}", long_target()));
+    line(" \u{fc}n\u{ef}c\u{f8}d\u{e9}/\u{6587}\u{4ef6}.txt");
+
+    let out = tmp.path().join("x");
+    std::fs::create_dir(&out).unwrap();
+    let x = Command::new("tar")
+        .arg("-xzf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    assert_eq!(
+        std::fs::read(out.join(long_file())).unwrap(),
+        b"module.exports = 42;\n"
+    );
+    assert_eq!(
+        std::fs::read(out.join("big/noise.bin")).unwrap(),
+        noise(3 << 20)
+    );
+}
+
+#[test]
+fn invalid_entries_are_refused() {
+    let f = |path: &str| PackEntry {
+        path: path.to_string(),
+        kind: PackKind::File {
+            data: PackData::Bytes(b"x".to_vec()),
+            executable: false,
+        },
+    };
+    let l = |path: &str, target: &str| PackEntry {
+        path: path.to_string(),
+        kind: PackKind::Symlink {
+            target: target.to_string(),
+        },
+    };
+    let pack = |entries: Vec<PackEntry>| pack_entries(entries, &opts(1), std::io::sink());
+    for bad in [
+        "", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a/./b", "nul\0",
+    ] {
+        assert!(
+            matches!(pack(vec![f(bad)]), Err(PackError::BadPath(p)) if p == bad),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(pack(vec![f("a"), f("b"), f("a")]), Err(PackError::Duplicate(p)) if p == "a"));
+    // A path below a file or a symlink.
+    assert!(matches!(pack(vec![f("a"), f("a/b")]), Err(PackError::BadPath(p)) if p == "a/b"));
+    assert!(matches!(pack(vec![l("a", "."), f("a/b")]), Err(PackError::BadPath(p)) if p == "a/b"));
+    // Symlinks leaving the layer, directly or through another symlink.
+    assert!(matches!(
+        pack(vec![l("a", "/etc/passwd")]),
+        Err(PackError::BadLink { .. })
+    ));
+    assert!(matches!(
+        pack(vec![l("d/a", "../../x")]),
+        Err(PackError::BadLink { .. })
+    ));
+    assert!(
+        matches!(pack(vec![l("d/up", ".."), l("d/l", "up/../x")]), Err(PackError::BadLink { path, .. }) if path == "d/l")
+    );
+    assert!(pack(vec![l("d/up", ".."), l("d/l", "up/x")]).is_ok());
+    assert!(matches!(
+        pack(vec![l("a", "")]),
+        Err(PackError::BadLink { .. })
+    ));
+}
+
+#[test]
+fn a_file_that_changes_while_packing_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("f");
+    std::fs::write(&p, b"data").unwrap();
+    // A special file: unsupported.
+    let entries = vec![PackEntry {
+        path: "f".into(),
+        kind: PackKind::File {
+            data: PackData::Path(tmp.path().to_path_buf()),
+            executable: false,
+        },
+    }];
+    assert!(matches!(
+        pack_entries(entries, &opts(1), std::io::sink()),
+        Err(PackError::Unsupported(_))
+    ));
+    let missing = vec![PackEntry {
+        path: "f".into(),
+        kind: PackKind::File {
+            data: PackData::Path(tmp.path().join("missing")),
+            executable: false,
+        },
+    }];
+    assert!(matches!(
+        pack_entries(missing, &opts(2), std::io::sink()),
+        Err(PackError::Io { .. })
+    ));
+}
