@@ -601,15 +601,19 @@ fn capture_agrees_with_static_and_follows_config_values() {
         "valueType: json\n        version: '{{options.html_version}}'",
     );
     r.commit("New html bucket layout");
-    let o = r.sg(&[
-        "check",
-        "--extractor",
-        "capture",
-        "--node-modules",
-        nm.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    // The fixture's failure switches in the environment do not leak into the capture run.
+    let o = r.sg_env(
+        &[
+            "check",
+            "--extractor",
+            "capture",
+            "--node-modules",
+            nm.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        &[("FIXTURE_CRASH_AT_START", Path::new("true"))],
+    );
     assert_eq!(
         code(&o),
         1,

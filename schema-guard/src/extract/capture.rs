@@ -44,7 +44,20 @@ pub struct CaptureOptions {
     pub capture: Option<CaptureConfig>,
     /// Entry point relative to the code directory.
     pub entry: String,
+    /// Environment variables removed from the service's environment (default: the fixture
+    /// service's failure switches).
+    pub unset_env: Vec<String>,
 }
+
+/// The fixture service's failure-switch variables, unset for capture runs.
+pub const FIXTURE_SWITCHES: &[&str] = &[
+    "FIXTURE_CRASH_AT_START",
+    "FIXTURE_SERVE_5XX",
+    "FIXTURE_STORAGE_ERRORS",
+    "FIXTURE_STORAGE_ERROR_INTERVAL_MS",
+    "FIXTURE_START_DELAY_MS",
+    "FIXTURE_NEVER_BIND",
+];
 
 impl Default for CaptureOptions {
     fn default() -> Self {
@@ -54,6 +67,7 @@ impl Default for CaptureOptions {
             config: StaticOptions::default(),
             capture: None,
             entry: "server.js".into(),
+            unset_env: FIXTURE_SWITCHES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -205,10 +219,8 @@ pub fn capture(code_dir: &Path, opts: &CaptureOptions) -> Result<StorageManifest
         .stdin(Stdio::null())
         .stdout(Stdio::from(log_file))
         .stderr(Stdio::from(log_err));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("FIXTURE_") {
-            cmd.env_remove(&k);
-        }
+    for k in &opts.unset_env {
+        cmd.env_remove(k);
     }
     if let Some(nm) = &opts.node_modules
         && !code_dir.join("node_modules").exists()
