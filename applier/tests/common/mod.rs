@@ -125,9 +125,10 @@ pub fn builder_bin() -> PathBuf {
 }
 
 fn build_fixture() -> Fixture {
+    // Under target/tmp: a static is never dropped, so this is not removed after the run.
     let dir = tempfile::Builder::new()
         .prefix("applier-it-")
-        .tempdir()
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let repo = dir.path().join("repo");
     copy_tree(&workspace().join("fixtures/service"), &repo);
