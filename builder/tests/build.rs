@@ -662,13 +662,36 @@ fn submodules_are_skipped_and_a_tree_without_package_json_has_no_dependency_laye
     write(&repo, "deploy/service.yaml", "name: static-site\n");
     write(&repo, "index.html", "<p>hi</p>\n");
     git(&repo, &["add", "-A"]);
-    git(&repo, &["update-index", "--add", "--cacheinfo", &format!("160000,{},vendor/lib", "1".repeat(40))]);
+    git(
+        &repo,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{},vendor/lib", "1".repeat(40)),
+        ],
+    );
     git(&repo, &["commit", "-q", "-m", "with a submodule"]);
     let store = t.path().join("store");
-    let mut c = builder(&["build", "--format", "json", "--store", store.to_str().unwrap()]);
-    c.arg("--repo").arg(&repo).arg("--node").arg("/nonexistent/node").arg("--npm").arg("/nonexistent/npm");
+    let mut c = builder(&[
+        "build",
+        "--format",
+        "json",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    c.arg("--repo")
+        .arg(&repo)
+        .arg("--node")
+        .arg("/nonexistent/node")
+        .arg("--npm")
+        .arg("/nonexistent/npm");
     let out = run(c);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["skipped_submodules"], serde_json::json!(["vendor/lib"]));
     assert_eq!(r["layers"].as_array().unwrap().len(), 1);
