@@ -347,7 +347,7 @@ impl Unpacker {
                 b'6' => return Err(refuse("fifos are not allowed")),
                 t => return Err(refuse(&format!("unsupported entry type {:?}", t as char))),
             }
-            self.parents(&rel).map_err(&refuse)?;
+            self.parents(&rel, &refuse)?;
             let full = self.staging.join(OsStr::from_bytes(&rel));
             let existing = self.nodes.get(&rel).cloned();
             match h.typeflag {
@@ -486,16 +486,19 @@ impl Unpacker {
     }
 
     /// Creates missing ancestors of `rel`; refuses a path through a symlink or a file.
-    fn parents(&mut self, rel: &[u8]) -> Result<(), &'static str> {
+    fn parents(
+        &mut self,
+        rel: &[u8],
+        refuse: &dyn Fn(&str) -> UnpackError,
+    ) -> Result<(), UnpackError> {
         for (i, _) in rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
             let anc = &rel[..i];
             match self.nodes.get(anc) {
                 Some(Node::Dir) => {}
-                Some(Node::Symlink(_)) => return Err("path goes through a symlink"),
-                Some(Node::File) => return Err("path goes through a file"),
+                Some(Node::Symlink(_)) => return Err(refuse("path goes through a symlink")),
+                Some(Node::File) => return Err(refuse("path goes through a file")),
                 None => {
-                    let full = self.staging.join(OsStr::from_bytes(anc));
-                    mkdir(&full).map_err(|_| "cannot create parent directory")?;
+                    mkdir(&self.staging.join(OsStr::from_bytes(anc)))?;
                     self.nodes.insert(anc.to_vec(), Node::Dir);
                 }
             }
