@@ -116,10 +116,15 @@ impl DeployError {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DeployOptions {
     pub reason: String,
     pub dry_run: bool,
+    /// Storage guard settings: backend rules and `--ack`s.
+    pub guard: guard::GuardOptions,
+    /// Roll back even where the storage guard says the old code would not start
+    /// (`--force-schema-rollback`: for operators who know the storage accepts it).
+    pub force_schema_rollback: bool,
 }
 
 /// How a deploy (or rollback, or resume) ended.
@@ -171,12 +176,21 @@ pub fn deploy(
             .and_then(|m| m.storage),
         _ => manifest.storage.clone(),
     };
-    let g = guard::check(current_storage.as_ref(), manifest.storage.as_ref());
+    let g = guard::check(
+        current_storage.as_ref(),
+        manifest.storage.as_ref(),
+        &opts.guard,
+    )
+    .map_err(|e| DeployError::Refused(format!("storage guard: {e}")))?;
     if !g.allowed {
-        return Err(DeployError::Refused(format!(
-            "storage guard: {}",
-            g.findings.join("; ")
-        )));
+        let mut msg = format!("storage guard: {}", g.findings.join("; "));
+        if !g.recipes.is_empty() {
+            msg.push_str(&format!(
+                ". If you deploy it anyway (--ack), the way back is: {}",
+                g.recipes.join(" ")
+            ));
+        }
+        return Err(DeployError::Refused(msg));
     }
 
     let id = records::new_deploy_id();
@@ -273,13 +287,26 @@ pub fn rollback(
             if from.as_ref() == Some(&target) {
                 continue;
             }
-            if let std::collections::btree_map::Entry::Vacant(slot) =
-                manifests.entry(target.manifest)
+            for r in from.iter().chain(std::iter::once(&target)) {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    manifests.entry(r.manifest)
+                {
+                    slot.insert(resolve::load_verified(ctx.store.as_ref(), &r.manifest)?);
+                }
+            }
+            if let Some(f) = &from
+                && !opts.force_schema_rollback
             {
-                slot.insert(resolve::load_verified(
-                    ctx.store.as_ref(),
-                    &target.manifest,
-                )?);
+                guard::check_rollback(
+                    manifests[&f.manifest].storage.as_ref(),
+                    manifests[&target.manifest].storage.as_ref(),
+                    opts.guard.backend,
+                )
+                .map_err(|e| {
+                    DeployError::Refused(format!(
+                        "rollback of {n} refused by the storage guard: {e} (override: --force-schema-rollback)"
+                    ))
+                })?;
             }
             hosts.insert(
                 n.clone(),

@@ -1,13 +1,20 @@
-//! The storage-schema guard seam: decides what kind of deploy this is and whether it may go
-//! ahead, from the storage manifests of the environment's current artifact and the new one.
+//! The storage-schema guard: what kind of deploy this is, and whether it (or a rollback) may go
+//! ahead, from the storage manifests (`schema_guard::StorageManifest`, recorded in every
+//! artifact manifest by `builder`) of what the environment runs and of the target release.
 //!
-//! This is where `schema_guard::diff` plugs in. Until it does, [`check`] classifies by plain
-//! equality: identical (or absent) storage manifests make a `code` deploy; any difference makes
-//! a `schema` deploy, which is allowed but never rolled back automatically (the storage would
-//! refuse the old schema).
+//! - Deploy: `schema_guard::diff(current, new)`. An unacknowledged blocking finding refuses the
+//!   deploy before any host is touched; acknowledgements come from `applier deploy --ack`
+//!   (`SG002 <table> <from>-><to> <reason>`, the trailer syntax). A deploy whose stored schemas
+//!   cannot be undone by redeploying the old code is of type `schema`: it is never rolled back
+//!   automatically (the storage would refuse the old schema at start-up).
+//! - Rollback: the forward diff from the rollback target to what runs now tells whether the old
+//!   code would still start; if not, the rollback is refused with schema-guard's recipe (a new
+//!   commit restoring the old content with a higher version), unless the operator overrides it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use schema_guard::{Ack, AckSource, Backend, Report, StorageManifest};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -17,26 +24,230 @@ pub enum DeployType {
     Schema,
 }
 
+/// Settings of the guard for one run.
+#[derive(Clone, Debug, Default)]
+pub struct GuardOptions {
+    /// The table backend whose rules apply.
+    pub backend: Backend,
+    /// Acknowledgements given on the command line (trailer syntax, without the key).
+    pub acks: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GuardOutcome {
     pub deploy_type: DeployType,
     /// False: the deploy is refused (exit 3) for the reasons in `findings`.
     pub allowed: bool,
+    /// One line per finding: `block[SG002] <subject>: <message>` (acknowledged ones marked).
     pub findings: Vec<String>,
+    /// Rollback recipes of the non-rollbackable changes.
+    pub recipes: Vec<String>,
+}
+
+/// Parses one `--ack` value: `SG002 <table> <from>-><to> [reason]`.
+pub fn parse_ack(s: &str) -> Result<Ack, String> {
+    let acks = schema_guard::ack::parse_trailers(
+        &format!("{}: {}", schema_guard::ack::TRAILER, s.trim()),
+        "",
+    );
+    let mut ack = acks.into_iter().next().ok_or_else(|| {
+        format!("bad --ack {s:?}: expected `SG0NN <table> <from>-><to> <reason>`")
+    })?;
+    ack.source = AckSource::Caller;
+    Ok(ack)
+}
+
+fn parse(v: Option<&Value>, what: &str) -> Result<Option<StorageManifest>, String> {
+    v.map(|v| StorageManifest::from_value(v).map_err(|e| format!("{what} storage manifest: {e}")))
+        .transpose()
+}
+
+fn lines(report: &Report) -> (Vec<String>, Vec<String>) {
+    let mut findings = Vec::new();
+    let mut recipes = Vec::new();
+    for f in &report.findings {
+        let ack = if f.acknowledged.is_some() {
+            " (acknowledged)"
+        } else {
+            ""
+        };
+        findings.push(format!(
+            "{}[{}] {}: {}{ack}",
+            f.severity.as_str(),
+            f.rule,
+            f.subject,
+            f.message
+        ));
+        if let Some(r) = &f.recipe {
+            recipes.push(r.clone());
+        }
+    }
+    (findings, recipes)
 }
 
 /// Compares the storage manifest of what the environment runs (`current`) with the new one.
-pub fn check(current: Option<&Value>, new: Option<&Value>) -> GuardOutcome {
-    match (current, new) {
-        (Some(a), Some(b)) if a != b => GuardOutcome {
-            deploy_type: DeployType::Schema,
-            allowed: true,
-            findings: vec!["storage manifest differs from the environment's current one".into()],
-        },
-        _ => GuardOutcome {
+/// Missing manifests (an environment never deployed, an artifact built without one) make a
+/// `code` deploy with a note: there is nothing to compare.
+pub fn check(
+    current: Option<&Value>,
+    new: Option<&Value>,
+    opts: &GuardOptions,
+) -> Result<GuardOutcome, String> {
+    let (cur, new) = (parse(current, "current")?, parse(new, "new")?);
+    let (Some(cur), Some(new)) = (cur, new) else {
+        return Ok(GuardOutcome {
             deploy_type: DeployType::Code,
             allowed: true,
-            findings: Vec::new(),
+            findings: vec!["no storage manifest to compare; schema guard skipped".into()],
+            recipes: vec![],
+        });
+    };
+    let acks = opts
+        .acks
+        .iter()
+        .map(|a| parse_ack(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = schema_guard::diff(
+        &cur,
+        &new,
+        &schema_guard::Options {
+            backend: opts.backend,
+            acks,
+            base_label: Some("current".into()),
+            head_label: Some("new".into()),
+            ..Default::default()
         },
+    );
+    let (findings, recipes) = lines(&report);
+    let deploy_type = if report.changes_schema() && !report.rollback_safe() {
+        DeployType::Schema
+    } else {
+        DeployType::Code
+    };
+    Ok(GuardOutcome {
+        deploy_type,
+        allowed: !report.is_blocking(),
+        findings,
+        recipes,
+    })
+}
+
+/// Whether going back from `current` to `target` is safe for the storage: the old code's
+/// schemas must still be accepted. `Err` carries the reasons and the recipe.
+pub fn check_rollback(
+    current: Option<&Value>,
+    target: Option<&Value>,
+    backend: Backend,
+) -> Result<(), String> {
+    let (cur, target) = (parse(current, "current")?, parse(target, "target")?);
+    let (Some(cur), Some(target)) = (cur, target) else {
+        return Ok(());
+    };
+    // Forward: from the rollback target to what runs now. Non-rollbackable changes there are
+    // exactly what the storage would refuse when the target's code starts again.
+    let forward = schema_guard::diff(
+        &target,
+        &cur,
+        &schema_guard::Options {
+            backend,
+            ..Default::default()
+        },
+    );
+    if forward.rollback_safe() {
+        return Ok(());
+    }
+    let tables: Vec<String> = forward
+        .tables
+        .iter()
+        .filter(|t| !t.rollbackable)
+        .map(|t| t.table.clone())
+        .collect();
+    let (_, recipes) = lines(&forward);
+    let mut msg = format!(
+        "the running release changed storage schemas ({}) and the storage refuses the older schema, so the old code would not start on any host",
+        tables.join(", ")
+    );
+    if !recipes.is_empty() {
+        msg.push_str(". Remedy: ");
+        msg.push_str(&recipes.join(" "));
+    } else {
+        msg.push_str(
+            ". Remedy: a new commit that restores the old schema content with a version higher than the current one",
+        );
+    }
+    Err(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A one-table storage manifest built through schema-guard's own API.
+    fn manifest(version: i64, attrs: Value) -> Value {
+        let mut m = StorageManifest::new("manual");
+        m.domains = vec!["en.wikipedia.org".into()];
+        m.add_table(
+            "en.wikipedia.org",
+            &json!({
+                "table": "pages",
+                "version": version,
+                "attributes": attrs,
+                "index": [{"attribute": "title", "type": "hash"}]
+            }),
+            None,
+        );
+        m.finish();
+        m.to_value()
+    }
+
+    #[test]
+    fn ack_parses_trailer_syntax() {
+        let a = parse_ack("SG002 pages 1->2 adds a column").unwrap();
+        assert_eq!((a.rule.as_str(), a.subject.as_str()), ("SG002", "pages"));
+        assert_eq!((a.from.as_str(), a.to.as_str()), ("1", "2"));
+        assert!(parse_ack("pages 1->2").is_err());
+    }
+
+    #[test]
+    fn identical_manifests_are_a_code_deploy_and_missing_ones_skip() {
+        let a = manifest(1, json!({"title": "string"}));
+        let g = check(Some(&a), Some(&a), &GuardOptions::default()).unwrap();
+        assert_eq!(g.deploy_type, DeployType::Code);
+        assert!(g.allowed);
+        let g = check(None, Some(&a), &GuardOptions::default()).unwrap();
+        assert_eq!(g.deploy_type, DeployType::Code);
+        assert!(g.findings[0].contains("skipped"));
+    }
+
+    #[test]
+    fn a_bump_is_blocked_until_acked_and_then_refuses_rollback() {
+        let old = manifest(1, json!({"title": "string"}));
+        let new = manifest(2, json!({"title": "string", "body": "blob"}));
+        let g = check(Some(&old), Some(&new), &GuardOptions::default()).unwrap();
+        assert!(!g.allowed, "{:?}", g.findings);
+        assert!(
+            g.findings.iter().any(|f| f.contains("SG002")),
+            "{:?}",
+            g.findings
+        );
+        assert_eq!(g.deploy_type, DeployType::Schema);
+        let acked = GuardOptions {
+            acks: vec!["SG002 pages 1->2 adds body".into()],
+            ..Default::default()
+        };
+        let g = check(Some(&old), Some(&new), &acked).unwrap();
+        assert!(g.allowed, "{:?}", g.findings);
+        assert!(g.findings.iter().any(|f| f.contains("acknowledged")));
+        // A stale ack (other versions) does not pass.
+        let stale = GuardOptions {
+            acks: vec!["SG002 pages 1->3 adds body".into()],
+            ..Default::default()
+        };
+        assert!(!check(Some(&old), Some(&new), &stale).unwrap().allowed);
+        // Going back from new to old is refused, with a recipe naming a higher version.
+        let err = check_rollback(Some(&new), Some(&old), Backend::Cassandra).unwrap_err();
+        assert!(err.contains("pages"), "{err}");
+        assert!(check_rollback(Some(&old), Some(&old), Backend::Cassandra).is_ok());
     }
 }

@@ -64,6 +64,13 @@ enum Cmd {
         /// Print the plan and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Acknowledge one non-rollbackable storage change, exactly as schema-guard names it:
+        /// `SG002 <table> <from>-><to> <reason>`. Repeatable.
+        #[arg(long = "ack", value_name = "ACK")]
+        acks: Vec<String>,
+        /// Table backend whose schema rules apply.
+        #[arg(long, value_enum, default_value = "cassandra")]
+        backend: BackendArg,
     },
     /// Roll every host back to the release it ran before the last successful deploy.
     Rollback {
@@ -73,6 +80,13 @@ enum Cmd {
         reason: String,
         #[arg(long)]
         dry_run: bool,
+        /// Roll back even where the storage guard says the old code would not start
+        /// (e.g. Cassandra with identical content). Use only when you know the storage allows it.
+        #[arg(long)]
+        force_schema_rollback: bool,
+        /// Table backend whose schema rules apply.
+        #[arg(long, value_enum, default_value = "cassandra")]
+        backend: BackendArg,
     },
     /// Continue a deploy whose applier died, or roll it back.
     Resume {
@@ -251,6 +265,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             env,
             reason,
             dry_run,
+            acks,
+            backend,
         } => {
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env)?;
@@ -262,6 +278,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 &DeployOptions {
                     reason: reason.clone(),
                     dry_run: *dry_run,
+                    guard: applier::guard::GuardOptions {
+                        backend: backend.into(),
+                        acks: acks.clone(),
+                    },
+                    force_schema_rollback: false,
                 },
             );
             finish(&sink, res)
@@ -270,6 +291,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             env,
             reason,
             dry_run,
+            force_schema_rollback,
+            backend,
         } => {
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env)?;
@@ -280,6 +303,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 &DeployOptions {
                     reason: reason.clone(),
                     dry_run: *dry_run,
+                    guard: applier::guard::GuardOptions {
+                        backend: backend.into(),
+                        acks: vec![],
+                    },
+                    force_schema_rollback: *force_schema_rollback,
                 },
             );
             finish(&sink, res)
@@ -682,6 +710,22 @@ impl EventSink for Sink {
                     .unwrap_or_default()
             )),
             Event::Finished { .. } => {}
+        }
+    }
+}
+
+/// `--backend` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BackendArg {
+    Cassandra,
+    Sqlite,
+}
+
+impl From<&BackendArg> for schema_guard::Backend {
+    fn from(b: &BackendArg) -> Self {
+        match b {
+            BackendArg::Cassandra => schema_guard::Backend::Cassandra,
+            BackendArg::Sqlite => schema_guard::Backend::Sqlite,
         }
     }
 }
