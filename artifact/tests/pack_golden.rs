@@ -477,3 +477,65 @@ fn a_file_that_changes_while_packing_is_an_error() {
         Err(PackError::Io { .. })
     ));
 }
+
+/// A writer that fails after `left` bytes.
+struct Failing {
+    left: usize,
+}
+
+impl std::io::Write for Failing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_output_error_stops_the_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_tree(tmp.path());
+    for (threads, left) in [(1, 0), (2, 100), (4, 1 << 20)] {
+        let err = pack_dir(tmp.path(), "", &opts(threads), Failing { left }).unwrap_err();
+        assert!(
+            matches!(&err, PackError::Io { source, .. } if source.to_string() == "disk full"),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn layers_made_by_gnu_tar_unpack() {
+    if !have("tar") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    build_tree(&src);
+    let layer = tmp.path().join("gnu.tgz");
+    let c = Command::new("tar")
+        .arg("-czf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let dest = tmp.path().join("release");
+    let mut u = Unpacker::new(&dest, UnpackLimits::default()).unwrap();
+    u.layer(std::fs::File::open(&layer).unwrap(), &Expected::default())
+        .unwrap();
+    u.finish().unwrap();
+    // Same content as the source tree: re-packing gives the same diff_id.
+    let (_, from_src) = pack_tree(&src, 1);
+    let (_, from_dest) = pack_tree(&dest, 1);
+    assert_eq!(from_src.diff_id, from_dest.diff_id);
+}
