@@ -509,7 +509,8 @@ fn produce(
                     PackData::Path(p) => {
                         let mut f = std::fs::OpenOptions::new()
                             .read(true)
-                            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                            // O_NONBLOCK: a fifo put in place of a file must not hang us.
+                            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
                             .open(&p)
                             .map_err(|e| io_err(format!("opening {}", p.display()), e))?;
                         let md = f

@@ -449,33 +449,46 @@ fn invalid_entries_are_refused() {
 }
 
 #[test]
-fn a_file_that_changes_while_packing_is_an_error() {
+fn special_missing_or_changing_files_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = tmp.path().join("f");
-    std::fs::write(&p, b"data").unwrap();
-    // A special file: unsupported.
-    let entries = vec![PackEntry {
-        path: "f".into(),
-        kind: PackKind::File {
-            data: PackData::Path(tmp.path().to_path_buf()),
-            executable: false,
-        },
-    }];
+    let file = |p: &Path| {
+        vec![PackEntry {
+            path: "f".into(),
+            kind: PackKind::File {
+                data: PackData::Path(p.to_path_buf()),
+                executable: false,
+            },
+        }]
+    };
+    let pack = |entries| pack_entries(entries, &opts(2), std::io::sink());
+    // A directory where a file was expected.
     assert!(matches!(
-        pack_entries(entries, &opts(1), std::io::sink()),
+        pack(file(tmp.path())),
         Err(PackError::Unsupported(_))
     ));
-    let missing = vec![PackEntry {
-        path: "f".into(),
-        kind: PackKind::File {
-            data: PackData::Path(tmp.path().join("missing")),
-            executable: false,
-        },
-    }];
     assert!(matches!(
-        pack_entries(missing, &opts(2), std::io::sink()),
+        pack(file(&tmp.path().join("missing"))),
         Err(PackError::Io { .. })
     ));
+    // A file whose size is not what stat said (procfs reports 0 and then has content).
+    let err = pack(file(Path::new("/proc/self/status"))).unwrap_err();
+    assert!(
+        matches!(&err, PackError::Io { source, .. } if source.to_string().contains("grew")),
+        "{err:?}"
+    );
+    // A fifo is refused without blocking on open, and walk_dir refuses it too.
+    if have("mkfifo") {
+        let fifo = tmp.path().join("fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(matches!(pack(file(&fifo)), Err(PackError::Unsupported(_))));
+        assert!(matches!(walk_dir(tmp.path(), ""), Err(PackError::Unsupported(p)) if p == fifo));
+    }
 }
 
 /// A writer that fails after `left` bytes.
