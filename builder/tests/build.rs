@@ -699,3 +699,48 @@ fn submodules_are_skipped_and_a_tree_without_package_json_has_no_dependency_laye
     assert_eq!(r["service"], "static-site");
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipping submodule vendor/lib"));
 }
+
+#[test]
+fn a_native_module_makes_the_artifact_platform_specific() {
+    if !tools_present("a_native_module_makes_the_artifact_platform_specific") {
+        return;
+    }
+    // A real registry package that ships a prebuilt addon (`*.node`) for linux-x64-glibc only.
+    if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64") && cfg!(target_env = "gnu")) {
+        eprintln!(
+            "SKIPPED a_native_module_makes_the_artifact_platform_specific: needs linux-x64-glibc"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    write(
+        &repo,
+        "package.json",
+        r#"{"name":"native-svc","version":"1.0.0","dependencies":{"@node-rs/crc32-linux-x64-gnu":"1.10.8"}}"#,
+    );
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "native"]);
+    let store = t.path().join("store");
+    let report = build_ok(&repo, store.to_str().unwrap(), &[]);
+    assert_eq!(report["service"], "native-svc");
+    assert_eq!(report["deps"]["native"], true);
+    let m = show_json(store.to_str().unwrap(), report["id"].as_str().unwrap());
+    let platform = &m["manifest"]["platform"];
+    let node = Command::new("node")
+        .args([
+            "-p",
+            "process.platform + ' ' + process.arch + ' ' + process.versions.modules",
+        ])
+        .output()
+        .unwrap();
+    let node = String::from_utf8(node.stdout).unwrap();
+    let expected: Vec<&str> = node.split_whitespace().collect();
+    assert_eq!(platform["os"], expected[0]);
+    assert_eq!(platform["arch"], expected[1]);
+    assert_eq!(platform["node_abi"], expected[2]);
+    assert_eq!(platform["libc"], "glibc");
+    assert_eq!(m["manifest"]["deps"]["native"], true);
+}
