@@ -183,6 +183,70 @@ pub enum TransportConfig {
     /// Hosts are directories on this machine.
     #[default]
     Local,
+    /// The system `ssh` runs `applier host ...` on each target (see [`crate::ssh`]).
+    Ssh(SshConfig),
+}
+
+/// How the ssh transport reaches the targets. The system `ssh` is used, so the user's
+/// `ssh_config`, agent, `known_hosts` and jump hosts apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// Login user (`-l`); default: whatever ssh_config says.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// An ssh config file (`-F`).
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    /// The `ssh` binary.
+    #[serde(default = "default_ssh")]
+    pub ssh: String,
+    /// The applier binary on the targets.
+    #[serde(default = "default_applier_path")]
+    pub applier_path: String,
+    /// Run the host operations (which control the service) through `sudo -n`.
+    #[serde(default)]
+    pub sudo: bool,
+    /// `ConnectTimeout`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// How long the shared connection outlives its last use (`ControlPersist`).
+    #[serde(default = "default_control_persist")]
+    pub control_persist: Dur,
+    /// Where the shared connections' sockets live (a private directory is made inside).
+    #[serde(default = "default_control_dir")]
+    pub control_dir: PathBuf,
+    /// Per-operation timeout (a host op that takes longer is killed and fails the host).
+    #[serde(default = "default_op_timeout")]
+    pub op_timeout: Dur,
+    /// Expiry of the presigned layer URLs handed to the targets.
+    #[serde(default = "default_presign_expiry")]
+    pub presign_expiry: Dur,
+    /// Extra `-o` options (`StrictHostKeyChecking=yes`, ...).
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+fn default_ssh() -> String {
+    "ssh".into()
+}
+fn default_applier_path() -> String {
+    "applier".into()
+}
+fn default_connect_timeout() -> Dur {
+    secs(10)
+}
+fn default_control_persist() -> Dur {
+    secs(60)
+}
+fn default_control_dir() -> PathBuf {
+    PathBuf::from("/tmp")
+}
+fn default_op_timeout() -> Dur {
+    secs(600)
+}
+fn default_presign_expiry() -> Dur {
+    secs(900)
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -201,6 +265,26 @@ pub enum PoolConfig {
         #[serde(default = "default_pool_timeout")]
         timeout: Dur,
     },
+    /// HAProxy's runtime API on its admin socket (see [`crate::haproxy`]).
+    Haproxy {
+        /// The admin socket (a UNIX socket on this machine).
+        socket: PathBuf,
+        /// The backend holding the hosts' servers.
+        backend: String,
+        /// Inventory host -> HAProxy server name (default: the same name).
+        #[serde(default)]
+        servers: BTreeMap<String, String>,
+        /// How long to wait for a drained server's sessions to end before maintenance.
+        #[serde(default = "default_drain_timeout")]
+        drain_timeout: Dur,
+        /// How long to wait for a repooled server to be seen up by its health checks.
+        #[serde(default = "default_pool_timeout")]
+        timeout: Dur,
+    },
+}
+
+fn default_drain_timeout() -> Dur {
+    secs(30)
 }
 
 fn default_pool_timeout() -> Dur {
@@ -279,6 +363,10 @@ pub struct HostConfig {
     /// Extra environment variables for the service process.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// ssh transport: the destination (`host`, `user@host`, an ssh_config alias); default:
+    /// the inventory name.
+    #[serde(default)]
+    pub ssh: Option<String>,
 }
 
 fn default_address() -> String {

@@ -62,6 +62,9 @@ impl EnvContext {
             .map(|(n, hc)| {
                 let h: Arc<dyn Host> = match cfg.transport {
                     TransportConfig::Local => Arc::new(LocalHost::new(n, hc, store.clone())),
+                    TransportConfig::Ssh(ref ssh) => {
+                        Arc::new(crate::ssh::SshHost::new(n, hc, ssh, store.clone()))
+                    }
                 };
                 (n.clone(), h)
             })
@@ -737,10 +740,18 @@ impl<'a> Run<'a> {
                 group: group.clone(),
                 hosts: todo.clone(),
             });
-            for chunk in todo.chunks(max_out) {
+            let mut rest: &[String] = &todo;
+            while !rest.is_empty() {
                 if let Err(reason) = self.healthy() {
                     return Ok(self.abort_and_finish(reason));
                 }
+                // Capacity guard: hosts already out of the pool (whoever took them out) count.
+                let room = match self.capacity_room(max_out, rest) {
+                    Ok(n) => n,
+                    Err(reason) => return Ok(self.abort_and_finish(reason)),
+                };
+                let (chunk, tail) = rest.split_at(room.min(rest.len()));
+                rest = tail;
                 let results: Vec<(String, Result<(), StepFail>)> = std::thread::scope(|s| {
                     let handles: Vec<_> = chunk
                         .iter()
@@ -848,6 +859,48 @@ impl<'a> Run<'a> {
             )
         };
         Ok(self.finish(status, message, failed, needs_human))
+    }
+
+    /// How many of `next` may go out of the pool now: `max_out` less the other hosts the
+    /// pool driver reports out.
+    fn capacity_room(&self, max_out: usize, next: &[String]) -> Result<usize, String> {
+        let all: Vec<String> = self.ctx.hosts.keys().cloned().collect();
+        let out = self
+            .ctx
+            .pool
+            .out_of_pool(&all)
+            .map_err(|e| format!("capacity guard: {e}"))?;
+        let candidates = &next[..max_out.min(next.len())];
+        let others: Vec<&String> = out.iter().filter(|h| !candidates.contains(h)).collect();
+        let room = max_out.saturating_sub(others.len());
+        if room == 0 {
+            return Err(format!(
+                "capacity guard: already out of the pool: {} (max_out {max_out})",
+                others
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        self.note(|j| {
+            if !others.is_empty() {
+                j.step(
+                    None,
+                    "capacity",
+                    true,
+                    Some(format!(
+                        "out of the pool already: {}; {room} at a time",
+                        others
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                )
+            }
+        });
+        Ok(room)
     }
 
     fn with_hosts<T>(&self, f: impl FnOnce(&BTreeMap<String, HostEntry>) -> T) -> T {

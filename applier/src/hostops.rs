@@ -107,6 +107,9 @@ pub enum HostError {
     Preflight(String),
     #[error("transport: {0}")]
     Transport(String),
+    /// An operation that failed on a remote host, as it reported it.
+    #[error("{0}")]
+    Remote(String),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HostError {

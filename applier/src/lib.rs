@@ -4,6 +4,8 @@
 //! - [`service`]: the service's own `deploy/service.yaml` (inside the artifact).
 //! - [`hostops`]: what happens on a target host (fetch, render, switch, start, stop, prune).
 //! - [`transport`]: the [`transport::Host`] trait every host operation goes through.
+//! - [`ssh`]: the ssh transport (`applier host` on the targets, presigned fetch).
+//! - [`haproxy`]: the HAProxy runtime-API pool driver.
 //! - [`pool`]: load-balancer control.
 //! - [`checks`]: http, logs and metrics checks.
 //! - [`deploy`]: the rolling deploy, rollback, resume and status.
@@ -19,11 +21,13 @@ pub mod config;
 pub mod deploy;
 pub mod events;
 pub mod guard;
+pub mod haproxy;
 pub mod hostops;
 pub mod pool;
 pub mod records;
 pub mod resolve;
 pub mod service;
+pub mod ssh;
 pub mod transport;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

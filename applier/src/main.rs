@@ -159,6 +159,17 @@ enum HostOp {
         #[arg(long, default_value_t = 3)]
         keep: usize,
     },
+    /// This applier's version (the ssh transport compares it with its own).
+    Version,
+    /// Fetch from presigned URLs (or a directory store) given in the request; no credentials.
+    FetchUrls {
+        #[arg(long)]
+        request: String,
+    },
+    /// A file under the root, as text.
+    ReadFile {
+        path: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -441,7 +452,17 @@ fn finish(sink: &Sink, res: Result<Outcome, DeployError>) -> Result<i32, Failure
 
 fn host_op(cli: &Cli, root: &std::path::Path, op: &HostOp) -> Result<i32, Failure> {
     let h = HostRoot::new(root);
+    // `--request -`: the request is on stdin.
     fn req<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, Failure> {
+        let mut buf = String::new();
+        let s = if s == "-" {
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
+                .context("reading the request from stdin")
+                .map_err(usage)?;
+            buf.as_str()
+        } else {
+            s
+        };
         serde_json::from_str(s)
             .context("parsing --request")
             .map_err(usage)
@@ -486,6 +507,25 @@ fn host_op(cli: &Cli, root: &std::path::Path, op: &HostOp) -> Result<i32, Failur
             .mark_good(&req::<ReleaseRef>(request)?)
             .map(|r| serde_json::to_value(r).unwrap()),
         HostOp::Prune { keep } => h.prune(*keep).map(|r| serde_json::to_value(r).unwrap()),
+        HostOp::Version => Ok(serde_json::to_value(applier::ssh::VersionReport {
+            version: applier::VERSION.to_string(),
+        })
+        .unwrap()),
+        HostOp::FetchUrls { request } => {
+            let r: applier::ssh::FetchUrlsRequest = req(request)?;
+            (|| {
+                let m = r.verified_manifest()?;
+                let store: std::sync::Arc<dyn artifact::Store> = match &r.store {
+                    Some(loc) => artifact::store::open(loc, &Default::default())?,
+                    None => std::sync::Arc::new(applier::ssh::UrlStore::new(r.urls.clone())),
+                };
+                h.fetch(store.as_ref(), &r.digest, &m, Default::default())
+            })()
+            .map(|r| serde_json::to_value(r).unwrap())
+        }
+        HostOp::ReadFile { path } => h
+            .read_file(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned().into()),
     };
     match out {
         Ok(v) => {

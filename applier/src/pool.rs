@@ -3,7 +3,7 @@
 //!
 //! Drivers: `none` (no load balancer) and `command` (shell commands such as
 //! `confctl select name={host} set/pooled=no`, with an optional confirmation command).
-//! An haproxy runtime-API driver implements the same trait later.
+//! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`].
 
 use std::time::Duration;
 
@@ -25,6 +25,12 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn depool(&self, host: &dyn Host, port: Option<u16>) -> Result<(), PoolError>;
     /// Puts the host back.
     fn repool(&self, host: &dyn Host, port: Option<u16>) -> Result<(), PoolError>;
+    /// Which of `hosts` the load balancer has out of the pool now, whoever took them out
+    /// (drivers that cannot tell report none).
+    fn out_of_pool(&self, hosts: &[String]) -> Result<Vec<String>, PoolError> {
+        let _ = hosts;
+        Ok(Vec::new())
+    }
 }
 
 /// No load balancer.
@@ -107,6 +113,19 @@ pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
             depool: depool.clone(),
             repool: repool.clone(),
             confirm_depooled: confirm_depooled.clone(),
+            timeout: timeout.0,
+        }),
+        PoolConfig::Haproxy {
+            socket,
+            backend,
+            servers,
+            drain_timeout,
+            timeout,
+        } => Box::new(crate::haproxy::HaproxyPool {
+            socket: socket.clone(),
+            backend: backend.clone(),
+            servers: servers.clone(),
+            drain_timeout: drain_timeout.0,
             timeout: timeout.0,
         }),
     }
