@@ -179,9 +179,14 @@ pub fn deploy(
             .and_then(|m| m.storage),
         _ => manifest.storage.clone(),
     };
+    let service_env = ctx
+        .cfg
+        .service_env
+        .clone()
+        .unwrap_or_else(|| ctx.name.clone());
     let g = guard::check(
-        current_storage.as_ref(),
-        manifest.storage.as_ref(),
+        guard::select(current_storage.as_ref(), &service_env),
+        guard::select(manifest.storage.as_ref(), &service_env),
         &opts.guard,
     )
     .map_err(|e| DeployError::Refused(format!("storage guard: {e}")))?;
@@ -300,9 +305,10 @@ pub fn rollback(
             if let Some(f) = &from
                 && !opts.force_schema_rollback
             {
+                let service_env = ctx.cfg.service_env.as_deref().unwrap_or(&ctx.name);
                 guard::check_rollback(
-                    manifests[&f.manifest].storage.as_ref(),
-                    manifests[&target.manifest].storage.as_ref(),
+                    guard::select(manifests[&f.manifest].storage.as_ref(), service_env),
+                    guard::select(manifests[&target.manifest].storage.as_ref(), service_env),
                     opts.guard.backend,
                 )
                 .map_err(|e| {

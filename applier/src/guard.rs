@@ -57,6 +57,19 @@ pub fn parse_ack(s: &str) -> Result<Ack, String> {
     Ok(ack)
 }
 
+/// The storage manifest of one environment out of an artifact's `storage` field. Builder
+/// records one per shipped env config: `{"format": 1, "envs": {"<env>": <manifest>}}`; the env
+/// named `service_env` is taken, else a lone `default`. A bare storage manifest is taken as is.
+pub fn select<'a>(storage: Option<&'a Value>, service_env: &str) -> Option<&'a Value> {
+    let s = storage?;
+    match s.get("envs").and_then(Value::as_object) {
+        Some(envs) => envs
+            .get(service_env)
+            .or_else(|| envs.get("default").filter(|_| envs.len() == 1)),
+        None => Some(s),
+    }
+}
+
 fn parse(v: Option<&Value>, what: &str) -> Result<Option<StorageManifest>, String> {
     v.map(|v| StorageManifest::from_value(v).map_err(|e| format!("{what} storage manifest: {e}")))
         .transpose()
@@ -199,6 +212,19 @@ mod tests {
         );
         m.finish();
         m.to_value()
+    }
+
+    #[test]
+    fn select_picks_the_env() {
+        let a = manifest(1, json!({"title": "string"}));
+        let b = manifest(2, json!({"title": "string"}));
+        let per_env = json!({"format": 1, "envs": {"staging": a, "production": b}});
+        assert_eq!(select(Some(&per_env), "production"), Some(&b));
+        assert_eq!(select(Some(&per_env), "beta"), None);
+        let single = json!({"format": 1, "envs": {"default": a}});
+        assert_eq!(select(Some(&single), "beta"), Some(&a));
+        assert_eq!(select(Some(&a), "beta"), Some(&a));
+        assert_eq!(select(None, "beta"), None);
     }
 
     #[test]
