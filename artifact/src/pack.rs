@@ -596,12 +596,12 @@ fn write_layer<W: Write>(
     let threads = opts.threads.max(1);
     let level = opts.level.min(9);
     let mtime = opts.mtime;
-    let buffers = threads * 2 + 2;
+    let buffers = threads * 4 + 4;
     let (pool_tx, pool_rx) = channel::<Vec<u8>>();
     for _ in 1..buffers {
         let _ = pool_tx.send(vec![0u8; CHUNK_SIZE]);
     }
-    let (work_tx, work_rx) = sync_channel::<Job>(threads * 2);
+    let (work_tx, work_rx) = sync_channel::<Job>(threads * 4);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = channel::<Done>();
 

@@ -100,7 +100,6 @@ pub enum UnpackError {
 }
 
 /// Extracts one or more layers into a staging directory, then moves it into place.
-#[derive(Debug)]
 pub struct Unpacker {
     staging: PathBuf,
     dest: PathBuf,
@@ -511,6 +510,20 @@ impl Unpacker {
             Some(Node::Symlink(t)) => Some(t.as_slice()),
             _ => None,
         })
+    }
+}
+
+impl std::fmt::Debug for Unpacker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unpacker")
+            .field("staging", &self.staging)
+            .field("dest", &self.dest)
+            .field("limits", &self.limits)
+            .field("stats", &self.stats)
+            .field("finished", &self.finished)
+            .field("spent", &self.spent)
+            .field("nodes", &self.nodes.len())
+            .finish()
     }
 }
 
