@@ -574,6 +574,19 @@ impl HostRoot {
             )));
         }
         let spec = self.service_spec(&commit)?;
+        // A port already bound by a process that is not our service would answer the readiness
+        // wait and the checks in its place: refuse rather than test the wrong process.
+        if let Some(port) = req.port.or(spec.port)
+            && TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(250),
+            )
+            .is_ok()
+        {
+            return Err(HostError::Preflight(format!(
+                "port {port} is already in use by a process that is not this service; refusing to start (its readiness and checks would test that process)"
+            )));
+        }
         self.begin("start", Some(&commit))?;
         let r = self.spawn_service(&commit, &spec, req);
         self.end()?;

@@ -377,3 +377,42 @@ fn corrupt_blob_fails_prefetch_and_changes_nothing() {
         );
     }
 }
+
+/// A foreign process holding a host's port is not mistaken for the new service: the start is
+/// refused, the canary is restored, and the other hosts are never touched.
+#[test]
+fn foreign_process_on_the_port_fails_the_start_instead_of_passing_checks() {
+    let fx = fx!();
+    let env = Env::new(fx, "foreign", "");
+    let (code, _, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}");
+    let pids: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
+    // Stop h1's service behind the applier's back and squat on its port.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_applier"))
+        .args(["host", "--root"])
+        .arg(env.root("h1"))
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let squatter = TcpListener::bind(("127.0.0.1", env.ports["h1"])).unwrap();
+    let (code, evs, err) = env.deploy(fx.digest("good2"));
+    drop(squatter);
+    assert_ne!(code, 0, "deploy must fail: {err}");
+    let fails: Vec<String> = evs
+        .iter()
+        .filter(|e| e.to_string().contains("already in use"))
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        !fails.is_empty(),
+        "no port-in-use failure in {evs:#?}\n{err}"
+    );
+    assert_eq!(host_done_order(&evs), ["h1"], "only the canary is touched");
+    let after: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
+    assert_eq!(pids, after, "h2/h3 were restarted");
+}
