@@ -1,0 +1,763 @@
+//! The applier against the real multi-host test bed (`ci/testbed up`): three targets reached
+//! over ssh (their own sshd on loopback), HAProxy in front of their service ports driven
+//! through its admin socket, Prometheus scraping each target, and the S3 store. Artifacts are
+//! built with the real `builder` into a fresh prefix of the bucket; targets fetch through
+//! presigned URLs with no AWS variable in their environment.
+//!
+//! The bed is found through `$TESTBED_DIR/testbed.json` (default
+//! `${CI_STATE_DIR:-/tmp/restbase-deploy-ci}/testbed`). Not up: this fails when `CI=true`,
+//! else it is skipped with a printed reason. The deploy roots of the bed's hosts are wiped
+//! at the start.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{events, read_until};
+
+const VARIANTS: &[(&str, &str, &str)] = &[
+    ("good", "marker: test", "marker: test"),
+    ("good2", "marker: test", "marker: test-2"),
+    ("good3", "marker: test", "marker: test-3"),
+    ("bad_5xx", "serve_5xx: 0", "serve_5xx: 1"),
+];
+const HOSTS: [&str; 3] = ["t1", "t2", "t3"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// The running bed's description, or None (skip) with a printed reason.
+fn bed() -> Option<Value> {
+    let dir = std::env::var("TESTBED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(
+                std::env::var("CI_STATE_DIR").unwrap_or_else(|_| "/tmp/restbase-deploy-ci".into()),
+            )
+            .join("testbed")
+        });
+    let up = Command::new(workspace().join("ci/testbed"))
+        .arg("status")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let json = std::fs::read(dir.join("testbed.json")).ok();
+    let why = match (&json, up) {
+        (None, _) => format!("no {}/testbed.json", dir.display()),
+        (_, false) => "`ci/testbed status` reports something down".to_string(),
+        _ => String::new(),
+    };
+    if !why.is_empty() {
+        if ci() {
+            panic!(
+                "the test bed is not up ({why}); run `ci/testbed up` before the tests (CI=true)"
+            );
+        }
+        eprintln!("SKIPPED: the test bed is not up ({why}); run `ci/testbed up`");
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&json.unwrap()).unwrap();
+    if v["s3"]["TEST_S3_BUCKET"].as_str().is_none() {
+        if ci() {
+            panic!("the test bed has no S3 store (CI=true)");
+        }
+        eprintln!("SKIPPED: the test bed has no S3 store");
+        return None;
+    }
+    for bin in ["node", "npm", "git"] {
+        if Command::new(bin).arg("--version").output().is_err() {
+            if ci() {
+                panic!("{bin} is required (CI=true)");
+            }
+            eprintln!("SKIPPED: {bin} not found");
+            return None;
+        }
+    }
+    Some(v)
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Fleet {
+    bed: Value,
+    dir: tempfile::TempDir,
+    store: String,
+    s3_env: BTreeMap<String, String>,
+    config: PathBuf,
+    builds: BTreeMap<String, (String, String)>,
+}
+
+impl Fleet {
+    fn setup(bed: Value) -> Fleet {
+        let dir = tempfile::Builder::new().prefix("fleet-").tempdir().unwrap();
+        let s3_env: BTreeMap<String, String> = bed["s3"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let store = format!(
+            "s3://{}/fleet-{}-{}",
+            s3_env["TEST_S3_BUCKET"],
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        // Clean targets: nothing running, empty roots.
+        for h in bed["hosts"].as_array().unwrap() {
+            let root = PathBuf::from(h["root"].as_str().unwrap());
+            let _ = applier::hostops::HostRoot::new(&root).stop();
+            if let Ok(rd) = std::fs::read_dir(&root) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() && !p.is_symlink() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+            let _ = haproxy(
+                &bed,
+                &format!(
+                    "set server fixture/{} state ready",
+                    h["name"].as_str().unwrap()
+                ),
+            );
+        }
+        // Build the variants into the bucket.
+        let repo = dir.path().join("repo");
+        copy_tree(&workspace().join("fixtures/service"), &repo);
+        let git = |args: &[&str]| {
+            run_ok(
+                Command::new("git")
+                    .args([
+                        "-c",
+                        "user.name=T",
+                        "-c",
+                        "user.email=t@example.invalid",
+                        "-c",
+                        "commit.gpgsign=false",
+                    ])
+                    .args(args)
+                    .current_dir(&repo),
+            )
+        };
+        git(&["init", "-q", "-b", "main"]);
+        let env_file = repo.join("deploy/env/test.yaml");
+        let base = std::fs::read_to_string(&env_file).unwrap();
+        let mut builds = BTreeMap::new();
+        for (name, from, to) in VARIANTS {
+            std::fs::write(&env_file, base.replacen(from, to, 1)).unwrap();
+            git(&["add", "-A"]);
+            git(&["commit", "-q", "--allow-empty", "-m", name]);
+            let sha = git(&["rev-parse", "HEAD"]);
+            let out = run_ok(
+                Command::new(common::builder_bin())
+                    .args(["build", "--repo"])
+                    .arg(&repo)
+                    .args([
+                        "--rev",
+                        &sha,
+                        "--store",
+                        &store,
+                        "--s3-endpoint",
+                        &s3_env["TEST_S3_ENDPOINT"],
+                        "--s3-force-path-style",
+                    ])
+                    .arg("--npm-cache")
+                    .arg(dir.path().join("npm-cache"))
+                    .envs(&s3_env),
+            );
+            let digest = out.lines().last().unwrap().trim().to_string();
+            builds.insert(name.to_string(), (sha, digest));
+        }
+        // The targets' applier: a wrapper that records its environment and arguments.
+        let wrapper = dir.path().join("applier-on-target");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n{{ echo \"ARGS $*\"; env; }} > {d}/remote-env.$$\ncase \"$*\" in *fetch-urls*) [ -f {d}/slow-fetch ] && sleep 3;; esac\nexec {bin} \"$@\"\n",
+                d = dir.path().display(),
+                bin = env!("CARGO_BIN_EXE_applier")
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(dir.path().join("ctl")).unwrap();
+        let mut hosts = String::new();
+        for h in bed["hosts"].as_array().unwrap() {
+            hosts.push_str(&format!(
+                "      {n}: {{root: {r}, port: {p}, ssh: {n}, values: {{services.0.conf.host: 127.0.0.1}}}}\n",
+                n = h["name"].as_str().unwrap(),
+                r = h["root"].as_str().unwrap(),
+                p = h["service_port"]
+            ));
+        }
+        let prom = bed["prometheus"]["url"].as_str().unwrap();
+        let block = |env: &str, expiry: &str, checks: &str| {
+            format!(
+                "  {env}:\n    service_env: test\n    transport: {{type: ssh, config_file: {cfg}, applier_path: {w}, control_dir: {ctl}, presign_expiry: {expiry}, connect_timeout: 3s}}\n    pool: {{driver: haproxy, socket: {sock}, backend: {be}, drain_timeout: 10s, timeout: 15s}}\n    groups:\n      - {{name: canary, hosts: [t1]}}\n      - {{name: rest, hosts: [t2, t3]}}\n    group_size: 1\n    ready_timeout: 15s\n    checks:\n      prometheus: {prom}\n{checks}    hosts:\n{hosts}",
+                cfg = bed["ssh"]["config"].as_str().unwrap(),
+                w = wrapper.display(),
+                ctl = dir.path().join("ctl").display(),
+                sock = bed["haproxy"]["socket"].as_str().unwrap(),
+                be = bed["haproxy"]["backend"].as_str().unwrap(),
+            )
+        };
+        let metrics = "      disable: [\"metrics fixture_http_requests_total\", \"http /en.wikipedia.org/v1/page/Main_Page\"]\n      extra:\n        - {type: metrics, name: 5xx-rate, window: 6s, threshold: 0.01, query: 'sum(rate(fixture_http_requests_total{host=\"{host}\",status=~\"5..\"}[{window}])) / sum(rate(fixture_http_requests_total{host=\"{host}\"}[{window}]))'}\n";
+        let text = format!(
+            "store: {store}\nstore_options: {{s3_endpoint: {ep}, s3_region: us-east-1, s3_force_path_style: true}}\nlease_ttl: 10s\nenvs:\n{}{}{}",
+            block("test", "60s", "      disable: [metrics]\n"),
+            block("test-metrics", "60s", metrics),
+            block("test-expiry", "1s", "      disable: [metrics]\n"),
+            ep = s3_env["TEST_S3_ENDPOINT"],
+        );
+        let config = dir.path().join("deploy.yaml");
+        std::fs::write(&config, text).unwrap();
+        Fleet {
+            bed,
+            dir,
+            store,
+            s3_env,
+            config,
+            builds,
+        }
+    }
+
+    fn commit(&self, v: &str) -> &str {
+        &self.builds[v].0
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_applier"));
+        c.arg("--config")
+            .arg(&self.config)
+            .args(["--format", "json"])
+            .args(args);
+        c.env_remove("APPLIER_CONFIG")
+            .env_remove("APPLIER_STORE")
+            .envs(&self.s3_env);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, Vec<Value>, String, Duration) {
+        let t0 = Instant::now();
+        let out = self.cmd(args).output().unwrap();
+        let evs = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (
+            out.status.code().unwrap_or(-1),
+            evs,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            t0.elapsed(),
+        )
+    }
+
+    fn host(&self, name: &str) -> &Value {
+        self.bed["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap()
+    }
+
+    fn root(&self, name: &str) -> applier::hostops::HostRoot {
+        applier::hostops::HostRoot::new(self.host(name)["root"].as_str().unwrap())
+    }
+
+    fn release(&self, name: &str) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/_info", self.host(name)["service_port"]);
+        let v: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
+        v["release"].as_str().map(str::to_string)
+    }
+
+    fn assert_serving(&self, v: &str) {
+        for h in HOSTS {
+            assert_eq!(
+                self.release(h).as_deref(),
+                Some(self.commit(v)),
+                "{h} should serve {v}"
+            );
+            let st = self.root(h).state().unwrap();
+            assert_eq!(st.step, None, "{h}: step in progress");
+            assert_eq!(
+                st.current.map(|r| r.commit).as_deref(),
+                Some(self.commit(v))
+            );
+        }
+        let states = haproxy(&self.bed, "show servers state fixture").unwrap();
+        let s = applier::haproxy::parse_servers_state(&states, "fixture").unwrap();
+        for h in HOSTS {
+            let st = s.iter().find(|x| x.name == h).unwrap();
+            assert!(st.up(), "{h} should be up and pooled in HAProxy: {st:?}");
+        }
+    }
+
+    fn testbed(&self, args: &[&str]) {
+        run_ok(Command::new(workspace().join("ci/testbed")).args(args));
+    }
+}
+
+fn haproxy(bed: &Value, cmd: &str) -> Result<String, String> {
+    applier::haproxy::HaproxyPool {
+        socket: PathBuf::from(bed["haproxy"]["socket"].as_str().unwrap()),
+        backend: "fixture".into(),
+        servers: BTreeMap::new(),
+        drain_timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+    }
+    .command(cmd)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() == "node_modules" {
+            continue;
+        }
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// A bounded load client: `threads` keep-alive clients, each at most `per_thread_rps`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(urls: Vec<String>, threads: usize, per_thread_rps: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handles = (0..threads)
+            .map(|i| {
+                let (stop, ok, failed, errors) =
+                    (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+                let urls = urls.clone();
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .timeout_global(Some(Duration::from_secs(10)))
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let gap = Duration::from_micros(1_000_000 / per_thread_rps);
+                    let mut n = i;
+                    while !stop.load(Ordering::SeqCst) {
+                        let t = Instant::now();
+                        let url = &urls[n % urls.len()];
+                        n += 1;
+                        match agent.get(url).call() {
+                            Ok(r) if r.status() == 200 => {
+                                let _ = r.into_body().read_to_vec();
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                errors
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{url}: HTTP {}", r.status()));
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                errors.lock().unwrap().push(format!("{url}: {e}"));
+                            }
+                        }
+                        if let Some(d) = gap.checked_sub(t.elapsed()) {
+                            std::thread::sleep(d);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            errors,
+            threads: handles,
+        }
+    }
+
+    fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let e = self.errors.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            e,
+        )
+    }
+}
+
+fn ts_ms(e: &Value) -> i64 {
+    let s = e["ts"].as_str().unwrap_or_default();
+    humantime::parse_rfc3339(s)
+        .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Splits a deploy's wall time from its events: prefetch, per-host path, checks.
+fn timings(evs: &[Value], wall: Duration) -> String {
+    let plan = evs
+        .iter()
+        .find(|e| e["event"] == "plan")
+        .map(ts_ms)
+        .unwrap_or(0);
+    let fetch_end = events(evs, "fetch")
+        .iter()
+        .map(|e| ts_ms(e))
+        .max()
+        .unwrap_or(plan);
+    let mut s = format!(
+        "wall {:.2}s; preflight+prefetch {:.2}s",
+        wall.as_secs_f64(),
+        (fetch_end - plan) as f64 / 1000.0
+    );
+    for h in HOSTS {
+        let steps: Vec<&Value> = evs
+            .iter()
+            .filter(|e| e["host"] == h && e["event"] == "step")
+            .collect();
+        let (Some(first), Some(done)) = (
+            steps.first(),
+            evs.iter()
+                .find(|e| e["event"] == "host_done" && e["host"] == h),
+        ) else {
+            continue;
+        };
+        let check_ms: i64 = events(evs, "check")
+            .iter()
+            .filter(|e| e["host"] == h)
+            .map(|e| e["result"]["elapsed_ms"].as_i64().unwrap_or(0))
+            .sum();
+        let step = |name: &str| steps.iter().find(|e| e["step"] == name).map(|e| ts_ms(e));
+        let depool = step("depool")
+            .zip(step("spec").or(Some(ts_ms(first))))
+            .map(|(d, s)| d - s)
+            .unwrap_or(0);
+        s.push_str(&format!(
+            "; {h}: path {:.2}s (drain+depool {:.2}s, checks {:.2}s)",
+            (ts_ms(done) - ts_ms(first)) as f64 / 1000.0,
+            depool as f64 / 1000.0,
+            check_ms as f64 / 1000.0
+        ));
+    }
+    s
+}
+
+#[test]
+fn fleet_over_ssh_haproxy_prometheus_s3() {
+    let Some(bed) = bed() else { return };
+    let t0 = Instant::now();
+    let f = Fleet::setup(bed);
+    eprintln!(
+        "fleet: built {} variants into {} in {:.1}s",
+        f.builds.len(),
+        f.store,
+        t0.elapsed().as_secs_f64()
+    );
+    let lb = f.bed["haproxy"]["url"].as_str().unwrap().to_string();
+    let load_urls = vec![
+        format!("{lb}/en.wikipedia.org/v1/page/Main_Page"),
+        format!("{lb}/_info"),
+    ];
+
+    // 1. First deploy over ssh to a clean fleet; fetch through presigned URLs.
+    let (code, evs, err, wall) = f.run(&[
+        "deploy",
+        f.commit("good"),
+        "--env",
+        "test",
+        "--reason",
+        "first",
+    ]);
+    assert_eq!(code, 0, "first deploy: {err}\n{evs:#?}");
+    f.assert_serving("good");
+    eprintln!(
+        "fleet timings (first deploy, 3 ssh hosts): {}",
+        timings(&evs, wall)
+    );
+
+    // No AWS variable reached any target-side process; the fetch went through URLs.
+    let dumps: Vec<String> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("remote-env."))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(
+        f.s3_env.contains_key("AWS_SECRET_ACCESS_KEY"),
+        "the deploy host had credentials"
+    );
+    assert!(
+        dumps.iter().any(|d| d.contains("fetch-urls")),
+        "no fetch-urls ran on a target"
+    );
+    assert!(
+        dumps.iter().any(|d| d.contains("TESTBED_TARGET=")),
+        "the dumps come from ssh sessions"
+    );
+    for d in &dumps {
+        assert!(
+            !d.lines().any(|l| l.starts_with("AWS_")),
+            "AWS variable on a target:\n{d}"
+        );
+    }
+    for h in HOSTS {
+        let pid = f.root(h).running().unwrap().expect("running").pid;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(
+            environ.contains("TESTBED_TARGET="),
+            "{h}: service not started through ssh"
+        );
+        assert!(
+            !environ.split('\0').any(|l| l.starts_with("AWS_")),
+            "{h}: AWS variable in the service"
+        );
+    }
+    // And the bucket does refuse an unsigned read.
+    let blob = f.builds["good"].1.trim_start_matches("sha256:").to_string();
+    let prefix = f.store.trim_start_matches("s3://");
+    let unsigned = format!(
+        "{}/{prefix}/blobs/sha256/{blob}",
+        f.s3_env["TEST_S3_ENDPOINT"]
+    );
+    let st = ureq::get(&unsigned)
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| match e {
+            ureq::Error::StatusCode(c) => c,
+            _ => 0,
+        });
+    assert!(
+        st == 403 || st == 401,
+        "an unsigned GET of {unsigned} answered {st}"
+    );
+
+    // 2. Zero downtime: a rolling deploy under load through HAProxy.
+    let load = Load::start(load_urls.clone(), 4, 80);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, evs, err, wall) = f.run(&[
+        "deploy",
+        f.commit("good2"),
+        "--env",
+        "test",
+        "--reason",
+        "under load",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = load.finish();
+    eprintln!(
+        "fleet: rolling deploy under load: {ok} ok, {failed} failed; {}",
+        timings(&evs, wall)
+    );
+    assert_eq!(code, 0, "deploy under load: {err}");
+    assert!(ok > 200, "the load client made too few requests ({ok})");
+    assert_eq!(failed, 0, "failed requests during the deploy: {errors:?}");
+    f.assert_serving("good2");
+
+    // 3. Zero downtime: a full rollback under load.
+    let load = Load::start(load_urls.clone(), 4, 80);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, err, wall) = f.run(&["rollback", "--env", "test", "--reason", "under load"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = load.finish();
+    eprintln!(
+        "fleet: rollback under load: {ok} ok, {failed} failed in {:.1}s",
+        wall.as_secs_f64()
+    );
+    assert_eq!(code, 0, "rollback under load: {err}");
+    assert_eq!(failed, 0, "failed requests during the rollback: {errors:?}");
+    f.assert_serving("good");
+
+    // 4. A host whose sshd is down is caught in preflight: nothing changes anywhere.
+    let before: Vec<_> = HOSTS.iter().map(|h| f.root(h).state().unwrap()).collect();
+    f.testbed(&["stop-host", "t3"]);
+    let (code, evs, err, _) = f.run(&["deploy", f.commit("good2"), "--env", "test"]);
+    f.testbed(&["start-host", "t3"]);
+    assert_eq!(code, 3, "unreachable host: {err}");
+    let pf: Vec<_> = events(&evs, "preflight")
+        .into_iter()
+        .filter(|e| e["ok"] == false)
+        .collect();
+    assert_eq!(pf.len(), 1, "{evs:#?}");
+    assert_eq!(pf[0]["host"], "t3");
+    assert!(
+        pf[0]["detail"].as_str().unwrap().contains("unreachable"),
+        "{pf:?}"
+    );
+    assert!(events(&evs, "fetch").is_empty() && events(&evs, "step").is_empty());
+    for (h, b) in HOSTS.iter().zip(&before) {
+        assert_eq!(
+            &f.root(h).state().unwrap().current,
+            &b.current,
+            "{h} changed"
+        );
+    }
+    f.assert_serving("good");
+    let hist = f.run(&["history", "--env", "test", "--limit", "1"]).1;
+    assert!(
+        hist.iter().any(|j| j.to_string().contains("refused")),
+        "{hist:?}"
+    );
+
+    // 5. A host lost mid-deploy: the deploy aborts and rolls the others back.
+    let (mut child, out) = {
+        let mut c = f.cmd(&[
+            "deploy",
+            f.commit("good2"),
+            "--env",
+            "test",
+            "--reason",
+            "lose t3",
+        ]);
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        (child, out)
+    };
+    let mut out = out;
+    let seen = read_until(&mut out, |e| e["event"] == "host_done" && e["host"] == "t1");
+    assert_eq!(seen.last().unwrap()["ok"], true, "{seen:#?}");
+    f.testbed(&["stop-host", "t3"]);
+    // Cut the shared connection too (stopping sshd leaves established sessions alive).
+    let ctl = f
+        .dir
+        .path()
+        .join("ctl")
+        .join(format!("applier-ssh-{}", child.id()));
+    let _ = Command::new("ssh")
+        .arg("-F")
+        .arg(f.bed["ssh"]["config"].as_str().unwrap())
+        .arg("-o")
+        .arg(format!("ControlPath={}/%C", ctl.display()))
+        .args(["-O", "exit", "t3"])
+        .output();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    f.testbed(&["start-host", "t3"]);
+    let evs: Vec<Value> = rest
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let code = status.code().unwrap();
+    assert!(code == 1 || code == 2, "lost host: exit {code}\n{evs:#?}");
+    assert!(!events(&evs, "abort").is_empty(), "{evs:#?}");
+    for h in ["t1", "t2"] {
+        assert_eq!(
+            f.release(h).as_deref(),
+            Some(f.commit("good")),
+            "{h} not rolled back"
+        );
+        assert_eq!(f.root(h).state().unwrap().step, None);
+    }
+    // t3 was never changed: still the old release, and the journal names it.
+    assert_eq!(f.release("t3").as_deref(), Some(f.commit("good")));
+    let st = f.run(&["status", "--env", "test"]);
+    eprintln!("fleet: after losing t3: exit {code}; status {:?}", st.1);
+    let _ = haproxy(&f.bed, "set server fixture/t3 state ready");
+    std::thread::sleep(Duration::from_secs(2));
+    f.assert_serving("good");
+
+    // 6. A release raising the 5xx rate (seen by Prometheus) is rolled back on the canary.
+    let direct: Vec<String> = HOSTS
+        .iter()
+        .map(|h| {
+            format!(
+                "http://127.0.0.1:{}/en.wikipedia.org/v1/page/Main_Page",
+                f.host(h)["service_port"]
+            )
+        })
+        .collect();
+    let load = Load::start(direct, 3, 30);
+    let (code, evs, err, _) = f.run(&["deploy", f.commit("bad_5xx"), "--env", "test-metrics"]);
+    let _ = load.finish();
+    assert_eq!(code, 1, "5xx canary: {err}\n{evs:#?}");
+    let checks = events(&evs, "check");
+    let bad = checks
+        .iter()
+        .find(|e| {
+            e["host"] == "t1"
+                && e["result"]["name"] == "5xx-rate"
+                && e["result"]["outcome"] == "fail"
+        })
+        .unwrap_or_else(|| panic!("no failed 5xx-rate check on t1: {checks:#?}"));
+    eprintln!("fleet: canary 5xx check: {}", bad["result"]["detail"]);
+    assert!(
+        events(&evs, "host_done").iter().all(|e| e["host"] == "t1"),
+        "went past the canary"
+    );
+    f.assert_serving("good");
+
+    // 7. An expired presigned URL fails the fetch cleanly: refused, hosts unchanged.
+    std::fs::write(f.dir.path().join("slow-fetch"), "").unwrap();
+    let (code, evs, err, _) = f.run(&["deploy", f.commit("good3"), "--env", "test-expiry"]);
+    std::fs::remove_file(f.dir.path().join("slow-fetch")).unwrap();
+    assert_eq!(code, 3, "expired URL: {err}\n{evs:#?}");
+    let fe: Vec<_> = events(&evs, "fetch")
+        .into_iter()
+        .filter(|e| e["ok"] == false)
+        .collect();
+    assert!(!fe.is_empty(), "{evs:#?}");
+    assert!(
+        fe[0]["detail"].as_str().unwrap().contains("expired"),
+        "{fe:?}"
+    );
+    for h in HOSTS {
+        assert!(
+            !f.root(h).release_dir(f.commit("good3")).exists(),
+            "{h} kept a partial release"
+        );
+    }
+    f.assert_serving("good");
+}
