@@ -184,7 +184,7 @@ pub enum TransportConfig {
     #[default]
     Local,
     /// The system `ssh` runs `applier host ...` on each target (see [`crate::ssh`]).
-    Ssh(SshConfig),
+    Ssh(Box<SshConfig>),
 }
 
 /// How the ssh transport reaches the targets. The system `ssh` is used, so the user's
