@@ -48,8 +48,8 @@ files=$(find "$repo" -type f | wc -l)
 git -C "$repo" init -q -b main
 git -C "$repo" add -A
 git -C "$repo" -c user.name=bench -c user.email=bench@example.invalid commit -qm base
-sed -i "s/version: 1,/version: 2,/; s/extra_7: 'int'/extra_7: 'int', extra_7b: 'int'/" "$repo/sys/gen/table_7.js"
-git -C "$repo" -c user.name=bench -c user.email=bench@example.invalid commit -qam "gen_7: add a column"
+sed -i "0,/version: 1,/s//version: 2,/; s/comment: 'string',/comment: 'string', comment_html: 'string',/" "$repo/sys/page_revisions.js"
+git -C "$repo" -c user.name=bench -c user.email=bench@example.invalid commit -qam "page_revisions: add a column"
 log "repository: $files files"
 
 best() {
@@ -92,8 +92,8 @@ Measured $(date -u +%F) on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo 
 release build. Reproduce: \`ci/bench schema-guard\`.
 
 Input: a git repository of $files files (the fixture service plus 300 generated schema
-modules, 300 plain JS files and 100 YAML files) and a second revision that adds a column to one
-table with a version bump (SG002 found in both modes). Target: static check under 1 s.
+modules, 300 plain JS files and 100 YAML files) and a second revision that adds a column to
+\`page_revisions\` with a version bump (SG002 found in both modes). Target: static check under 1 s.
 
 $table
 <!-- schema-guard:end -->
