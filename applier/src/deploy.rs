@@ -587,11 +587,28 @@ struct StepFail {
     detail: String,
 }
 
+/// The in-memory journal of a run and the version of its last change.
+struct Snapshot {
+    journal: Journal,
+    version: u64,
+}
+
+/// The journal's writer and the version it last wrote.
+struct Persister {
+    writer: JournalWriter,
+    saved: u64,
+}
+
 /// One running deploy, rollback or resume.
 struct Run<'a> {
     ctx: &'a EnvContext,
     sink: &'a dyn EventSink,
-    journal: Mutex<JournalWriter>,
+    /// The journal as this run sees it; every change bumps `version`.
+    journal: Mutex<Snapshot>,
+    /// The newest serialised snapshot not written yet.
+    pending: Mutex<(u64, Vec<u8>)>,
+    /// Writes snapshots; held only for the I/O, never while the journal changes.
+    persist: Mutex<Persister>,
     manifests: BTreeMap<Digest, Manifest>,
     lease: Mutex<Lease>,
     lease_lost: AtomicBool,
@@ -617,7 +634,15 @@ impl<'a> Run<'a> {
         Run {
             ctx,
             sink,
-            journal: Mutex::new(journal),
+            journal: Mutex::new(Snapshot {
+                journal: journal.journal.clone(),
+                version: 0,
+            }),
+            pending: Mutex::new((0, Vec::new())),
+            persist: Mutex::new(Persister {
+                writer: journal,
+                saved: 0,
+            }),
             manifests,
             lease: Mutex::new(lease),
             lease_lost: AtomicBool::new(false),
@@ -630,15 +655,35 @@ impl<'a> Run<'a> {
         self.journal.lock().unwrap().journal.id.clone()
     }
 
-    /// Applies a change to the journal and writes it.
+    /// Applies a change to the journal and writes it. Writes are coalesced: when hosts of a
+    /// batch finish steps while a write is in flight, the next write carries all their changes
+    /// (the newest snapshot), and callers whose change is already written return at once.
     fn note(&self, f: impl FnOnce(&mut Journal)) {
-        let mut w = self.journal.lock().unwrap();
-        f(&mut w.journal);
-        if let Err(e) = w.save() {
-            self.journal_failed
-                .lock()
-                .unwrap()
-                .get_or_insert(e.to_string());
+        let version = {
+            let mut s = self.journal.lock().unwrap();
+            f(&mut s.journal);
+            s.version += 1;
+            let bytes = serde_json::to_vec_pretty(&s.journal).expect("journal serialises");
+            *self.pending.lock().unwrap() = (s.version, bytes);
+            s.version
+        };
+        let mut w = self.persist.lock().unwrap();
+        if w.saved >= version {
+            return;
+        }
+        let (newest, bytes) = std::mem::take(&mut *self.pending.lock().unwrap());
+        if newest < version {
+            // Taken by a write that failed; the failure is recorded and stops the run.
+            return;
+        }
+        match w.writer.save_bytes(&bytes) {
+            Ok(()) => w.saved = newest,
+            Err(e) => {
+                self.journal_failed
+                    .lock()
+                    .unwrap()
+                    .get_or_insert(e.to_string());
+            }
         }
     }
 
@@ -1039,18 +1084,27 @@ impl<'a> Run<'a> {
     }
 
     /// Runs `f` over hosts, at most `prefetch_parallelism` at a time.
+    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads (a pool: a
+    /// worker takes the next host as soon as it is free); results in `hosts` order.
     fn bounded<T: Send>(&self, hosts: &[String], f: impl Fn(&String) -> T + Sync) -> Vec<T> {
-        let mut out = Vec::new();
-        for chunk in hosts.chunks(self.ctx.cfg.prefetch_parallelism.max(1)) {
-            let rs: Vec<T> = std::thread::scope(|s| {
-                let hs: Vec<_> = chunk.iter().map(|h| s.spawn(|| f(h))).collect();
-                hs.into_iter()
-                    .map(|t| t.join().expect("worker thread"))
-                    .collect()
-            });
-            out.extend(rs);
-        }
-        out
+        let workers = self.ctx.cfg.prefetch_parallelism.max(1).min(hosts.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(h) = hosts.get(i) else { break };
+                        *results[i].lock().unwrap() = Some(f(h));
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.into_inner().unwrap().expect("every host ran"))
+            .collect()
     }
 
     fn deploy_host(&self, host: &str) -> Result<(), StepFail> {

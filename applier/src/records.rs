@@ -215,13 +215,19 @@ impl JournalWriter {
 
     pub fn save(&mut self) -> Result<(), RecordError> {
         let bytes = serde_json::to_vec_pretty(&self.journal).expect("journal serialises");
-        let etag = match self.store.put_cas(&self.key, &bytes, self.etag.as_ref()) {
+        self.save_bytes(&bytes)
+    }
+
+    /// Writes an already serialised journal (a snapshot taken by the caller, so the journal can
+    /// keep changing while the write is in flight).
+    pub fn save_bytes(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        let etag = match self.store.put_cas(&self.key, bytes, self.etag.as_ref()) {
             Ok(e) => e,
             // Only the lease holder writes its journal: a conflict means our last write landed
             // without us learning its version (an error after the write). Re-read and retry once.
             Err(StoreError::Conflict { .. }) => {
                 let current = self.store.head(&self.key)?.map(|m| m.etag);
-                self.store.put_cas(&self.key, &bytes, current.as_ref())?
+                self.store.put_cas(&self.key, bytes, current.as_ref())?
             }
             Err(e) => return Err(e.into()),
         };
