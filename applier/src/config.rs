@@ -175,6 +175,10 @@ pub struct CapacityConfig {
     /// At most this percentage of the env's hosts out of the pool at once (at least one).
     #[serde(default)]
     pub max_out_percent: Option<u32>,
+    /// When hosts outside this deploy fill the allowance: wait up to this long for them to
+    /// come back into the pool before aborting (0, the default: abort at once).
+    #[serde(default)]
+    pub wait: Dur,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +266,11 @@ pub enum PoolConfig {
         /// Optional: exits 0 when the host is depooled (run after depool to confirm).
         #[serde(default)]
         confirm_depooled: Option<String>,
+        /// Optional: exits 0 when the host is out of the pool now, whoever took it out. Run
+        /// for every host before each batch, so the capacity guard counts hosts an operator or
+        /// another tool depooled.
+        #[serde(default)]
+        is_depooled: Option<String>,
         #[serde(default = "default_pool_timeout")]
         timeout: Dur,
     },

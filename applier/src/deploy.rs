@@ -916,14 +916,42 @@ impl<'a> Run<'a> {
     /// pool driver reports out.
     fn capacity_room(&self, max_out: usize, next: &[String]) -> Result<usize, String> {
         let all: Vec<String> = self.ctx.hosts.keys().cloned().collect();
-        let out = self
-            .ctx
-            .pool
-            .out_of_pool(&all)
-            .map_err(|e| format!("capacity guard: {e}"))?;
         let candidates = &next[..max_out.min(next.len())];
-        let others: Vec<&String> = out.iter().filter(|h| !candidates.contains(h)).collect();
-        let room = max_out.saturating_sub(others.len());
+        let wait = self.ctx.cfg.capacity.wait.0;
+        let t0 = std::time::Instant::now();
+        let mut waiting_noted = false;
+        let (others, room) = loop {
+            let out = self
+                .ctx
+                .pool
+                .out_of_pool(&all)
+                .map_err(|e| format!("capacity guard: {e}"))?;
+            let others: Vec<String> = out
+                .into_iter()
+                .filter(|h| !candidates.contains(h))
+                .collect();
+            let room = max_out.saturating_sub(others.len());
+            if room > 0 || t0.elapsed() >= wait {
+                break (others, room);
+            }
+            if !waiting_noted {
+                waiting_noted = true;
+                self.note(|j| {
+                    j.step(
+                        None,
+                        "capacity",
+                        true,
+                        Some(format!(
+                            "waiting up to {}s for hosts to return to the pool: {}",
+                            wait.as_secs(),
+                            others.join(", ")
+                        )),
+                    )
+                });
+            }
+            self.healthy()?;
+            std::thread::sleep(Duration::from_secs(2).min(wait.saturating_sub(t0.elapsed())));
+        };
         if room == 0 {
             return Err(format!(
                 "capacity guard: already out of the pool: {} (max_out {max_out})",

@@ -2,7 +2,7 @@
 //! passed its checks.
 //!
 //! Drivers: `none` (no load balancer) and `command` (shell commands such as
-//! `confctl select name={host} set/pooled=no`, with an optional confirmation command).
+//! `confctl select name={host} set/pooled=no`, with optional confirmation and state commands).
 //! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`].
 
 use std::time::Duration;
@@ -53,10 +53,32 @@ pub struct CommandPool {
     pub depool: String,
     pub repool: String,
     pub confirm_depooled: Option<String>,
+    pub is_depooled: Option<String>,
     pub timeout: Duration,
 }
 
 impl CommandPool {
+    /// Runs `template` for a host; returns its exit status.
+    fn status(
+        &self,
+        action: &'static str,
+        template: &str,
+        (name, address): (&str, &str),
+        port: Option<u16>,
+    ) -> Result<(i32, String), PoolError> {
+        let cmd = template
+            .replace("{host}", name)
+            .replace("{address}", address)
+            .replace("{port}", &port.map(|p| p.to_string()).unwrap_or_default())
+            .replace("{env}", &self.env);
+        let out = exec(&cmd, self.timeout).map_err(|e| PoolError {
+            action,
+            host: name.to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok((out.status, format!("{cmd:?}: {}", out.stderr.trim())))
+    }
+
     fn run(
         &self,
         action: &'static str,
@@ -64,23 +86,14 @@ impl CommandPool {
         host: &dyn Host,
         port: Option<u16>,
     ) -> Result<(), PoolError> {
-        let cmd = template
-            .replace("{host}", host.name())
-            .replace("{address}", host.address())
-            .replace("{port}", &port.map(|p| p.to_string()).unwrap_or_default())
-            .replace("{env}", &self.env);
-        let err = |detail: String| PoolError {
-            action,
-            host: host.name().to_string(),
-            detail,
-        };
-        let out = exec(&cmd, self.timeout).map_err(|e| err(e.to_string()))?;
-        if out.status != 0 {
-            return Err(err(format!(
-                "{cmd:?} exited {}: {}",
-                out.status,
-                out.stderr.trim()
-            )));
+        let (status, detail) =
+            self.status(action, template, (host.name(), host.address()), port)?;
+        if status != 0 {
+            return Err(PoolError {
+                action,
+                host: host.name().to_string(),
+                detail: format!("exited {status}: {detail}"),
+            });
         }
         Ok(())
     }
@@ -97,6 +110,20 @@ impl Pool for CommandPool {
     fn repool(&self, host: &dyn Host, port: Option<u16>) -> Result<(), PoolError> {
         self.run("repool", &self.repool, host, port)
     }
+    /// With `is_depooled` configured: every host whose command exits 0 (`{host}` and `{env}`
+    /// are substituted; `{address}` is the host name here). Without it: none.
+    fn out_of_pool(&self, hosts: &[String]) -> Result<Vec<String>, PoolError> {
+        let Some(template) = &self.is_depooled else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for h in hosts {
+            if self.status("pool state", template, (h, h), None)?.0 == 0 {
+                out.push(h.clone());
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The pool driver an environment is configured with.
@@ -107,12 +134,14 @@ pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
             depool,
             repool,
             confirm_depooled,
+            is_depooled,
             timeout,
         } => Box::new(CommandPool {
             env: env.to_string(),
             depool: depool.clone(),
             repool: repool.clone(),
             confirm_depooled: confirm_depooled.clone(),
+            is_depooled: is_depooled.clone(),
             timeout: timeout.0,
         }),
         PoolConfig::Haproxy {

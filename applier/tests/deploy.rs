@@ -416,3 +416,46 @@ fn foreign_process_on_the_port_fails_the_start_instead_of_passing_checks() {
     let after: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
     assert_eq!(pids, after, "h2/h3 were restarted");
 }
+
+/// The capacity guard counts a host someone else took out of the pool: with `max_out: 1` the
+/// deploy waits (`capacity.wait`) until that host is back, then proceeds; without a wait it
+/// aborts before touching anything.
+#[test]
+fn capacity_guard_waits_for_a_host_someone_else_depooled() {
+    let fx = fx!();
+    let env = Env::new(fx, "capacity", "    capacity: {max_out: 1, wait: 20s}\n");
+    let (code, _, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}");
+    let pool = env.dir.path().join("pool");
+    // An operator depools h3 by hand.
+    std::fs::write(pool.join("h3"), "out\n").unwrap();
+    let pool2 = pool.clone();
+    let operator = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        std::fs::write(pool2.join("h3"), "in\n").unwrap();
+    });
+    let t0 = std::time::Instant::now();
+    let (code, evs, err) = env.deploy(fx.digest("good2"));
+    operator.join().unwrap();
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(3),
+        "the deploy did not wait for h3"
+    );
+    env.assert_all_serve(&HOSTS, fx.commit("good2"));
+
+    // No wait configured: refused before any host is touched.
+    let env0 = Env::new(fx, "capacity0", "    capacity: {max_out: 1}\n");
+    let (code, _, err) = env0.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(env0.dir.path().join("pool/h2"), "out\n").unwrap();
+    let pids: Vec<_> = HOSTS.iter().map(|h| env0.pid(h).unwrap()).collect();
+    let (code, evs, err) = env0.deploy(fx.digest("good2"));
+    assert_ne!(code, 0, "must not proceed past the capacity guard: {err}");
+    assert!(
+        format!("{evs:?}{err}").contains("capacity guard"),
+        "{err}\n{evs:#?}"
+    );
+    let after: Vec<_> = HOSTS.iter().map(|h| env0.pid(h).unwrap()).collect();
+    assert_eq!(pids, after, "a host was restarted");
+}

@@ -226,7 +226,7 @@ impl Env {
         };
         let block = |env: &str, groups: &str, hosts: &str| {
             format!(
-                "  {env}:\n    service_env: test\n    groups:\n{groups}    group_size: 1\n    ready_timeout: 8s\n    pool:\n      driver: command\n      depool: echo out > {pool}/{{host}}\n      repool: echo in > {pool}/{{host}}\n{extra}    hosts:\n{hosts}",
+                "  {env}:\n    service_env: test\n    groups:\n{groups}    group_size: 1\n    ready_timeout: 8s\n    pool:\n      driver: command\n      depool: echo out > {pool}/{{host}}\n      repool: echo in > {pool}/{{host}}\n      is_depooled: grep -qx out {pool}/{{host}}\n{extra}    hosts:\n{hosts}",
                 pool = pool.display(),
             )
         };
