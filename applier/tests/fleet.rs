@@ -656,6 +656,10 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
             "test",
             "--reason",
             "lose t3",
+            // The canary bake holds the rollout after t1 long enough for the test to cut t3
+            // off before any step reaches it (without it this races the rollout).
+            "--set",
+            "envs.test.canary_bake=6s",
         ]);
         let mut child = c
             .stdout(Stdio::piped())
@@ -702,7 +706,11 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         assert_eq!(f.root(h).state().unwrap().step, None);
     }
     // t3 was never changed: still the old release, and the journal names it.
-    assert_eq!(f.release("t3").as_deref(), Some(f.commit("good")));
+    assert_eq!(
+        f.release("t3").as_deref(),
+        Some(f.commit("good")),
+        "t3 changed\n{evs:#?}"
+    );
     let st = f.run(&["status", "--env", "test"]);
     eprintln!("fleet: after losing t3: exit {code}; status {:?}", st.1);
     let _ = haproxy(&f.bed, "set server fixture/t3 state ready");
