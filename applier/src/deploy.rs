@@ -173,11 +173,13 @@ pub fn deploy(
             .values()
             .filter_map(|h| h.current.as_ref().map(|r| r.manifest)),
     );
-    let current_storage = match current_digest {
-        Some(d) if d != digest => resolve::load_verified(ctx.store.as_ref(), &d)
-            .ok()
-            .and_then(|m| m.storage),
-        _ => manifest.storage.clone(),
+    let current_manifest = match current_digest {
+        Some(d) if d != digest => resolve::load_verified(ctx.store.as_ref(), &d).ok(),
+        _ => None,
+    };
+    let current_storage = match &current_manifest {
+        Some(m) => m.storage.clone(),
+        None => manifest.storage.clone(),
     };
     let service_env = ctx
         .cfg
@@ -190,6 +192,14 @@ pub fn deploy(
         &opts.guard,
     )
     .map_err(|e| DeployError::Refused(format!("storage guard: {e}")))?;
+    let mut g = g;
+    if g.deploy_type == DeployType::Code
+        && current_manifest
+            .as_ref()
+            .is_some_and(|cur| guard::config_only(cur, &manifest))
+    {
+        g.deploy_type = DeployType::Config;
+    }
     if !g.allowed {
         let mut msg = format!("storage guard: {}", g.findings.join("; "));
         if !g.recipes.is_empty() {

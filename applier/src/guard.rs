@@ -145,6 +145,24 @@ pub fn check(
     })
 }
 
+/// True when `new` differs from `current` only in its deploy config (`deploy/`: service
+/// definition and per-environment config): same code, same dependency layer. Builder records
+/// the digests as the manifest labels `content.code` and `content.config`; artifacts without
+/// them are never called config-only.
+pub fn config_only(current: &artifact::Manifest, new: &artifact::Manifest) -> bool {
+    let label = |m: &artifact::Manifest, k: &str| m.labels.get(k).cloned();
+    let deps = |m: &artifact::Manifest| {
+        m.layer(artifact::manifest::LayerKind::Deps)
+            .map(|l| l.diff_id)
+    };
+    let (code, config) = ("content.code", "content.config");
+    label(current, code).is_some()
+        && label(current, code) == label(new, code)
+        && label(current, config).is_some()
+        && label(current, config) != label(new, config)
+        && deps(current) == deps(new)
+}
+
 /// Whether going back from `current` to `target` is safe for the storage: the old code's
 /// schemas must still be accepted. `Err` carries the reasons and the recipe.
 pub fn check_rollback(

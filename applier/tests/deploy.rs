@@ -103,6 +103,10 @@ fn good_release_rolls_over_hosts_in_group_order_then_rolls_back_on_demand() {
             ("rollback".into(), "succeeded".into())
         ]
     );
+    // good -> good2 changes only deploy/env/test.yaml: recorded as a config deploy; the first
+    // deploy onto empty hosts has nothing to compare and is a code deploy.
+    assert_eq!(evs[0]["deploy_type"], "code", "{:#?}", evs[0]);
+    assert_eq!(evs[1]["deploy_type"], "config", "{:#?}", evs[1]);
 }
 
 /// A release that fails on the canary is rolled back there; other hosts are never touched.

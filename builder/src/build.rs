@@ -192,6 +192,45 @@ pub fn storage_manifest(source: &SourceTree) -> (Option<serde_json::Value>, Vec<
     )
 }
 
+/// Manifest label: digest of the source tree outside `deploy/` (the code).
+pub const LABEL_CODE_DIGEST: &str = "content.code";
+/// Manifest label: digest of `deploy/` (service definition and per-environment config).
+pub const LABEL_CONFIG_DIGEST: &str = "content.config";
+
+/// Digests of the code and of the deploy config in the source tree, so the applier can tell a
+/// config-only deploy from a code deploy without reading layers. Each digest covers the sorted
+/// (path, kind, content) of its files.
+pub fn content_digests(source: &SourceTree) -> (Digest, Digest) {
+    let mut entries: Vec<&PackEntry> = source.entries.iter().collect();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let (mut code, mut config) = (
+        artifact::digest::Hasher::new(),
+        artifact::digest::Hasher::new(),
+    );
+    for e in entries {
+        let h = if e.path == "deploy" || e.path.starts_with("deploy/") {
+            &mut config
+        } else {
+            &mut code
+        };
+        let (kind, body): (&[u8], &[u8]) = match &e.kind {
+            PackKind::Dir => (b"d", b""),
+            PackKind::File {
+                data: pack::PackData::Bytes(b),
+                executable,
+            } => (if *executable { b"x" } else { b"f" }, b),
+            // The source layer is read from git objects, so files are always in memory.
+            PackKind::File { .. } => (b"f", b""),
+            PackKind::Symlink { target } => (b"l", target.as_bytes()),
+        };
+        for part in [e.path.as_bytes(), kind, body] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    (code.finish().0, config.finish().0)
+}
+
 struct Timer(Vec<Timing>);
 impl Timer {
     fn time<T>(
@@ -389,6 +428,7 @@ pub fn build(
         ..PackOptions::default()
     };
     let (storage, storage_warnings) = storage_manifest(&src);
+    let (code_digest, config_digest) = content_digests(&src);
     for w in &storage_warnings {
         progress.warn(w);
     }
@@ -623,6 +663,8 @@ pub fn build(
         None => (None, None),
     };
     let mut labels = std::collections::BTreeMap::new();
+    labels.insert(LABEL_CODE_DIGEST.to_string(), code_digest.to_string());
+    labels.insert(LABEL_CONFIG_DIGEST.to_string(), config_digest.to_string());
     if let Some(dir) = opts
         .service_dir
         .as_deref()
