@@ -276,8 +276,15 @@ pub enum PoolConfig {
     },
     /// HAProxy's runtime API on its admin socket (see [`crate::haproxy`]).
     Haproxy {
-        /// The admin socket (a UNIX socket on this machine).
+        /// The admin socket (a UNIX socket on this machine, or on `via_ssh`).
         socket: PathBuf,
+        /// The load-balancer host whose `socket` this is, reached with the system ssh
+        /// (`[user@]host` or an ssh_config alias); it needs `socat`.
+        #[serde(default)]
+        via_ssh: Option<String>,
+        /// `ssh -F` for `via_ssh`.
+        #[serde(default)]
+        ssh_config: Option<PathBuf>,
         /// The backend holding the hosts' servers.
         backend: String,
         /// Inventory host -> HAProxy server name (default: the same name).

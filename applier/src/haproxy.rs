@@ -7,8 +7,10 @@
 //! (so the next host is not taken out while this one is not serving yet). The capacity guard
 //! asks [`Pool::out_of_pool`]: servers in maintenance or drain, whoever put them there.
 //!
-//! The socket is a UNIX socket on the deploy host (one command per connection, as HAProxy's
-//! non-interactive mode does).
+//! The runtime API is reached one command per connection (as HAProxy's non-interactive mode
+//! does), either on a UNIX socket on the deploy host, or, where HAProxy runs on its own
+//! load-balancer host, through the system `ssh` to that host (`via_ssh`), which runs
+//! `socat stdio UNIX-CONNECT:<socket>` there: the socket never leaves the LB host.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -47,9 +49,21 @@ impl ServerState {
     }
 }
 
+/// How to reach an admin socket on another host: the system `ssh` (so ssh_config, agent and
+/// known_hosts apply) in batch mode.
+#[derive(Clone, Debug, Default)]
+pub struct SshHop {
+    /// `[user@]host` or an ssh_config alias.
+    pub destination: String,
+    /// `ssh -F <file>`.
+    pub config_file: Option<PathBuf>,
+}
+
 #[derive(Debug)]
 pub struct HaproxyPool {
     pub socket: PathBuf,
+    /// Reach `socket` on another host through ssh.
+    pub via_ssh: Option<SshHop>,
     pub backend: String,
     pub servers: BTreeMap<String, String>,
     pub drain_timeout: Duration,
@@ -127,6 +141,9 @@ impl HaproxyPool {
 
     /// Sends one command, returns the answer.
     pub fn command(&self, cmd: &str) -> Result<String, String> {
+        if let Some(hop) = &self.via_ssh {
+            return self.command_via_ssh(hop, cmd);
+        }
         let mut s = UnixStream::connect(&self.socket)
             .map_err(|e| format!("connecting to {}: {e}", self.socket.display()))?;
         let t = Some(Duration::from_secs(10));
@@ -138,6 +155,43 @@ impl HaproxyPool {
         s.read_to_string(&mut out)
             .map_err(|e| format!("reading the answer to {cmd:?}: {e}"))?;
         Ok(out)
+    }
+
+    fn command_via_ssh(&self, hop: &SshHop, cmd: &str) -> Result<String, String> {
+        use std::process::{Command, Stdio};
+        let mut c = Command::new("ssh");
+        c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]);
+        if let Some(f) = &hop.config_file {
+            c.arg("-F").arg(f);
+        }
+        let remote = format!(
+            "socat stdio UNIX-CONNECT:{}",
+            crate::ssh::shell_quote(&self.socket.to_string_lossy())
+        );
+        c.arg(&hop.destination)
+            .arg(remote)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let where_ = format!("{} on {}", self.socket.display(), hop.destination);
+        let mut child = c.spawn().map_err(|e| format!("running ssh: {e}"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(format!("{cmd}\n").as_bytes())
+            .map_err(|e| format!("sending {cmd:?} to {where_}: {e}"))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("reading the answer to {cmd:?} from {where_}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{cmd:?} via ssh to {where_} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// A `set ...` command: HAProxy answers nothing on success, a message on failure.

@@ -146,12 +146,18 @@ pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
         }),
         PoolConfig::Haproxy {
             socket,
+            via_ssh,
+            ssh_config,
             backend,
             servers,
             drain_timeout,
             timeout,
         } => Box::new(crate::haproxy::HaproxyPool {
             socket: socket.clone(),
+            via_ssh: via_ssh.as_ref().map(|d| crate::haproxy::SshHop {
+                destination: d.clone(),
+                config_file: ssh_config.clone(),
+            }),
             backend: backend.clone(),
             servers: servers.clone(),
             drain_timeout: drain_timeout.0,

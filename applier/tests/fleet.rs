@@ -331,6 +331,7 @@ impl Fleet {
 fn haproxy(bed: &Value, cmd: &str) -> Result<String, String> {
     applier::haproxy::HaproxyPool {
         socket: PathBuf::from(bed["haproxy"]["socket"].as_str().unwrap()),
+        via_ssh: None,
         backend: "fixture".into(),
         servers: BTreeMap::new(),
         drain_timeout: Duration::from_secs(1),
@@ -490,8 +491,61 @@ fn timings(evs: &[Value], wall: Duration) -> String {
     s
 }
 
+/// The tests of this file share one bed (its HAProxy, its hosts): one at a time.
+static BED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// HAProxy's runtime API reached through ssh on the load-balancer host (here: target t1 of
+/// the bed plays the LB host; `socat` there talks to the admin socket), as on a fleet where
+/// HAProxy does not run on the deploy host.
+#[test]
+fn haproxy_runtime_api_through_ssh_to_the_lb_host() {
+    let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bed) = bed() else { return };
+    let pool = |dest: &str| applier::haproxy::HaproxyPool {
+        socket: PathBuf::from(bed["haproxy"]["socket"].as_str().unwrap()),
+        via_ssh: Some(applier::haproxy::SshHop {
+            destination: dest.into(),
+            config_file: Some(PathBuf::from(bed["ssh"]["config"].as_str().unwrap())),
+        }),
+        backend: "fixture".into(),
+        servers: BTreeMap::new(),
+        drain_timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+    };
+    let lb = pool("t1");
+    let state = |p: &applier::haproxy::HaproxyPool| {
+        p.servers_state()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "t3")
+            .expect("t3 in show servers state")
+    };
+    assert!(!state(&lb).out(), "t3 starts in the pool");
+    assert_eq!(
+        lb.command("set server fixture/t3 state drain")
+            .unwrap()
+            .trim(),
+        ""
+    );
+    let drained = state(&lb);
+    // The same change is visible on the local socket: it is the same HAProxy.
+    let local = haproxy(&bed, "show servers state fixture").unwrap();
+    assert_eq!(
+        lb.command("set server fixture/t3 state ready")
+            .unwrap()
+            .trim(),
+        ""
+    );
+    assert!(drained.out(), "t3 not drained: {drained:?}\n{local}");
+    assert!(!state(&lb).out(), "t3 not back in the pool");
+    // An unreachable LB host is a clear error, not a hang or an empty answer.
+    let err = pool("no-such-lb-host.invalid").servers_state().unwrap_err();
+    assert!(err.contains("via ssh"), "{err}");
+}
+
 #[test]
 fn fleet_over_ssh_haproxy_prometheus_s3() {
+    let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
     let Some(bed) = bed() else { return };
     let t0 = Instant::now();
     let f = Fleet::setup(bed);
