@@ -211,6 +211,10 @@ pub struct SshConfig {
     /// Run the host operations (which control the service) through `sudo -n`.
     #[serde(default)]
     pub sudo: bool,
+    /// With `sudo`: the user to run them as (`sudo -n -u <user>`, e.g. the service's deploy
+    /// user that owns the deploy root); root when unset.
+    #[serde(default)]
+    pub sudo_user: Option<String>,
     /// `ConnectTimeout`.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,

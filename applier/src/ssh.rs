@@ -407,20 +407,24 @@ impl SshHost {
         })
     }
 
-    /// Runs `applier host --root <root> <args>` and returns its `result`.
-    fn op(&self, args: &[&str], request: Option<&Value>) -> Result<Value, HostError> {
+    /// The remote shell command of one host operation: `AWS_*` stripped, optionally through
+    /// `sudo -n [-u user]`, `applier host --root <root> <args> [--request -]`.
+    fn op_command(&self, args: &[&str], with_request: bool) -> String {
         let mut words: Vec<String> = Vec::new();
         if self.ssh.sudo {
             words.extend(["sudo".into(), "-n".into()]);
+            if let Some(u) = &self.ssh.sudo_user {
+                words.extend(["-u".into(), u.clone()]);
+            }
         }
         words.push(self.ssh.applier_path.clone());
         words.extend(["host".into(), "--root".into()]);
         words.push(self.cfg.root.display().to_string());
         words.extend(args.iter().map(|s| s.to_string()));
-        if request.is_some() {
+        if with_request {
             words.extend(["--request".into(), "-".into()]);
         }
-        let remote = format!(
+        format!(
             "exec sh -c {} applier-host {}",
             shell_quote(STRIP_AWS),
             words
@@ -428,7 +432,12 @@ impl SshHost {
                 .map(|w| shell_quote(w))
                 .collect::<Vec<_>>()
                 .join(" ")
-        );
+        )
+    }
+
+    /// Runs `applier host --root <root> <args>` and returns its `result`.
+    fn op(&self, args: &[&str], request: Option<&Value>) -> Result<Value, HostError> {
+        let remote = self.op_command(args, request.is_some());
         let body = request.map(|r| serde_json::to_vec(r).expect("serialises"));
         let out = self.run_remote(&remote, body.as_deref(), self.ssh.op_timeout.0)?;
         let answer = out.stdout.lines().rev().find_map(|l| {
@@ -614,6 +623,31 @@ impl Host for SshHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_ops_run_through_sudo_as_the_configured_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(artifact::store::fs::FsStore::open(dir.path()).unwrap());
+        let host: HostConfig = serde_yaml::from_str("root: /srv/deploy/svc").unwrap();
+        let cmd = |yaml: &str| {
+            let ssh: SshConfig = serde_yaml::from_str(yaml).unwrap();
+            SshHost::new("a", &host, &ssh, store.clone()).op_command(&["status"], true)
+        };
+        let plain = cmd("{}");
+        assert!(!plain.contains("sudo"), "{plain}");
+        assert!(
+            plain.ends_with("applier-host applier host --root /srv/deploy/svc status --request -"),
+            "{plain}"
+        );
+        let root = cmd("{sudo: true}");
+        assert!(root.contains("applier-host sudo -n applier host"), "{root}");
+        let user = cmd("{sudo: true, sudo_user: deploy-svc}");
+        assert!(
+            user.contains("applier-host sudo -n -u deploy-svc applier host"),
+            "{user}"
+        );
+    }
 
     #[test]
     fn quoting() {
