@@ -4,6 +4,7 @@
 //! blobs/sha256/<hex>                  layers and manifests, immutable
 //! commits/<git-sha>                   -> build record (manifest digest), immutable
 //! deps/<dependency-key>               -> dependency layer record, immutable
+//! sigs/<manifest-hex>/<key-id>        ed25519 signature record of an artifact, immutable
 //! envs/<env>/state.json               per-host current / last known good, compare-and-swap
 //! envs/<env>/lock                     lease lock
 //! envs/<env>/deploys/<deploy-id>.json journal of one deploy
@@ -21,6 +22,15 @@ pub fn commit(sha: &str) -> String {
 pub const COMMITS_PREFIX: &str = "commits/";
 pub fn deps(key: &str) -> String {
     format!("deps/{key}")
+}
+/// Where the signature of the artifact `manifest` by the key `key_id` lives
+/// ([`crate::sign`]).
+pub fn signature(manifest: &Digest, key_id: &str) -> String {
+    format!("sigs/{}/{key_id}", manifest.hex())
+}
+/// Prefix of every signature record of the artifact `manifest`.
+pub fn signatures_prefix(manifest: &Digest) -> String {
+    format!("sigs/{}/", manifest.hex())
 }
 pub fn env_state(env: &str) -> String {
     format!("envs/{env}/state.json")
