@@ -2,6 +2,7 @@
 
 use artifact::StoreError;
 use artifact::pack::PackError;
+use artifact::sign::SignError;
 
 /// Which class of failure an [`Error`] is; the binary maps each to one documented exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("signature: {0}")]
+    Sign(#[from] SignError),
     #[error("{key}: stored record is not valid: {detail}")]
     Corrupt { key: String, detail: String },
     #[error("{context}: {source}")]
@@ -100,6 +103,13 @@ impl Error {
                 _ => ErrorKind::Store,
             },
             Error::Corrupt { .. } => ErrorKind::Store,
+            Error::Sign(e) => match e {
+                SignError::Io { .. } | SignError::BadKey { .. } => ErrorKind::Usage,
+                SignError::Store(StoreError::BadLocation { .. } | StoreError::InvalidKey(_)) => {
+                    ErrorKind::Usage
+                }
+                _ => ErrorKind::Store,
+            },
             Error::NotReproducible { .. } => ErrorKind::NotReproducible,
             Error::Git { .. }
             | Error::Source(_)

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use artifact::store::Store;
+use artifact::Digest;
+use artifact::sign::{self, PublicKey, SecretKey};
+use artifact::store::{PutOutcome, Store};
 use builder::build::{self, BuildOptions, BuildReport, Outcome, human_bytes};
 use builder::config::{self, StoreConfig, StoreFlags};
 use builder::inspect;
@@ -68,8 +70,26 @@ enum Command {
     Show { hash: String },
     /// List built commits and their artifacts.
     Ls,
-    /// Re-read every blob of an artifact and check its digests.
-    Verify { hash: String },
+    /// Re-read every blob of an artifact and check its digests; with --trusted-key, also
+    /// require a valid signature by one of those keys.
+    Verify {
+        hash: String,
+        /// A trusted public key file, or an inline `ed25519-public <base64>` (repeatable).
+        #[arg(long = "trusted-key", value_name = "FILE")]
+        trusted_keys: Vec<String>,
+    },
+    /// Generate an ed25519 signing key: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Sign an existing artifact (idempotent: signing again with the same key changes nothing).
+    Sign {
+        hash: String,
+        /// The secret key file.
+        #[arg(long, env = "BUILDER_SIGN_KEY", value_name = "FILE")]
+        sign_key: PathBuf,
+    },
     /// Pack a directory as a layer and print its digests (for benchmarks).
     #[command(hide = true)]
     PackDir {
@@ -113,6 +133,9 @@ struct BuildArgs {
     /// Directory for temporary files [default: the system temp directory]
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Sign the artifact with this secret key file (also when the commit was already built).
+    #[arg(long, env = "BUILDER_SIGN_KEY", value_name = "FILE")]
+    sign_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -165,7 +188,7 @@ fn run(cli: Cli, terminal: bool) -> anyhow::Result<ExitCode> {
     }
     let Some(command) = &cli.command else {
         return Err(usage(
-            "no command given (build, show, ls, verify); see --help".into(),
+            "no command given (build, show, ls, verify, sign, keygen); see --help".into(),
         ));
     };
     if let Command::PackDir {
@@ -178,13 +201,19 @@ fn run(cli: Cli, terminal: bool) -> anyhow::Result<ExitCode> {
     {
         return pack_dir(dir, out, prefix, *threads, *level);
     }
+    if let Command::Keygen { out } = command {
+        return cmd_keygen(out, cli.format);
+    }
     let store = cfg.open()?;
     match command {
         Command::Build(args) => cmd_build(&*store, args, cli.format, terminal),
         Command::Show { hash } => cmd_show(&*store, hash, cli.format),
         Command::Ls => cmd_ls(&*store, cli.format),
-        Command::Verify { hash } => cmd_verify(&*store, hash, cli.format),
-        Command::PackDir { .. } => unreachable!("handled above"),
+        Command::Verify { hash, trusted_keys } => {
+            cmd_verify(&*store, hash, trusted_keys, cli.format)
+        }
+        Command::Sign { hash, sign_key } => cmd_sign(&*store, hash, sign_key, cli.format),
+        Command::PackDir { .. } | Command::Keygen { .. } => unreachable!("handled above"),
     }
 }
 
@@ -238,6 +267,13 @@ fn cmd_build(
             .with_context(|| format!("creating npm cache {}", c.display()))?;
         opts.npm_cache = Some(std::path::absolute(c)?);
     }
+    // Read the key before building, so a bad key fails fast.
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(SecretKey::load)
+        .transpose()
+        .map_err(Error::from)?;
     let started = Instant::now();
     let report = if terminal {
         build::build(store, &opts, &BarProgress::new())?
@@ -245,10 +281,111 @@ fn cmd_build(
         build::build(store, &opts, &LogProgress)?
     };
     print_build_summary(&report, started.elapsed());
+    let signature = match &sign_key {
+        Some(key) => {
+            let s = sign_and_report(store, &report.id, key)?;
+            Some(s)
+        }
+        None => None,
+    };
     if format == Format::Json {
-        print_json(&report)?;
+        let mut v = serde_json::to_value(&report)?;
+        v["signature"] = serde_json::to_value(&signature)?;
+        print_json(&v)?;
     } else {
         println!("{}", report.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What signing an artifact did, for the JSON output.
+#[derive(serde::Serialize)]
+struct SignReport {
+    key_id: String,
+    key: String,
+    /// False if the store already held this signature.
+    created: bool,
+}
+
+fn sign_and_report(store: &dyn Store, id: &Digest, key: &SecretKey) -> anyhow::Result<SignReport> {
+    let (record, outcome) = sign::sign_artifact(store, id, key).map_err(Error::from)?;
+    let created = outcome == PutOutcome::Created;
+    eprintln!(
+        "  signed by key {}{}",
+        record.key_id,
+        if created {
+            ""
+        } else {
+            " (signature already stored)"
+        }
+    );
+    Ok(SignReport {
+        key: artifact::keys::signature(id, &record.key_id),
+        key_id: record.key_id,
+        created,
+    })
+}
+
+fn cmd_sign(
+    store: &dyn Store,
+    hash: &str,
+    key_file: &std::path::Path,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let key = SecretKey::load(key_file).map_err(Error::from)?;
+    let (id, _) = inspect::show(store, hash)?;
+    eprintln!("{id}:");
+    let s = sign_and_report(store, &id, &key)?;
+    if format == Format::Json {
+        print_json(&serde_json::json!({ "id": id, "signature": s }))?;
+    } else {
+        println!("{}", s.key_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_keygen(prefix: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let with_ext = |ext: &str| {
+        let mut p = prefix.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (secret_path, public_path) = (with_ext(".key"), with_ext(".pub"));
+    let key = SecretKey::generate();
+    let public = key.public();
+    let write = |path: &std::path::Path, mode: u32, text: &str| -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| {
+                usage(format!(
+                    "creating {}: {e} (keygen never overwrites a key)",
+                    path.display()
+                ))
+            })?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write(&secret_path, 0o600, &key.to_text())?;
+    write(&public_path, 0o644, &public.to_text())?;
+    eprintln!(
+        "wrote {} (secret, keep it private) and {}",
+        secret_path.display(),
+        public_path.display()
+    );
+    if format == Format::Json {
+        print_json(&serde_json::json!({
+            "key_id": public.key_id(),
+            "secret_key_file": secret_path,
+            "public_key_file": public_path,
+        }))?;
+    } else {
+        println!("{}", public.key_id());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -413,13 +550,41 @@ fn cmd_ls(store: &dyn Store, format: Format) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_verify(store: &dyn Store, hash: &str, format: Format) -> anyhow::Result<ExitCode> {
+fn cmd_verify(
+    store: &dyn Store,
+    hash: &str,
+    trusted_keys: &[String],
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let trusted = trusted_keys
+        .iter()
+        .map(|k| PublicKey::from_spec(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::from)?;
     let id = inspect::resolve(store, hash)?;
     let report = inspect::verify(store, &id)?;
+    // Ok(key id) of a valid trusted signature, Err(why none counts); None: not asked.
+    let signature = if trusted.is_empty() {
+        None
+    } else {
+        match sign::require_signature(store, &id, &trusted) {
+            Ok(key_id) => Some(Ok(key_id)),
+            Err(e @ sign::SignError::NoValidSignature { .. }) => Some(Err(e.to_string())),
+            Err(e) => return Err(Error::from(e).into()),
+        }
+    };
+    let sig_ok = signature.as_ref().is_none_or(|s| s.is_ok());
     if format == Format::Json {
-        print_json(
-            &serde_json::json!({ "id": report.id, "ok": report.ok(), "checks": report.checks }),
-        )?;
+        let sig_json = signature.as_ref().map(|s| match s {
+            Ok(key_id) => serde_json::json!({ "ok": true, "key_id": key_id }),
+            Err(problem) => serde_json::json!({ "ok": false, "problem": problem }),
+        });
+        print_json(&serde_json::json!({
+            "id": report.id,
+            "ok": report.ok() && sig_ok,
+            "checks": report.checks,
+            "signature": sig_json,
+        }))?;
     } else {
         for c in &report.checks {
             match &c.problem {
@@ -427,10 +592,25 @@ fn cmd_verify(store: &dyn Store, hash: &str, format: Format) -> anyhow::Result<E
                 Some(p) => println!("BAD  {:<13} {}: {p}", c.what, c.key),
             }
         }
+        match &signature {
+            Some(Ok(key_id)) => println!("ok   {:<13} signed by trusted key {key_id}", "signature"),
+            Some(Err(p)) => println!("BAD  {:<13} {p}", "signature"),
+            None => {}
+        }
     }
-    if report.ok() {
-        eprintln!("{id}: every blob verified");
+    if let Some(Err(p)) = &signature {
+        eprintln!("error: {p}");
+    }
+    if report.ok() && sig_ok {
+        match &signature {
+            Some(Ok(key_id)) => {
+                eprintln!("{id}: every blob verified; signed by trusted key {key_id}")
+            }
+            _ => eprintln!("{id}: every blob verified"),
+        }
         Ok(ExitCode::SUCCESS)
+    } else if report.ok() {
+        Ok(ExitCode::from(EXIT_VERIFY))
     } else {
         for c in report.bad() {
             eprintln!(

@@ -135,6 +135,7 @@ fn builder(args: &[&str]) -> Command {
     c.args(args)
         .env_remove("BUILDER_STORE")
         .env_remove("DEPLOY_STORE")
+        .env_remove("BUILDER_SIGN_KEY")
         .env("RUST_LOG", "info");
     c
 }
@@ -349,6 +350,157 @@ fn source_only_change_reuses_the_dependency_layer_without_npm() {
     assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fake npm must not run"));
     assert!(marker.exists());
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `builder keygen --out <dir>/<name>`; returns the key id it printed.
+fn keygen(dir: &Path, name: &str) -> String {
+    let out = run(builder(&["keygen", "--out"]).arg(dir.join(name)));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let id = keygen(t.path(), "deploy");
+    assert_eq!(id.len(), 16, "{id}");
+    let secret = std::fs::read_to_string(t.path().join("deploy.key")).unwrap();
+    let public = std::fs::read_to_string(t.path().join("deploy.pub")).unwrap();
+    assert!(secret.starts_with("ed25519-secret "), "{secret}");
+    assert!(public.starts_with("ed25519-public "), "{public}");
+    let mode = std::fs::metadata(t.path().join("deploy.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = run(builder(&["keygen", "--out"]).arg(t.path().join("deploy")));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("deploy.key")).unwrap(),
+        secret
+    );
+}
+
+#[test]
+fn signed_builds_verify_with_the_right_key_only() {
+    if !tools_present("signed_builds_verify_with_the_right_key_only") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    make_project(&repo, true);
+    let store_dir = t.path().join("store");
+    let store = store_dir.to_str().unwrap();
+    let keys = t.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key_id = keygen(&keys, "release");
+    let other_id = keygen(&keys, "other");
+    let release_key = keys.join("release.key");
+    let release_pub = keys.join("release.pub");
+    let other_pub = keys.join("other.pub");
+
+    // An unsigned artifact fails verification as soon as a trusted key is given.
+    let report = build_ok(&repo, store, &[]);
+    assert!(report["signature"].is_null(), "{report}");
+    let id = report["id"].as_str().unwrap().to_string();
+    let out = run(builder(&["verify", "--store", store, &id, "--trusted-key"]).arg(&release_pub));
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no signatures at all"),
+        "{}",
+        stderr(&out)
+    );
+    // Without trusted keys verify only checks blobs.
+    let out = run(builder(&["verify", "--store", store, &id]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Building the already-built commit with --sign-key signs the existing artifact.
+    let mut c = build_cmd(&repo, store, &[]);
+    c.env("BUILDER_SIGN_KEY", &release_key);
+    let out = run(c);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "already_built", "{report}");
+    assert_eq!(report["signature"]["key_id"], key_id.as_str());
+    assert_eq!(report["signature"]["created"], true);
+    let sig_key = format!("sigs/{}/{key_id}", id.strip_prefix("sha256:").unwrap());
+    assert_eq!(report["signature"]["key"], sig_key.as_str());
+    assert!(store_dir.join(&sig_key).is_file());
+
+    // Signing again is idempotent.
+    let out = run(builder(&[
+        "sign",
+        "--format",
+        "json",
+        "--store",
+        store,
+        &id,
+        "--sign-key",
+    ])
+    .arg(&release_key));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["signature"]["created"], false, "{v}");
+
+    // The right key verifies; another key does not (exit 4, naming the problem).
+    let out = run(builder(&[
+        "verify",
+        "--format",
+        "json",
+        "--store",
+        store,
+        &id,
+        "--trusted-key",
+    ])
+    .arg(&release_pub));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["signature"]["key_id"], key_id.as_str(), "{v}");
+    assert_eq!(v["ok"], true);
+    let out = run(builder(&["verify", "--store", store, &id, "--trusted-key"]).arg(&other_pub));
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&other_id) && err.contains("not by a trusted key"),
+        "{err}"
+    );
+    // An inline trusted key works like a file; one of several trusted keys is enough.
+    let inline = std::fs::read_to_string(&release_pub).unwrap();
+    let out = run(builder(&[
+        "verify",
+        "--store",
+        store,
+        &id,
+        "--trusted-key",
+        inline.trim(),
+        "--trusted-key",
+    ])
+    .arg(&other_pub));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // A tampered signature record no longer verifies.
+    let path = store_dir.join(&sig_key);
+    let mut rec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let other_rec_sig = {
+        let mut s = rec["signature"].as_str().unwrap().to_string();
+        let first = if s.starts_with('A') { "B" } else { "A" };
+        s.replace_range(0..1, first);
+        s
+    };
+    rec["signature"] = other_rec_sig.into();
+    std::fs::write(&path, rec.to_string()).unwrap();
+    let out = run(builder(&["verify", "--store", store, &id, "--trusted-key"]).arg(&release_pub));
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
+
+    // A bad key file is a usage error.
+    let out = run(builder(&["sign", "--store", store, &id, "--sign-key"]).arg(&release_pub));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
 
 #[test]
