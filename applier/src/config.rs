@@ -140,7 +140,19 @@ pub struct EnvConfig {
     /// How long the service gets to bind its port after start.
     #[serde(default)]
     pub ready_timeout: Option<Dur>,
+    /// Deploy (and roll back to) only artifacts signed by one of these keys; `None`: signatures
+    /// are not required.
+    #[serde(default)]
+    pub require_signature: Option<SignaturePolicy>,
     pub hosts: BTreeMap<String, HostConfig>,
+}
+
+/// `require_signature`: which keys an artifact must be signed by (any one of them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturePolicy {
+    /// Each a public key file path, or an inline `ed25519-public <base64>`.
+    pub trusted_keys: Vec<String>,
 }
 
 fn default_group_size() -> usize {
@@ -677,6 +689,13 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         }
         if env.capacity.max_out == Some(0) {
             return bad("capacity.max_out must be at least 1".into());
+        }
+        if env
+            .require_signature
+            .as_ref()
+            .is_some_and(|p| p.trusted_keys.is_empty())
+        {
+            return bad("require_signature.trusted_keys is empty".into());
         }
     }
     Ok(())

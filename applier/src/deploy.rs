@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use artifact::lease::{self, Lease, LeaseError};
 use artifact::manifest::{LayerKind, Manifest};
 use artifact::store::{Store, StoreError};
-use artifact::{Digest, keys};
+use artifact::{Digest, keys, sign};
 use serde::Serialize;
 
 use crate::checks::{self, CheckContext, CheckResult, CheckSpec};
@@ -160,6 +160,7 @@ pub fn deploy(
     opts: &DeployOptions,
 ) -> Result<Outcome, DeployError> {
     let (digest, manifest) = resolve::resolve(ctx.store.as_ref(), target)?;
+    check_signature(ctx, &digest, &manifest.source.commit)?;
     let to = ReleaseRef {
         commit: manifest.source.commit.clone(),
         manifest: digest,
@@ -312,6 +313,7 @@ pub fn rollback(
                     slot.insert(resolve::load_verified(ctx.store.as_ref(), &r.manifest)?);
                 }
             }
+            check_signature(ctx, &target.manifest, &target.commit)?;
             if let Some(f) = &from
                 && !opts.force_schema_rollback
             {
@@ -425,6 +427,16 @@ pub fn resume(
             writer.journal.status
         )));
     }
+    // Continuing installs the deploy's targets: they must still be signed. Rolling back on
+    // resume restores what the hosts ran before and is not held up by a signature policy.
+    if !rollback {
+        let mut checked = std::collections::BTreeSet::new();
+        for e in writer.journal.hosts.values() {
+            if checked.insert(e.to.manifest) {
+                check_signature(ctx, &e.to.manifest, &e.to.commit)?;
+            }
+        }
+    }
     let lease = match lease::acquire(
         ctx.store.as_ref(),
         &ctx.name,
@@ -478,6 +490,35 @@ pub fn resume(
         Ok(run.abort_and_finish("rollback requested on resume".into()))
     } else {
         run.start(true)
+    }
+}
+
+/// With `require_signature` set, refuses an artifact that has no valid signature by one of the
+/// trusted keys (before anything is touched).
+fn check_signature(ctx: &EnvContext, digest: &Digest, commit: &str) -> Result<(), DeployError> {
+    let Some(policy) = &ctx.cfg.require_signature else {
+        return Ok(());
+    };
+    let trusted = policy
+        .trusted_keys
+        .iter()
+        .map(|k| sign::PublicKey::from_spec(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            DeployError::Refused(format!("{}: require_signature.trusted_keys: {e}", ctx.name))
+        })?;
+    match sign::require_signature(ctx.store.as_ref(), digest, &trusted) {
+        Ok(key_id) => {
+            tracing::info!("{digest} (commit {commit}) is signed by trusted key {key_id}");
+            Ok(())
+        }
+        Err(e @ sign::SignError::Store(_)) => Err(DeployError::Refused(format!(
+            "checking the signatures of {digest}: {e}"
+        ))),
+        Err(e) => Err(DeployError::Refused(format!(
+            "{} requires a signed artifact; commit {commit}: {e} (sign it with `builder sign`)",
+            ctx.name
+        ))),
     }
 }
 

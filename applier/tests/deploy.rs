@@ -463,3 +463,89 @@ fn capacity_guard_waits_for_a_host_someone_else_depooled() {
     let after: Vec<_> = HOSTS.iter().map(|h| env0.pid(h).unwrap()).collect();
     assert_eq!(pids, after, "a host was restarted");
 }
+
+/// `require_signature`: an unsigned artifact is refused before any host is touched, the same
+/// artifact deploys once `builder sign` signed it with a trusted key, and a rollback to an
+/// unsigned release is refused too.
+#[test]
+fn required_signature_refuses_unsigned_artifacts_and_accepts_signed_ones() {
+    let fx = fx!();
+    let keys = tempfile::tempdir().unwrap();
+    let builder = common::builder_bin();
+    for name in ["trusted", "other"] {
+        let out = std::process::Command::new(&builder)
+            .arg("keygen")
+            .arg("--out")
+            .arg(keys.path().join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let trusted_pub = keys.path().join("trusted.pub");
+    let trusted_id = artifact::sign::PublicKey::load(&trusted_pub)
+        .unwrap()
+        .key_id();
+    let env = Env::new(
+        fx,
+        "signed",
+        &format!(
+            "    require_signature:\n      trusted_keys: [{}]\n",
+            trusted_pub.display()
+        ),
+    );
+    let sign = |variant: &str, key: &str| {
+        let out = std::process::Command::new(&builder)
+            .args(["sign", fx.digest(variant), "--store"])
+            .arg(&fx.store)
+            .arg("--sign-key")
+            .arg(keys.path().join(format!("{key}.key")))
+            .env_remove("BUILDER_SIGN_KEY")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    // Unsigned, and signed by an untrusted key: refused (exit 3), no host touched.
+    sign("good3", "other");
+    let (code, evs, err) = env.deploy(fx.digest("good3"));
+    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert!(
+        err.contains(fx.digest("good3")) && err.contains(&trusted_id),
+        "{err}"
+    );
+    assert!(err.contains("not by a trusted key"), "{err}");
+    assert!(events(&evs, "step").is_empty(), "{evs:#?}");
+    for h in HOSTS {
+        assert!(!env.root(h).join("current").exists(), "{h} was touched");
+    }
+
+    // With the policy lifted, the unsigned `good` deploys (the rollback target below).
+    let (code, _, err) = env.run(&[
+        "deploy",
+        fx.digest("good"),
+        "--env",
+        "signed",
+        "--set",
+        "envs.signed.require_signature=null",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    env.assert_all_serve(&HOSTS, fx.commit("good"));
+
+    // Signed by the trusted key: deploys.
+    sign("good3", "trusted");
+    let (code, evs, err) = env.deploy(fx.digest("good3"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    env.assert_all_serve(&HOSTS, fx.commit("good3"));
+
+    // Rolling back to the unsigned `good` is refused and changes nothing.
+    let pids: Vec<_> = HOSTS.iter().map(|h| env.pid(h).unwrap()).collect();
+    let (code, evs, err) = env.run(&["rollback", "--env", "signed"]);
+    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert!(
+        err.contains(fx.digest("good")) && err.contains("no signatures at all"),
+        "{err}"
+    );
+    env.assert_all_serve(&HOSTS, fx.commit("good3"));
+    let after: Vec<_> = HOSTS.iter().map(|h| env.pid(h).unwrap()).collect();
+    assert_eq!(pids, after);
+}
