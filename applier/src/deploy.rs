@@ -252,10 +252,23 @@ pub fn deploy(
     };
     let mut manifests = BTreeMap::new();
     manifests.insert(digest, manifest);
-    emit_plan(ctx, sink, &journal, &manifests, opts.dry_run);
-    if opts.dry_run {
+    let reason = format!("deploy {} ({})", to.commit, opts.reason);
+    plan_then_run(ctx, sink, journal, manifests, opts.dry_run, &reason)
+}
+
+/// Prints the plan; unless this is a dry run, takes the env lease and runs the journal's plan.
+fn plan_then_run(
+    ctx: &EnvContext,
+    sink: &dyn EventSink,
+    journal: Journal,
+    manifests: BTreeMap<Digest, Manifest>,
+    dry_run: bool,
+    lease_reason: &str,
+) -> Result<Outcome, DeployError> {
+    emit_plan(ctx, sink, &journal, &manifests, dry_run);
+    if dry_run {
         return Ok(Outcome {
-            deploy_id: id,
+            deploy_id: journal.id,
             status: JournalStatus::Running,
             message: "dry run: nothing changed".into(),
             failed: vec![],
@@ -266,8 +279,8 @@ pub fn deploy(
         ctx.store.as_ref(),
         &ctx.name,
         &ctx.who,
-        &format!("deploy {} ({})", to.commit, opts.reason),
-        &id,
+        lease_reason,
+        &journal.id,
         ctx.lease_ttl,
         SystemTime::now(),
     )?;
@@ -379,27 +392,8 @@ pub fn rollback(
         abort_reason: None,
         needs_human: vec![],
     };
-    emit_plan(ctx, sink, &journal, &manifests, opts.dry_run);
-    if opts.dry_run {
-        return Ok(Outcome {
-            deploy_id: id,
-            status: JournalStatus::Running,
-            message: "dry run: nothing changed".into(),
-            failed: vec![],
-            needs_human: vec![],
-        });
-    }
-    let lease = lease::acquire(
-        ctx.store.as_ref(),
-        &ctx.name,
-        &ctx.who,
-        &format!("rollback ({})", opts.reason),
-        &id,
-        ctx.lease_ttl,
-        SystemTime::now(),
-    )?;
-    let writer = JournalWriter::create(ctx.store.clone(), journal);
-    Run::new(ctx, sink, writer, manifests, lease).start(false)
+    let reason = format!("rollback ({})", opts.reason);
+    plan_then_run(ctx, sink, journal, manifests, opts.dry_run, &reason)
 }
 
 /// Continues (or, with `rollback`, rolls back) a deploy whose applier died. `force` breaks a

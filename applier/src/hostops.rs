@@ -991,44 +991,62 @@ pub fn exec(cmd: &str, timeout: Duration) -> Result<ExecOutput, HostError> {
         .process_group(0)
         .spawn()
         .map_err(io_err(format!("running {cmd:?}")))?;
-    let mut so = child.stdout.take().expect("piped");
-    let mut se = child.stderr.take().expect("piped");
-    let t1 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = so.read_to_end(&mut s);
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = se.read_to_end(&mut s);
-        s
-    });
+    match wait_output(&mut child, timeout, true).map_err(io_err(format!("waiting for {cmd:?}")))? {
+        Some(out) => Ok(out),
+        None => Err(HostError::Transport(format!(
+            "{cmd:?} timed out after {}s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+/// Reads a spawned child's stdout and stderr (both piped) to the end while waiting for it, up
+/// to `timeout`. On timeout the child (with `kill_group`: its whole process group) is killed
+/// and `Ok(None)` returned.
+pub fn wait_output(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    kill_group: bool,
+) -> io::Result<Option<ExecOutput>> {
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            s
+        })
+    };
+    let t1 = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let t2 = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
-        match child
-            .try_wait()
-            .map_err(io_err(format!("waiting for {cmd:?}")))?
-        {
+        match child.try_wait()? {
             Some(s) => break s,
             None if Instant::now() >= deadline => {
-                if let Some(p) = rustix::process::Pid::from_raw(child.id() as i32) {
+                if kill_group && let Some(p) = rustix::process::Pid::from_raw(child.id() as i32) {
                     let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
                 }
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(HostError::Transport(format!(
-                    "{cmd:?} timed out after {}s",
-                    timeout.as_secs()
-                )));
+                return Ok(None);
             }
-            None => std::thread::sleep(Duration::from_millis(20)),
+            None => std::thread::sleep(Duration::from_millis(10)),
         }
     };
-    let stdout = String::from_utf8_lossy(&t1.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&t2.join().unwrap_or_default()).into_owned();
-    Ok(ExecOutput {
+    Ok(Some(ExecOutput {
         status: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    })
+        stdout: String::from_utf8_lossy(&t1.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&t2.join().unwrap_or_default()).into_owned(),
+    }))
 }

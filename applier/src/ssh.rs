@@ -372,39 +372,14 @@ impl SshHost {
                 let _ = w.write_all(&data);
             });
         }
-        let mut so = child.stdout.take().expect("piped");
-        let mut se = child.stderr.take().expect("piped");
-        let t1 = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = so.read_to_end(&mut s);
-            s
-        });
-        let t2 = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = se.read_to_end(&mut s);
-            s
-        });
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(self.transport(format!(
-                        "no answer within {}s (connection killed)",
-                        timeout.as_secs()
-                    )));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => return Err(self.transport(e)),
-            }
-        };
-        Ok(ExecOutput {
-            status: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&t1.join().unwrap_or_default()).into_owned(),
-            stderr: String::from_utf8_lossy(&t2.join().unwrap_or_default()).into_owned(),
-        })
+        crate::hostops::wait_output(&mut child, timeout, false)
+            .map_err(|e| self.transport(e))?
+            .ok_or_else(|| {
+                self.transport(format!(
+                    "no answer within {}s (connection killed)",
+                    timeout.as_secs()
+                ))
+            })
     }
 
     /// The remote shell command of one host operation: `AWS_*` stripped, optionally through
