@@ -144,7 +144,20 @@ pub struct EnvConfig {
     /// are not required.
     #[serde(default)]
     pub require_signature: Option<SignaturePolicy>,
+    /// Deploy here only artifacts that a succeeded deploy already put on each of these
+    /// environments; `None`: no such gate.
+    #[serde(default)]
+    pub promotion: Option<PromotionPolicy>,
     pub hosts: BTreeMap<String, HostConfig>,
+}
+
+/// `promotion`: the environments an artifact must have passed before it may come here.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionPolicy {
+    /// Environment names (their records are read from the store, so they need not be
+    /// configured in the same file).
+    pub requires: Vec<String>,
 }
 
 /// `require_signature`: which keys an artifact must be signed by (any one of them).
@@ -696,6 +709,14 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             .is_some_and(|p| p.trusted_keys.is_empty())
         {
             return bad("require_signature.trusted_keys is empty".into());
+        }
+        if let Some(p) = &env.promotion {
+            if p.requires.is_empty() {
+                return bad("promotion.requires is empty".into());
+            }
+            if p.requires.iter().any(|r| r == name) {
+                return bad("promotion.requires names the environment itself".into());
+            }
         }
     }
     Ok(())

@@ -101,6 +101,9 @@ pub enum DeployError {
     /// The request itself is wrong (unknown deploy id, nothing to roll back to).
     #[error("{0}")]
     Usage(String),
+    /// Refused by the env's `promotion` gate (or nothing to promote); nothing was touched.
+    #[error("refused: {0}")]
+    Promotion(#[from] crate::promotion::PromotionError),
 }
 
 impl From<LeaseError> for DeployError {
@@ -128,6 +131,9 @@ pub struct DeployOptions {
     /// Roll back even where the storage guard says the old code would not start
     /// (`--force-schema-rollback`: for operators who know the storage accepts it).
     pub force_schema_rollback: bool,
+    /// Deploy even though the artifact has not passed the env's `promotion.requires`
+    /// (`--skip-promotion-check`: an emergency override, recorded in the journal).
+    pub skip_promotion_check: bool,
 }
 
 /// How a deploy (or rollback, or resume) ended.
@@ -161,6 +167,7 @@ pub fn deploy(
 ) -> Result<Outcome, DeployError> {
     let (digest, manifest) = resolve::resolve(ctx.store.as_ref(), target)?;
     check_signature(ctx, &digest, &manifest.source.commit)?;
+    let promotion_step = promotion_gate(ctx, &digest, &manifest.source.commit, opts)?;
     let to = ReleaseRef {
         commit: manifest.source.commit.clone(),
         manifest: digest,
@@ -232,7 +239,7 @@ pub fn deploy(
             );
         }
     }
-    let journal = Journal {
+    let mut journal = Journal {
         id: id.clone(),
         env: ctx.name.clone(),
         kind: DeployKind::Deploy,
@@ -250,6 +257,14 @@ pub fn deploy(
         abort_reason: None,
         needs_human: vec![],
     };
+    if let Some((skipped, detail)) = promotion_step {
+        if skipped {
+            journal.reason = format!("{} [promotion check skipped: {detail}]", opts.reason)
+                .trim_start()
+                .to_string();
+        }
+        journal.step(None, "promotion-check", true, Some(detail));
+    }
     let mut manifests = BTreeMap::new();
     manifests.insert(digest, manifest);
     let reason = format!("deploy {} ({})", to.commit, opts.reason);
@@ -484,6 +499,39 @@ pub fn resume(
         Ok(run.abort_and_finish("rollback requested on resume".into()))
     } else {
         run.start(true)
+    }
+}
+
+/// With `promotion` set, refuses an artifact that has not passed every required env, unless
+/// `skip_promotion_check`. Returns the journal note: (skipped, detail), or `None` without a gate.
+fn promotion_gate(
+    ctx: &EnvContext,
+    digest: &Digest,
+    commit: &str,
+    opts: &DeployOptions,
+) -> Result<Option<(bool, String)>, DeployError> {
+    let Some(policy) = &ctx.cfg.promotion else {
+        return Ok(None);
+    };
+    match crate::promotion::check(ctx.store.as_ref(), &ctx.name, policy, digest, commit) {
+        Ok(passed) => {
+            let by: Vec<String> = passed
+                .iter()
+                .map(|(env, id)| format!("{env} (deploy {id})"))
+                .collect();
+            Ok(Some((false, format!("passed {}", by.join(", ")))))
+        }
+        Err(crate::promotion::PromotionError::NotPassed { missing, .. })
+            if opts.skip_promotion_check =>
+        {
+            let missing = missing.join(", ");
+            tracing::warn!("--skip-promotion-check: {commit} has not passed {missing}");
+            Ok(Some((
+                true,
+                format!("--skip-promotion-check; not passed: {missing}"),
+            )))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`pool`]: load-balancer control.
 //! - [`checks`]: http, logs and metrics checks.
 //! - [`deploy`]: the rolling deploy, rollback, resume and status.
+//! - [`promotion`]: the `promotion.requires` gate and what `promote` takes from an env.
 //! - [`records`]: env state and deploy journals in the store.
 //! - [`resolve`]: digest/commit/prefix -> verified manifest.
 //! - [`guard`]: the storage-schema guard seam.
@@ -24,6 +25,7 @@ pub mod guard;
 pub mod haproxy;
 pub mod hostops;
 pub mod pool;
+pub mod promotion;
 pub mod records;
 pub mod resolve;
 pub mod service;

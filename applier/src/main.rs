@@ -59,18 +59,18 @@ enum Cmd {
         target: String,
         #[arg(long)]
         env: String,
-        #[arg(long, default_value = "")]
-        reason: String,
-        /// Print the plan and change nothing.
+        #[command(flatten)]
+        flags: DeployFlags,
+    },
+    /// Deploy to `--to` the artifact that `--from` runs (every host of `--from` on the same
+    /// release, put there by a succeeded deploy).
+    Promote {
         #[arg(long)]
-        dry_run: bool,
-        /// Acknowledge one non-rollbackable storage change, exactly as schema-guard names it:
-        /// `SG002 <table> <from>-><to> <reason>`. Repeatable.
-        #[arg(long = "ack", value_name = "ACK")]
-        acks: Vec<String>,
-        /// Table backend whose schema rules apply.
-        #[arg(long, value_enum, default_value = "cassandra")]
-        backend: BackendArg,
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        flags: DeployFlags,
     },
     /// Roll every host back to the release it ran before the last successful deploy.
     Rollback {
@@ -120,6 +120,42 @@ enum Cmd {
         #[command(subcommand)]
         op: HostOp,
     },
+}
+
+/// The flags `deploy` and `promote` share.
+#[derive(clap::Args)]
+struct DeployFlags {
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Acknowledge one non-rollbackable storage change, exactly as schema-guard names it:
+    /// `SG002 <table> <from>-><to> <reason>`. Repeatable.
+    #[arg(long = "ack", value_name = "ACK")]
+    acks: Vec<String>,
+    /// Table backend whose schema rules apply.
+    #[arg(long, value_enum, default_value = "cassandra")]
+    backend: BackendArg,
+    /// Emergency override: deploy even though the artifact has not passed the environments the
+    /// target's `promotion.requires` names (recorded in the journal). One run only.
+    #[arg(long)]
+    skip_promotion_check: bool,
+}
+
+impl DeployFlags {
+    fn options(&self) -> DeployOptions {
+        DeployOptions {
+            reason: self.reason.clone(),
+            dry_run: self.dry_run,
+            guard: applier::guard::GuardOptions {
+                backend: (&self.backend).into(),
+                acks: self.acks.clone(),
+            },
+            force_schema_rollback: false,
+            skip_promotion_check: self.skip_promotion_check,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -271,30 +307,64 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     };
     match cmd {
         Cmd::Host { root, op } => host_op(&cli, root, op),
-        Cmd::Deploy {
-            target,
-            env,
-            reason,
-            dry_run,
-            acks,
-            backend,
-        } => {
+        Cmd::Deploy { target, env, flags } => {
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env)?;
+            let sink = Sink::new(format);
+            let res = deploy::deploy(&ctx, &sink, target, &flags.options());
+            finish(&sink, res)
+        }
+        Cmd::Promote { from, to, flags } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, to)?;
+            let expected: Option<Vec<String>> = r
+                .config
+                .envs
+                .get(from)
+                .map(|e| e.hosts.keys().cloned().collect());
+            let src = applier::promotion::source_release(
+                ctx.store.as_ref(),
+                from,
+                expected.as_deref(),
+            )
+            .map_err(|e| {
+                let e = DeployError::from(e);
+                if format == Render::Json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": "error", "exit_code": e.exit_code(), "message": e.to_string()})
+                    );
+                }
+                Failure(e.exit_code(), e.into())
+            })?;
+            if format == Render::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "event": "promote",
+                        "from": from,
+                        "to": to,
+                        "commit": src.release.commit,
+                        "artifact": src.release.manifest.to_string(),
+                        "from_deploy": src.deploy_id,
+                        "from_hosts": src.hosts,
+                        "dry_run": flags.dry_run,
+                    })
+                );
+            } else {
+                println!(
+                    "promote {} ({}) from {from} (deploy {}) to {to}",
+                    short(&src.release.commit),
+                    src.release.manifest,
+                    src.deploy_id
+                );
+            }
             let sink = Sink::new(format);
             let res = deploy::deploy(
                 &ctx,
                 &sink,
-                target,
-                &DeployOptions {
-                    reason: reason.clone(),
-                    dry_run: *dry_run,
-                    guard: applier::guard::GuardOptions {
-                        backend: backend.into(),
-                        acks: acks.clone(),
-                    },
-                    force_schema_rollback: false,
-                },
+                &src.release.manifest.to_string(),
+                &flags.options(),
             );
             finish(&sink, res)
         }
@@ -319,6 +389,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                         acks: vec![],
                     },
                     force_schema_rollback: *force_schema_rollback,
+                    skip_promotion_check: false,
                 },
             );
             finish(&sink, res)
