@@ -549,3 +549,161 @@ fn required_signature_refuses_unsigned_artifacts_and_accepts_signed_ones() {
     let after: Vec<_> = HOSTS.iter().map(|h| env.pid(h).unwrap()).collect();
     assert_eq!(pids, after);
 }
+
+/// The journals of an environment (`history`, JSON).
+fn journals(env: &Env, name: &str) -> Vec<Value> {
+    let (code, evs, err) = env.run(&["history", "--env", name]);
+    assert_eq!(code, 0, "{err}");
+    evs
+}
+
+fn nothing_touched(env: &Env) {
+    for h in HOSTS {
+        assert!(
+            !env.root(h).join("current").exists(),
+            "{h} of {} was touched",
+            env.name
+        );
+        assert_eq!(env.pool_state(h), "", "{h} of {} was depooled", env.name);
+    }
+}
+
+/// `promotion: {requires: [staging]}`: production takes only what a succeeded deploy put on
+/// staging; `--skip-promotion-check` overrides once and is journaled; rollbacks are not gated.
+#[test]
+fn promotion_gate_requires_a_succeeded_staging_deploy() {
+    let fx = fx!();
+    // Separate tempdirs: separate host roots, ports and pool files.
+    let staging = Env::new(fx, "pg-stg", "");
+    let prod = Env::new(fx, "pg-prd", "    promotion: {requires: [pg-stg]}\n");
+
+    let (code, evs, err) = prod.deploy(fx.digest("good"));
+    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert!(
+        err.contains(fx.digest("good"))
+            && err.contains("pg-stg")
+            && err.contains("applier promote"),
+        "{err}"
+    );
+    assert!(events(&evs, "plan").is_empty(), "refused before the plan");
+    nothing_touched(&prod);
+    assert!(journals(&prod, "pg-prd").is_empty());
+
+    // The emergency override: deployed, and the journal says it skipped the check.
+    let (code, _, err) = prod.run(&[
+        "deploy",
+        fx.digest("good2"),
+        "--env",
+        "pg-prd",
+        "--skip-promotion-check",
+        "--reason",
+        "hotfix",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    prod.assert_all_serve(&HOSTS, fx.commit("good2"));
+    let j = &journals(&prod, "pg-prd")[0];
+    assert!(
+        j["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("hotfix [promotion check skipped"),
+        "{j:#}"
+    );
+    assert!(
+        j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "promotion-check"
+                && s["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--skip-promotion-check; not passed: pg-stg")),
+        "{j:#}"
+    );
+
+    // Once staging ran it, production takes it.
+    let (code, _, err) = staging.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}");
+    let stg_id = journals(&staging, "pg-stg")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, evs, err) = prod.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    prod.assert_all_serve(&HOSTS, fx.commit("good"));
+    let j = &journals(&prod, "pg-prd")[1];
+    assert!(
+        j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "promotion-check"
+                && s["detail"] == format!("passed pg-stg (deploy {stg_id})")),
+        "{j:#}"
+    );
+
+    // Rolling back to good2, which never passed staging, is allowed.
+    let (code, evs, err) = prod.run(&["rollback", "--env", "pg-prd"]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    prod.assert_all_serve(&HOSTS, fx.commit("good2"));
+}
+
+/// `promote --from staging --to production` deploys what every staging host runs, and refuses
+/// when staging's hosts differ.
+#[test]
+fn promote_deploys_what_staging_runs_and_refuses_when_its_hosts_differ() {
+    let fx = fx!();
+    let staging = Env::new(fx, "pp-stg", "");
+    let prod = Env::new(fx, "pp-prd", "    promotion: {requires: [pp-stg]}\n");
+    let promote = ["promote", "--from", "pp-stg", "--to", "pp-prd"];
+
+    // Nothing on staging yet.
+    let (code, _, err) = prod.run(&promote);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no host has a recorded release"), "{err}");
+    nothing_touched(&prod);
+
+    let (code, _, err) = staging.deploy(fx.digest("good3"));
+    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = prod.run(&promote);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(evs[0]["event"], "promote", "{evs:#?}");
+    assert_eq!(evs[0]["commit"], fx.commit("good3"));
+    assert_eq!(evs[0]["artifact"], fx.digest("good3"));
+    assert_eq!(evs[0]["from_deploy"], journals(&staging, "pp-stg")[0]["id"]);
+    prod.assert_all_serve(&HOSTS, fx.commit("good3"));
+
+    // Put staging's h3 alone on good2 (a config limited to h3 for this one run).
+    let h3 = format!(
+        "envs.pp-stg.hosts={{h3: {{root: {}, port: {}, values: {{services.0.conf.host: 127.0.0.1}}}}}}",
+        staging.root("h3").display(),
+        staging.ports["h3"]
+    );
+    let (code, _, err) = staging.run(&[
+        "deploy",
+        fx.digest("good2"),
+        "--env",
+        "pp-stg",
+        "--set",
+        "envs.pp-stg.groups=[{name: canary, hosts: [h3]}]",
+        "--set",
+        &h3,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(staging.release("h3").as_deref(), Some(fx.commit("good2")));
+
+    let pids: Vec<_> = HOSTS.iter().map(|h| prod.pid(h).unwrap()).collect();
+    let (code, evs, err) = prod.run(&promote);
+    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert!(
+        err.contains("hosts differ")
+            && err.contains(&format!("h1, h2 on {}", &fx.commit("good3")[..12]))
+            && err.contains(&format!("h3 on {}", &fx.commit("good2")[..12])),
+        "{err}"
+    );
+    assert_eq!(evs[0]["event"], "error", "{evs:#?}");
+    let after: Vec<_> = HOSTS.iter().map(|h| prod.pid(h).unwrap()).collect();
+    assert_eq!(pids, after, "production was touched");
+    prod.assert_all_serve(&HOSTS, fx.commit("good3"));
+}
