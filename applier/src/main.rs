@@ -349,6 +349,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                         "from_deploy": src.deploy_id,
                         "from_hosts": src.hosts,
                         "dry_run": flags.dry_run,
+                        "ts": applier::hostops::now_rfc3339(),
                     })
                 );
             } else {
