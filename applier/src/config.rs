@@ -936,6 +936,34 @@ envs:
     }
 
     #[test]
+    fn promotion_requires_must_name_other_envs() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("deploy.yaml");
+        let env = |promotion: &str| {
+            format!(
+                "envs:\n  prod:\n    promotion: {promotion}\n    groups: [{{name: g, hosts: [a]}}]\n    hosts: {{a: {{root: /r}}}}\n"
+            )
+        };
+        let resolve = |text: String| {
+            std::fs::write(&p, text).unwrap();
+            Layers {
+                files: vec![p.clone()],
+                ..Default::default()
+            }
+            .resolve()
+        };
+        let r = resolve(env("{requires: [staging]}")).unwrap();
+        assert_eq!(
+            r.env("prod").unwrap().promotion.as_ref().unwrap().requires,
+            ["staging"]
+        );
+        let e = resolve(env("{requires: [prod]}")).unwrap_err();
+        assert!(e.to_string().contains("itself"), "{e}");
+        let e = resolve(env("{requires: []}")).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
     fn example_inventories_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/inventory");
         for name in ["local.yaml", "staging.yaml"] {
