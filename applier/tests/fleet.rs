@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{events, read_until};
+use common::{build_variants, events, read_until, run_ok, workspace};
 
 const VARIANTS: &[(&str, &str, &str)] = &[
     ("good", "marker: test", "marker: test"),
@@ -30,13 +30,6 @@ const VARIANTS: &[(&str, &str, &str)] = &[
     ("bad_5xx", "serve_5xx: 0", "serve_5xx: 1"),
 ];
 const HOSTS: [&str; 3] = ["t1", "t2", "t3"];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -93,17 +86,6 @@ fn bed() -> Option<Value> {
     Some(v)
 }
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 struct Fleet {
     bed: Value,
     dir: tempfile::TempDir,
@@ -151,52 +133,16 @@ impl Fleet {
             );
         }
         // Build the variants into the bucket.
-        let repo = dir.path().join("repo");
-        copy_tree(&workspace().join("fixtures/service"), &repo);
-        let git = |args: &[&str]| {
-            run_ok(
-                Command::new("git")
-                    .args([
-                        "-c",
-                        "user.name=T",
-                        "-c",
-                        "user.email=t@example.invalid",
-                        "-c",
-                        "commit.gpgsign=false",
-                    ])
-                    .args(args)
-                    .current_dir(&repo),
-            )
-        };
-        git(&["init", "-q", "-b", "main"]);
-        let env_file = repo.join("deploy/env/test.yaml");
-        let base = std::fs::read_to_string(&env_file).unwrap();
-        let mut builds = BTreeMap::new();
-        for (name, from, to) in VARIANTS {
-            std::fs::write(&env_file, base.replacen(from, to, 1)).unwrap();
-            git(&["add", "-A"]);
-            git(&["commit", "-q", "--allow-empty", "-m", name]);
-            let sha = git(&["rev-parse", "HEAD"]);
-            let out = run_ok(
-                Command::new(common::builder_bin())
-                    .args(["build", "--repo"])
-                    .arg(&repo)
-                    .args([
-                        "--rev",
-                        &sha,
-                        "--store",
-                        &store,
-                        "--s3-endpoint",
-                        &s3_env["TEST_S3_ENDPOINT"],
-                        "--s3-force-path-style",
-                    ])
-                    .arg("--npm-cache")
-                    .arg(dir.path().join("npm-cache"))
-                    .envs(&s3_env),
-            );
-            let digest = out.lines().last().unwrap().trim().to_string();
-            builds.insert(name.to_string(), (sha, digest));
-        }
+        let builds = build_variants(dir.path(), VARIANTS, |c| {
+            c.args([
+                "--store",
+                &store,
+                "--s3-endpoint",
+                &s3_env["TEST_S3_ENDPOINT"],
+                "--s3-force-path-style",
+            ])
+            .envs(&s3_env);
+        });
         // The targets' applier: a wrapper that records its environment and arguments.
         let wrapper = dir.path().join("applier-on-target");
         std::fs::write(
@@ -338,22 +284,6 @@ fn haproxy(bed: &Value, cmd: &str) -> Result<String, String> {
         timeout: Duration::from_secs(1),
     }
     .command(cmd)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() == "node_modules" {
-            continue;
-        }
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
 }
 
 /// A bounded load client: `threads` keep-alive clients, each at most `per_thread_rps`.

@@ -40,7 +40,7 @@ impl Fixture {
     }
 }
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -77,7 +77,7 @@ pub fn fixture() -> Option<&'static Fixture> {
     .as_ref()
 }
 
-fn run_ok(cmd: &mut Command) -> String {
+pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
@@ -130,7 +130,27 @@ fn build_fixture() -> Fixture {
         .prefix("applier-it-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
-    let repo = dir.path().join("repo");
+    let store = dir.path().join("store");
+    let builds = build_variants(dir.path(), VARIANTS, |c| {
+        c.arg("--store").arg(&store);
+    });
+    Fixture {
+        _dir: dir,
+        store,
+        builds,
+    }
+}
+
+/// Makes a git repository of `fixtures/service` under `dir`, commits one variant per
+/// `(name, from, to)` (the first `from` in `deploy/env/test.yaml` replaced by `to`) and builds
+/// each with the real builder; `store_args` adds the store arguments and environment.
+/// Returns variant -> (git commit, manifest digest).
+pub fn build_variants(
+    dir: &Path,
+    variants: &[(&str, &str, &str)],
+    store_args: impl Fn(&mut Command),
+) -> BTreeMap<String, (String, String)> {
+    let repo = dir.join("repo");
     copy_tree(&workspace().join("fixtures/service"), &repo);
     let git = |args: &[&str]| {
         run_ok(
@@ -150,34 +170,27 @@ fn build_fixture() -> Fixture {
     git(&["init", "-q", "-b", "main"]);
     let env_file = repo.join("deploy/env/test.yaml");
     let base = std::fs::read_to_string(&env_file).unwrap();
-    let store = dir.path().join("store");
-    let npm_cache = dir.path().join("npm-cache");
+    let npm_cache = dir.join("npm-cache");
     let builder = builder_bin();
     let mut builds = BTreeMap::new();
-    for (name, from, to) in VARIANTS {
+    for (name, from, to) in variants {
         assert!(base.contains(from), "deploy/env/test.yaml has no {from:?}");
         std::fs::write(&env_file, base.replacen(from, to, 1)).unwrap();
         git(&["add", "-A"]);
         git(&["commit", "-q", "--allow-empty", "-m", name]);
         let sha = git(&["rev-parse", "HEAD"]);
-        let out = run_ok(
-            Command::new(&builder)
-                .args(["build", "--repo"])
-                .arg(&repo)
-                .args(["--rev", &sha, "--store"])
-                .arg(&store)
-                .arg("--npm-cache")
-                .arg(&npm_cache),
-        );
+        let mut cmd = Command::new(&builder);
+        cmd.args(["build", "--repo"])
+            .arg(&repo)
+            .args(["--rev", &sha, "--npm-cache"])
+            .arg(&npm_cache);
+        store_args(&mut cmd);
+        let out = run_ok(&mut cmd);
         let digest = out.lines().last().unwrap_or_default().trim().to_string();
         assert!(digest.starts_with("sha256:"), "builder printed {out:?}");
         builds.insert(name.to_string(), (sha, digest));
     }
-    Fixture {
-        _dir: dir,
-        store,
-        builds,
-    }
+    builds
 }
 
 pub fn free_port() -> u16 {
