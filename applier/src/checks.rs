@@ -11,133 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{CheckSettings, Dur, InconclusivePolicy};
+pub use model::service::checks::{
+    CheckSpec, HttpCheck, InconclusivePolicy, JsonMatch, LogsCheck, MetricsCheck, MetricsSource,
+};
+
+use crate::config::CheckSettings;
 use crate::transport::Host;
-
-/// One check, as written in `deploy/service.yaml` or the inventory's `checks.extra`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum CheckSpec {
-    Http(HttpCheck),
-    Logs(LogsCheck),
-    Metrics(MetricsCheck),
-}
-
-/// `GET http://<address>:<port><path>`: status, then optional body substring and JSON match.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HttpCheck {
-    #[serde(default)]
-    pub name: Option<String>,
-    pub path: String,
-    #[serde(default = "default_status", alias = "expect_status")]
-    pub status: u16,
-    #[serde(default)]
-    pub body_contains: Option<String>,
-    /// JSON pointer match on the body; `equals` strings may use `{release}`, `{host}`, `{port}`.
-    #[serde(default)]
-    pub json: Option<JsonMatch>,
-    #[serde(default)]
-    pub timeout: Option<Dur>,
-}
-
-fn default_status() -> u16 {
-    200
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JsonMatch {
-    pub pointer: String,
-    #[serde(default)]
-    pub equals: Option<Value>,
-}
-
-/// Scans the service's log since this start: bunyan entries at or above `level`, and lines
-/// containing any of `patterns`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogsCheck {
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `trace`, `debug`, `info`, `warn`, `error`, `fatal` or a number; `none` to skip levels.
-    #[serde(default = "default_level", deserialize_with = "de_scalar")]
-    pub level: String,
-    #[serde(default)]
-    pub patterns: Vec<String>,
-    /// Read the log from this command's stdout instead of the log file
-    /// (`journalctl -u {name} --since @{since} -o cat`); `{since}` is the start time in
-    /// seconds since the epoch, `{name}` the service name, `{release}` the release.
-    #[serde(default)]
-    pub command: Option<String>,
-    /// Let the service run this long before scanning.
-    #[serde(default)]
-    pub wait: Option<Dur>,
-    #[serde(default)]
-    pub timeout: Option<Dur>,
-}
-
-fn default_level() -> String {
-    "error".into()
-}
-
-fn de_scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    match Value::deserialize(d)? {
-        Value::String(s) => Ok(s),
-        Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!(
-            "expected a level, got {other}"
-        ))),
-    }
-}
-
-/// The 5xx rate (or any error ratio) of this host over a window after start, from
-/// Prometheus (`/api/v1/query`) or Graphite (`/render?format=json`). Above `threshold` fails;
-/// no data is inconclusive.
-///
-/// Either a full `query`, or (Prometheus) a counter `metric` with a `status_label`: the query
-/// is then the share of 5xx answers of this instance over the window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MetricsCheck {
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Defaults to whichever of `checks.prometheus` / `checks.graphite` is configured.
-    #[serde(default)]
-    pub source: Option<MetricsSource>,
-    /// Base URL; defaults to the inventory's `checks.prometheus` / `checks.graphite`.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// PromQL expression or Graphite target; `{host}`, `{address}`, `{port}`, `{instance}`
-    /// (`address:port`), `{window}` (seconds, e.g. `60s`) substituted.
-    #[serde(default)]
-    pub query: Option<String>,
-    /// A request counter with a status label (Prometheus).
-    #[serde(default)]
-    pub metric: Option<String>,
-    #[serde(default = "default_status_label")]
-    pub status_label: String,
-    #[serde(default = "default_window")]
-    pub window: Dur,
-    #[serde(alias = "max_5xx_ratio")]
-    pub threshold: f64,
-    #[serde(default)]
-    pub inconclusive: Option<InconclusivePolicy>,
-    #[serde(default)]
-    pub timeout: Option<Dur>,
-}
-
-fn default_status_label() -> String {
-    "status".into()
-}
-
-fn default_window() -> Dur {
-    Dur(Duration::from_secs(60))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricsSource {
-    Prometheus,
-    Graphite,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,24 +50,6 @@ pub struct CheckContext<'a> {
     /// Its log file on the host, if the transport captured one.
     pub log_file: Option<String>,
     pub settings: &'a CheckSettings,
-}
-
-impl CheckSpec {
-    pub fn name(&self) -> String {
-        match self {
-            CheckSpec::Http(c) => c.name.clone().unwrap_or_else(|| format!("http {}", c.path)),
-            CheckSpec::Logs(c) => c
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("logs >= {}", c.level)),
-            CheckSpec::Metrics(c) => c.name.clone().unwrap_or_else(|| {
-                format!(
-                    "metrics {}",
-                    c.metric.as_deref().or(c.query.as_deref()).unwrap_or("?")
-                )
-            }),
-        }
-    }
 }
 
 /// Runs the checks in order, stopping at the first that does not pass.

@@ -16,39 +16,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A duration written as `30s`, `5m`, `1h 30m` or a number of seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Dur(pub Duration);
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        match v {
-            Value::Number(n) => {
-                let secs = n
-                    .as_f64()
-                    .ok_or_else(|| serde::de::Error::custom("bad duration"))?;
-                if secs < 0.0 {
-                    return Err(serde::de::Error::custom("negative duration"));
-                }
-                Ok(Dur(Duration::from_secs_f64(secs)))
-            }
-            Value::String(s) => humantime::parse_duration(s.trim())
-                .map(Dur)
-                .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e}"))),
-            other => Err(serde::de::Error::custom(format!("bad duration {other}"))),
-        }
-    }
-}
+pub use model::Dur;
 
 fn secs(n: u64) -> Dur {
     Dur(Duration::from_secs(n))
@@ -381,13 +352,7 @@ fn default_check_timeout() -> Dur {
     secs(10)
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InconclusivePolicy {
-    #[default]
-    Fail,
-    Pass,
-}
+pub use model::service::InconclusivePolicy;
 
 /// One host: where it keeps releases and its host-local values.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -431,7 +396,7 @@ pub enum ConfigError {
     Yaml {
         path: PathBuf,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -492,7 +457,7 @@ impl Layers {
             let v: Value = if text.trim().is_empty() {
                 Value::Object(Default::default())
             } else {
-                serde_yaml::from_str(&text).map_err(|source| ConfigError::Yaml {
+                serde_norway::from_str(&text).map_err(|source| ConfigError::Yaml {
                     path: path.clone(),
                     source,
                 })?
@@ -547,7 +512,7 @@ impl Layers {
 }
 
 fn parse_scalar(s: &str) -> Value {
-    serde_yaml::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string()))
+    serde_norway::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string()))
 }
 
 fn join(prefix: &str, key: &str) -> String {

@@ -504,7 +504,7 @@ impl HostRoot {
         let env_file = dir.join(spec.config.env_file.replace("{env}", &req.env));
         let mut tree: Value = match fs::read_to_string(&env_file) {
             Ok(t) if t.trim().is_empty() => Value::Object(Default::default()),
-            Ok(t) => serde_yaml::from_str(&t)
+            Ok(t) => serde_norway::from_str(&t)
                 .map_err(|e| HostError::Render(format!("{}: {e}", env_file.display())))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(HostError::Render(format!(
@@ -523,7 +523,7 @@ impl HostRoot {
         for (path, v) in &req.values {
             crate::config::set_value_path(&mut tree, path, v.clone()).map_err(HostError::Render)?;
         }
-        let text = serde_yaml::to_string(&tree).map_err(|e| HostError::Render(e.to_string()))?;
+        let text = serde_norway::to_string(&tree).map_err(|e| HostError::Render(e.to_string()))?;
         let out = dir.join("config.yaml");
         write_atomic(&out, text.as_bytes())?;
         Ok(RenderReport {

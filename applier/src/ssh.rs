@@ -604,9 +604,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(artifact::store::fs::FsStore::open(dir.path()).unwrap());
-        let host: HostConfig = serde_yaml::from_str("root: /srv/deploy/svc").unwrap();
+        let host: HostConfig = serde_norway::from_str("root: /srv/deploy/svc").unwrap();
         let cmd = |yaml: &str| {
-            let ssh: SshConfig = serde_yaml::from_str(yaml).unwrap();
+            let ssh: SshConfig = serde_norway::from_str(yaml).unwrap();
             SshHost::new("a", &host, &ssh, store.clone()).op_command(&["status"], true)
         };
         let plain = cmd("{}");

@@ -2,12 +2,14 @@
 //!
 //! The manifest holds only what determines the artifact, so rebuilding a commit gives the same
 //! manifest digest: no build time, no build host, no builder version (those go in the
-//! [`BuildRecord`] under `commits/<sha>`). It is serialised canonically ([`canonical_json`]:
+//! [`BuildRecord`] under `commits/<sha>`). It is serialised canonically ([`model::canonical_json`]:
 //! object keys sorted, no whitespace), so its digest is stable.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use model::canonical_json;
 
 use crate::Digest;
 
@@ -184,59 +186,5 @@ impl Manifest {
 
     pub fn layer(&self, kind: LayerKind) -> Option<&Layer> {
         self.layers.iter().find(|l| l.kind == kind)
-    }
-}
-
-/// Serialises JSON canonically: object keys sorted by their UTF-8 bytes, no insignificant
-/// whitespace, serde_json's number and string forms.
-pub fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend(serde_json::to_vec(k).expect("string serialises"));
-                out.push(b':');
-                write_canonical(&map[k.as_str()], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend(serde_json::to_vec(other).expect("scalar serialises")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_sorts_keys_recursively() {
-        let v: serde_json::Value =
-            serde_json::from_str(r#"{"b":1,"a":{"z":[3,{"y":1,"x":2}],"c":"s"}}"#).unwrap();
-        assert_eq!(
-            String::from_utf8(canonical_json(&v)).unwrap(),
-            r#"{"a":{"c":"s","z":[3,{"x":2,"y":1}]},"b":1}"#
-        );
     }
 }

@@ -474,7 +474,7 @@ pub fn build(
             &opts
                 .npm_args
                 .clone()
-                .or(svc.npm_args.clone())
+                .or(svc.build.npm_args.clone())
                 .unwrap_or_default(),
         )?;
         let recorded_args = deps::recorded_npm_args(&user_args);

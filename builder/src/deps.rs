@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use artifact::Digest;
-use artifact::manifest::{Platform, canonical_json};
+use artifact::manifest::Platform;
 use artifact::pack::LayerInfo;
+use model::canonical_json;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;

@@ -1,64 +1,17 @@
-//! What the builder reads from the service's own files: `deploy/service.yaml` (service name,
-//! `build.npm_args`) and `package.json` (`name`, when the YAML has none).
+//! What the builder reads from the service's own files: `deploy/service.yaml` (the shared
+//! [`ServiceSpec`]: service name, `build.npm_args`; validated whole at build time) and
+//! `package.json` (`name`, when the YAML has none).
 
 use crate::Error;
 
-/// Path of the service description inside the source tree.
-pub const SERVICE_YAML: &str = "deploy/service.yaml";
+pub use model::service::{SERVICE_YAML, ServiceSpec};
 
-/// The build-relevant part of `deploy/service.yaml`; every other key is ignored here.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServiceConfig {
-    /// `name`.
-    pub name: Option<String>,
-    /// `build.npm_args`: extra arguments for `npm ci` / `npm install`.
-    pub npm_args: Option<Vec<String>>,
-}
-
-/// Parses `deploy/service.yaml`.
-pub fn parse_service_yaml(bytes: &[u8]) -> Result<ServiceConfig, Error> {
-    let v: serde_yaml::Value =
-        serde_yaml::from_slice(bytes).map_err(|e| Error::Config(format!("{SERVICE_YAML}: {e}")))?;
-    if v.is_null() {
-        return Ok(ServiceConfig::default());
-    }
-    let map = v.as_mapping().ok_or_else(|| {
-        Error::Config(format!(
-            "{SERVICE_YAML}: expected a mapping at the top level"
-        ))
-    })?;
-    let name = match map.get("name") {
-        None | Some(serde_yaml::Value::Null) => None,
-        Some(serde_yaml::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Some(other) => {
-            return Err(Error::Config(format!(
-                "{SERVICE_YAML}: `name` must be a non-empty string, got {other:?}"
-            )));
-        }
-    };
-    let npm_args = match map.get("build").and_then(|b| b.get("npm_args")) {
-        None | Some(serde_yaml::Value::Null) => None,
-        Some(serde_yaml::Value::Sequence(items)) => Some(
-            items
-                .iter()
-                .map(|i| match i {
-                    serde_yaml::Value::String(s) => Ok(s.clone()),
-                    other => Err(Error::Config(format!(
-                        "{SERVICE_YAML}: `build.npm_args` items must be strings, got {other:?}"
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        Some(serde_yaml::Value::String(s)) => {
-            Some(s.split_whitespace().map(str::to_string).collect())
-        }
-        Some(other) => {
-            return Err(Error::Config(format!(
-                "{SERVICE_YAML}: `build.npm_args` must be a list of strings, got {other:?}"
-            )));
-        }
-    };
-    Ok(ServiceConfig { name, npm_args })
+/// Parses `deploy/service.yaml` with the same reader the applier uses: an unknown key (a
+/// typo like `chekcs:`) fails the build, naming the key and the file.
+pub fn parse_service_yaml(bytes: &[u8]) -> Result<ServiceSpec, Error> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::Config(format!("{SERVICE_YAML}: not UTF-8")))?;
+    ServiceSpec::parse(text).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The `name` of a `package.json`, if it has one.
@@ -83,13 +36,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.name.as_deref(), Some("svc"));
         assert_eq!(
-            c.npm_args,
+            c.build.npm_args,
             Some(vec![
                 "--omit=dev".to_string(),
                 "--ignore-scripts".to_string()
             ])
         );
-        assert_eq!(parse_service_yaml(b"").unwrap(), ServiceConfig::default());
+        assert_eq!(parse_service_yaml(b"").unwrap(), ServiceSpec::default());
+        let e = parse_service_yaml(b"chekcs: []\n").unwrap_err().to_string();
+        assert!(e.contains("chekcs") && e.contains(SERVICE_YAML), "{e}");
         assert!(parse_service_yaml(b"build:\n  npm_args: [1]\n").is_err());
         assert!(parse_service_yaml(b"- a\n").is_err());
     }

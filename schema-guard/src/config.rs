@@ -51,8 +51,8 @@ pub struct AckEntry {
     pub rule: String,
     /// Table (or domain, group, module: the finding's subject).
     pub table: String,
-    pub from: serde_yaml::Value,
-    pub to: serde_yaml::Value,
+    pub from: serde_norway::Value,
+    pub to: serde_norway::Value,
     pub reason: String,
     /// Optional head content hash (`sha256:...`): the ack goes stale when the content changes.
     #[serde(default)]
@@ -71,13 +71,13 @@ pub struct RepoConfig {
     pub acks: Vec<AckEntry>,
 }
 
-fn scalar(v: &serde_yaml::Value) -> String {
+fn scalar(v: &serde_norway::Value) -> String {
     match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::Bool(b) => b.to_string(),
-        serde_yaml::Value::Null => "none".into(),
-        other => serde_yaml::to_string(other)
+        serde_norway::Value::String(s) => s.clone(),
+        serde_norway::Value::Number(n) => n.to_string(),
+        serde_norway::Value::Bool(b) => b.to_string(),
+        serde_norway::Value::Null => "none".into(),
+        other => serde_norway::to_string(other)
             .unwrap_or_default()
             .trim()
             .to_string(),
@@ -90,7 +90,7 @@ impl RepoConfig {
         if text.trim().is_empty() {
             return Ok(RepoConfig::default());
         }
-        serde_yaml::from_str(text).map_err(|e| Error::Yaml {
+        serde_norway::from_str(text).map_err(|e| Error::Yaml {
             path: REPO_CONFIG.into(),
             message: e.to_string(),
         })

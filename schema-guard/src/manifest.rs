@@ -3,7 +3,7 @@
 //! groups, the storage module config version and the table backend module versions.
 //!
 //! The document is versioned (`format: 1`) and serialisable with
-//! [`artifact::manifest::canonical_json`], so the builder can embed it in an artifact manifest
+//! [`model::canonical_json`], so the builder can embed it in an artifact manifest
 //! (`Manifest.storage`) and the applier can read it back with [`StorageManifest::from_value`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,7 +169,7 @@ impl StorageManifest {
 
     /// Canonical JSON bytes (sorted keys, no whitespace).
     pub fn to_canonical_json(&self) -> Vec<u8> {
-        artifact::manifest::canonical_json(&self.to_value())
+        model::canonical_json(&self.to_value())
     }
 
     /// Reads a manifest from a JSON value, refusing unknown formats.
@@ -388,7 +388,7 @@ pub fn content_hash(schema: &Value) -> String {
     if let Some(o) = v.as_object_mut() {
         o.remove("version");
     }
-    let bytes = artifact::manifest::canonical_json(&v);
+    let bytes = model::canonical_json(&v);
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 

@@ -64,7 +64,7 @@ fn get_path<'v>(v: &'v Value, dotted: &str) -> Option<&'v Value> {
 }
 
 fn yaml_to_json(text: &str, path: &str) -> Result<Value> {
-    let v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| Error::Yaml {
+    let v: serde_norway::Value = serde_norway::from_str(text).map_err(|e| Error::Yaml {
         path: path.into(),
         message: e.to_string(),
     })?;
