@@ -9,8 +9,9 @@
 //!
 //! The runtime API is reached one command per connection (as HAProxy's non-interactive mode
 //! does), either on a UNIX socket on the deploy host, or, where HAProxy runs on its own
-//! load-balancer host, through the system `ssh` to that host (`via_ssh`), which runs
-//! `socat stdio UNIX-CONNECT:<socket>` there: the socket never leaves the LB host.
+//! load-balancer host, through the system `ssh` to that host (`via_ssh`, the same
+//! [`SshCommand`] the ssh transport uses), which runs `socat stdio UNIX-CONNECT:<socket>`
+//! there: the socket never leaves the LB host.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -18,8 +19,9 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::host::Host;
+use crate::host::ssh::{SshCommand, shell_quote};
 use crate::pool::{Pool, PoolError};
-use crate::transport::Host;
 
 /// `srv_admin_state` bits: forced maintenance, inherited maintenance, forced drain, inherited
 /// drain, maintenance because of an address resolution failure.
@@ -158,15 +160,11 @@ impl HaproxyPool {
     }
 
     fn command_via_ssh(&self, hop: &SshHop, cmd: &str) -> Result<String, String> {
-        use std::process::{Command, Stdio};
-        let mut c = Command::new("ssh");
-        c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]);
-        if let Some(f) = &hop.config_file {
-            c.arg("-F").arg(f);
-        }
+        use std::process::Stdio;
+        let mut c = SshCommand::plain(hop.config_file.clone(), Duration::from_secs(5)).command();
         let remote = format!(
             "socat stdio UNIX-CONNECT:{}",
-            crate::ssh::shell_quote(&self.socket.to_string_lossy())
+            shell_quote(&self.socket.to_string_lossy())
         );
         c.arg(&hop.destination)
             .arg(remote)

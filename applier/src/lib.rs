@@ -2,9 +2,12 @@
 //!
 //! - [`config`]: the operator's inventory and settings, layered with provenance.
 //! - [`service`]: the service's own `deploy/service.yaml` (inside the artifact).
-//! - [`hostops`]: what happens on a target host (fetch, render, switch, start, stop, prune).
-//! - [`transport`]: the [`transport::Host`] trait every host operation goes through.
-//! - [`ssh`]: the ssh transport (`applier host` on the targets, presigned fetch).
+//! - [`protocol`]: the host protocol: one typed request and answer per host operation.
+//! - [`target`]: what happens on a target host (fetch, render, switch, start, stop, prune),
+//!   and the protocol session of `applier host`.
+//! - [`host`]: the [`host::Host`] trait every host operation goes through, and its transports
+//!   (local, ssh, in-memory).
+//! - [`hostops`], [`transport`], [`ssh`]: the former paths of those, re-exported.
 //! - [`haproxy`]: the HAProxy runtime-API pool driver.
 //! - [`pool`]: load-balancer control.
 //! - [`checks`]: http, logs and metrics checks.
@@ -23,13 +26,16 @@ pub mod deploy;
 pub mod events;
 pub mod guard;
 pub mod haproxy;
+pub mod host;
 pub mod hostops;
 pub mod pool;
 pub mod promotion;
+pub mod protocol;
 pub mod records;
 pub mod resolve;
 pub mod service;
 pub mod ssh;
+pub mod target;
 pub mod transport;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -13,9 +13,6 @@ use anyhow::Context;
 use applier::config::{Layers, Resolved};
 use applier::deploy::{self, DeployError, DeployOptions, EnvContext, Outcome};
 use applier::events::{Event, EventSink};
-use applier::hostops::{
-    HostRoot, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest, StartRequest,
-};
 use artifact::store::StoreOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -112,13 +109,15 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Target-side operations (JSON on stdout), as a remote transport runs them.
+    /// The target side: host-protocol requests as JSON lines on stdin (a hello first), one
+    /// JSON answer line each on stdout. Alone with no input, `applier host --root R stop`
+    /// (or any request that needs no fields) runs that request.
     Host {
         /// The host's root directory.
         #[arg(long)]
         root: PathBuf,
-        #[command(subcommand)]
-        op: HostOp,
+        /// The request's op: names it in process listings; every request must be of it.
+        op: Option<String>,
     },
 }
 
@@ -156,56 +155,6 @@ impl DeployFlags {
             skip_promotion_check: self.skip_promotion_check,
         }
     }
-}
-
-#[derive(Subcommand)]
-enum HostOp {
-    Preflight {
-        #[arg(long, default_value_t = 0)]
-        min_free_bytes: u64,
-        #[arg(long)]
-        node: Option<String>,
-    },
-    /// Fetch and unpack an artifact from the store (`--store`).
-    Fetch {
-        manifest: String,
-    },
-    Render {
-        #[arg(long)]
-        request: String,
-    },
-    Switch {
-        commit: String,
-    },
-    Start {
-        #[arg(long)]
-        request: String,
-    },
-    WaitReady {
-        #[arg(long)]
-        request: String,
-    },
-    Stop,
-    Status,
-    MarkGood {
-        #[arg(long)]
-        request: String,
-    },
-    Prune {
-        #[arg(long, default_value_t = 3)]
-        keep: usize,
-    },
-    /// This applier's version (the ssh transport compares it with its own).
-    Version,
-    /// Fetch from presigned URLs (or a directory store) given in the request; no credentials.
-    FetchUrls {
-        #[arg(long)]
-        request: String,
-    },
-    /// A file under the root, as text.
-    ReadFile {
-        path: String,
-    },
 }
 
 fn main() -> ExitCode {
@@ -306,7 +255,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         Format::Json => Render::Json,
     };
     match cmd {
-        Cmd::Host { root, op } => host_op(&cli, root, op),
+        Cmd::Host { root, op } => host_cmd(root, op.as_deref()),
         Cmd::Deploy { target, env, flags } => {
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env)?;
@@ -522,96 +471,27 @@ fn finish(sink: &Sink, res: Result<Outcome, DeployError>) -> Result<i32, Failure
     }
 }
 
-fn host_op(cli: &Cli, root: &std::path::Path, op: &HostOp) -> Result<i32, Failure> {
-    let h = HostRoot::new(root);
-    // `--request -`: the request is on stdin.
-    fn req<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, Failure> {
-        let mut buf = String::new();
-        let s = if s == "-" {
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
-                .context("reading the request from stdin")
-                .map_err(usage)?;
-            buf.as_str()
-        } else {
-            s
-        };
-        serde_json::from_str(s)
-            .context("parsing --request")
-            .map_err(usage)
-    }
-    let out: Result<serde_json::Value, applier::hostops::HostError> = match op {
-        HostOp::Preflight {
-            min_free_bytes,
-            node,
-        } => h
-            .preflight(&PreflightRequest {
-                min_free_bytes: *min_free_bytes,
-                node: node.clone(),
-            })
-            .map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::Fetch { manifest } => {
-            let r = resolve_config(cli)?;
-            let store = open_store(&r)?;
-            let d: artifact::Digest = manifest.parse().map_err(usage)?;
-            let m = applier::resolve::load_verified(store.as_ref(), &d)
-                .map_err(|e| Failure(3, e.into()))?;
-            h.fetch(store.as_ref(), &d, &m, Default::default())
-                .map(|r| serde_json::to_value(r).unwrap())
-        }
-        HostOp::Render { request } => h
-            .render(&req::<RenderRequest>(request)?)
-            .map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::Switch { commit } => h.switch(commit).map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::Start { request } => {
-            h.start(&req::<StartRequest>(request)?)
-                .map(|(child, info)| {
-                    // Leave the service running after this process exits.
-                    std::mem::forget(child);
-                    serde_json::to_value(info).unwrap()
-                })
-        }
-        HostOp::WaitReady { request } => h
-            .wait_ready(&req::<ReadyRequest>(request)?)
-            .map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::Stop => h.stop().map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::Status => h.status().map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::MarkGood { request } => h
-            .mark_good(&req::<ReleaseRef>(request)?)
-            .map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::Prune { keep } => h.prune(*keep).map(|r| serde_json::to_value(r).unwrap()),
-        HostOp::Version => Ok(serde_json::to_value(applier::ssh::VersionReport {
-            version: applier::VERSION.to_string(),
-        })
-        .unwrap()),
-        HostOp::FetchUrls { request } => {
-            let r: applier::ssh::FetchUrlsRequest = req(request)?;
-            (|| {
-                let m = r.verified_manifest()?;
-                let store: std::sync::Arc<dyn artifact::Store> = match &r.store {
-                    Some(loc) => artifact::store::open(loc, &Default::default())?,
-                    None => std::sync::Arc::new(applier::ssh::UrlStore::new(r.urls.clone())),
-                };
-                h.fetch(store.as_ref(), &r.digest, &m, Default::default())
-            })()
-            .map(|r| serde_json::to_value(r).unwrap())
-        }
-        HostOp::ReadFile { path } => h
-            .read_file(path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned().into()),
+/// `applier host`: one host-protocol session on stdin/stdout (see `applier::target::serve`).
+/// Exit 0 when every request succeeded, 1 when one failed, 64 when the session was refused
+/// (not a request, no hello, another protocol version).
+fn host_cmd(root: &std::path::Path, op: Option<&str>) -> Result<i32, Failure> {
+    let target = applier::target::HostRoot::new(root);
+    let stdin = std::io::stdin();
+    let input: Box<dyn std::io::BufRead> = if stdin.is_terminal() {
+        Box::new(std::io::empty())
+    } else {
+        Box::new(stdin.lock())
     };
-    match out {
-        Ok(v) => {
-            println!("{}", serde_json::json!({"ok": true, "result": v}));
-            Ok(0)
-        }
-        Err(e) => {
-            println!(
-                "{}",
-                serde_json::json!({"ok": false, "error": e.to_string()})
-            );
-            Ok(1)
-        }
-    }
+    let sum = applier::target::serve(&target, input, std::io::stdout().lock(), op)
+        .context("host protocol session on stdin/stdout")
+        .map_err(|e| Failure(1, e))?;
+    Ok(if sum.refused {
+        64
+    } else if sum.failed > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

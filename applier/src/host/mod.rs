@@ -1,0 +1,156 @@
+//! How the deploy host reaches a target: every host operation is a [`HostRequest`] sent
+//! through [`Host::call`].
+//!
+//! A host implements three primitives: its inventory [`Host::name`], its [`Host::config`],
+//! and [`Host::call`], which carries one request to the target and brings back its answer.
+//! Every typed operation the engine uses (`preflight`, `fetch`, `switch`, `start`, ...) is
+//! provided on top of `call`, so the transports differ only in how a request travels:
+//!
+//! - [`local::LocalHost`]: in-process, against a directory on this machine
+//!   ([`crate::target::HostRoot`]).
+//! - [`ssh::SshHost`]: as JSON on the stdin of `applier host` on the target, through the
+//!   system `ssh`.
+//! - [`memory::MemoryHost`]: an in-memory target (no processes, no disk) for engine tests and
+//!   benchmarks, with injectable latency and failures.
+
+pub mod local;
+pub mod memory;
+pub mod ssh;
+
+use std::time::Duration;
+
+use artifact::manifest::Manifest;
+use artifact::store::Store;
+use artifact::{Digest, keys};
+
+pub use local::LocalHost;
+
+use crate::config::HostConfig;
+use crate::protocol::{
+    CommitRequest, ExecOutput, ExecRequest, FetchReport, FetchUrlsRequest, HostError,
+    HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
+    PruneReport, PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef,
+    RenderReport, RenderRequest, RunInfo, StartRequest, StopReport, SwitchReport,
+};
+use crate::service::ServiceSpec;
+
+/// Sends a request and takes the answer of the expected kind.
+macro_rules! ask {
+    ($host:expr, $req:expr, $answer:ident) => {
+        match $host.call($req)?.into_result()? {
+            HostResponse::$answer(r) => Ok(r),
+            other => Err(HostError::Transport(format!(
+                "{}: unexpected answer `{}` to a {} request",
+                $host.name(),
+                other.op(),
+                stringify!($answer)
+            ))),
+        }
+    };
+}
+
+/// One target host.
+pub trait Host: Send + Sync + std::fmt::Debug {
+    /// The inventory name.
+    fn name(&self) -> &str;
+    /// Host-local settings from the inventory.
+    fn config(&self) -> &HostConfig;
+    /// Carries one request to the target and returns its answer. An error answer may come
+    /// back as `Ok(HostResponse::Error)` or as `Err`; the typed methods treat both as errors.
+    fn call(&self, req: HostRequest) -> Result<HostResponse, HostError>;
+
+    /// The address checks connect to.
+    fn address(&self) -> &str {
+        &self.config().address
+    }
+    fn preflight(&self, req: &PreflightRequest) -> Result<PreflightReport, HostError> {
+        ask!(self, HostRequest::Preflight(req.clone()), Preflight)
+    }
+    /// Fetches, verifies and unpacks an artifact into a release directory.
+    fn fetch(&self, digest: &Digest, manifest: &Manifest) -> Result<FetchReport, HostError> {
+        let req = FetchUrlsRequest::new(digest, manifest);
+        ask!(self, HostRequest::FetchUrls(req), FetchUrls)
+    }
+    /// The release's `deploy/service.yaml`.
+    fn service_spec(&self, commit: &str) -> Result<ServiceSpec, HostError> {
+        let req = CommitRequest {
+            commit: commit.to_string(),
+        };
+        ask!(self, HostRequest::ServiceSpec(req), ServiceSpec)
+    }
+    fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
+        ask!(self, HostRequest::Render(req.clone()), Render)
+    }
+    fn switch(&self, commit: &str) -> Result<SwitchReport, HostError> {
+        let req = CommitRequest {
+            commit: commit.to_string(),
+        };
+        ask!(self, HostRequest::Switch(req), Switch)
+    }
+    fn start(&self, req: &StartRequest) -> Result<RunInfo, HostError> {
+        ask!(self, HostRequest::Start(req.clone()), Start)
+    }
+    fn wait_ready(&self, req: &ReadyRequest) -> Result<ReadyReport, HostError> {
+        ask!(self, HostRequest::WaitReady(req.clone()), WaitReady)
+    }
+    fn stop(&self) -> Result<StopReport, HostError> {
+        ask!(self, HostRequest::Stop, Stop)
+    }
+    fn status(&self) -> Result<HostStatus, HostError> {
+        ask!(self, HostRequest::Status, Status)
+    }
+    fn mark_good(&self, release: &ReleaseRef) -> Result<HostState, HostError> {
+        ask!(self, HostRequest::MarkGood(release.clone()), MarkGood)
+    }
+    fn prune(&self, keep: usize) -> Result<PruneReport, HostError> {
+        ask!(self, HostRequest::Prune(PruneRequest { keep }), Prune)
+    }
+    /// Reads a file under the host's root (logs).
+    fn read_file(&self, path: &str) -> Result<Vec<u8>, HostError> {
+        let req = ReadFileRequest {
+            path: path.to_string(),
+        };
+        ask!(self, HostRequest::ReadFile(req), ReadFile).map(|f| f.text.into_bytes())
+    }
+    /// Runs a shell command on the host.
+    fn exec(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput, HostError> {
+        let req = ExecRequest {
+            cmd: cmd.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        ask!(self, HostRequest::Exec(req), Exec)
+    }
+}
+
+/// Gives a fetch request its layer source from the deploy host's `store`: the manifest as
+/// stored (the bytes its digest is of), and with `presign`, a presigned GET URL of every layer
+/// valid that long (or, from a store without presigned URLs, the store's location, which the
+/// target then opens itself). Without `presign` the target reads the store it was given.
+pub(crate) fn fetch_source(
+    mut req: FetchUrlsRequest,
+    store: &dyn Store,
+    presign: Option<Duration>,
+) -> Result<FetchUrlsRequest, HostError> {
+    let (bytes, _) = store.get_bytes(&keys::blob(&req.digest))?;
+    req.manifest = String::from_utf8(bytes)
+        .map_err(|e| HostError::Preflight(format!("manifest is not UTF-8: {e}")))?;
+    req.urls.clear();
+    req.store = None;
+    let Some(expiry) = presign else {
+        return Ok(req);
+    };
+    for layer in &req.verified_manifest()?.layers {
+        let key = keys::blob(&layer.digest);
+        match store.presign_get(&key, expiry)? {
+            Some(url) => {
+                req.urls.insert(key, url);
+            }
+            None => {
+                req.urls.clear();
+                req.store = Some(store.location());
+                break;
+            }
+        }
+    }
+    Ok(req)
+}

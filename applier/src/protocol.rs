@@ -1,0 +1,490 @@
+//! The host protocol: every operation on a target is one [`HostRequest`] answered by one
+//! [`HostResponse`], the same for every transport (in-process, ssh, in-memory).
+//!
+//! On the wire (ssh) each is one JSON object on one line, tagged by `op`
+//! (`{"op":"switch","commit":"..."}`). A session opens with [`HostRequest::Hello`] carrying
+//! [`PROTOCOL_VERSION`]; the target refuses any other version, and any request before the
+//! hello. A failed operation answers [`HostResponse::Error`] with a [`ErrorKind`] and the
+//! message, so an error keeps its kind across the wire ([`HostError::kind`]). The golden tests
+//! at the bottom pin the wire format: changing it means bumping [`PROTOCOL_VERSION`].
+//!
+//! Adding an operation: a variant in both enums (with its request and report types here), its
+//! handler on the target ([`crate::target::HostRoot::execute`]) and in the in-memory host, and
+//! a typed method on [`crate::host::Host`] if the engine calls it.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use artifact::manifest::Manifest;
+use artifact::unpack::UnpackError;
+use artifact::{Digest, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::service::{ServiceSpec, ServiceSpecError};
+
+/// The version of this protocol. Bumped on any change to the wire format.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One request to a target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum HostRequest {
+    /// Opens a session: the protocol version (checked) and the sender's applier version.
+    Hello(Hello),
+    /// Reachable, writable, disk space, node ABI.
+    Preflight(PreflightRequest),
+    /// Fetch, verify and unpack an artifact, from presigned URLs or a store.
+    FetchUrls(FetchUrlsRequest),
+    /// The release's `deploy/service.yaml`.
+    ServiceSpec(CommitRequest),
+    /// Render the release's env config plus host-local values into `config.yaml`.
+    Render(RenderRequest),
+    /// Point `current` at a release, atomically.
+    Switch(CommitRequest),
+    /// Start the current release.
+    Start(StartRequest),
+    /// Wait until the service's port accepts connections.
+    WaitReady(ReadyRequest),
+    /// Stop the running instance.
+    Stop,
+    /// Releases, `current`, the host's state and the running instance.
+    Status,
+    /// Record a release as this host's last known good.
+    MarkGood(ReleaseRef),
+    /// Remove old releases.
+    Prune(PruneRequest),
+    /// A file under the host's root (logs), as text.
+    ReadFile(ReadFileRequest),
+    /// A shell command on the host.
+    Exec(ExecRequest),
+}
+
+/// The answer to one request: the report of the request's own kind, or an error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum HostResponse {
+    Hello(HelloReport),
+    Preflight(PreflightReport),
+    FetchUrls(FetchReport),
+    ServiceSpec(ServiceSpec),
+    Render(RenderReport),
+    Switch(SwitchReport),
+    Start(RunInfo),
+    WaitReady(ReadyReport),
+    Stop(StopReport),
+    Status(HostStatus),
+    MarkGood(HostState),
+    Prune(PruneReport),
+    ReadFile(FileText),
+    Exec(ExecOutput),
+    /// The operation failed.
+    Error(RemoteError),
+}
+
+/// The wire name of a request or response (`switch`, `fetch-urls`, ...).
+fn op_of(v: impl Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.get("op").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+impl HostRequest {
+    /// The request's wire name (`switch`, `fetch-urls`, ...).
+    pub fn op(&self) -> String {
+        op_of(self)
+    }
+}
+
+impl HostResponse {
+    /// The response's wire name.
+    pub fn op(&self) -> String {
+        op_of(self)
+    }
+
+    /// `Error` answers as errors.
+    pub fn into_result(self) -> Result<HostResponse, HostError> {
+        match self {
+            HostResponse::Error(e) => Err(e.into()),
+            r => Ok(r),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub protocol: u32,
+    /// The sender's applier version.
+    pub version: String,
+}
+
+impl Hello {
+    /// This applier's hello.
+    pub fn ours() -> Self {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            version: crate::VERSION.to_string(),
+        }
+    }
+
+    /// The answer to this hello, or the refusal of another protocol version.
+    pub fn answer(&self) -> Result<HelloReport, HostError> {
+        if self.protocol != PROTOCOL_VERSION {
+            return Err(HostError::Version {
+                theirs: self.protocol,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        Ok(HelloReport {
+            protocol: PROTOCOL_VERSION,
+            version: crate::VERSION.to_string(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReport {
+    pub protocol: u32,
+    /// The target's applier version.
+    pub version: String,
+}
+
+/// A request naming one release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    pub commit: String,
+}
+
+/// A release: a git commit and the manifest it was deployed from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    pub commit: String,
+    pub manifest: Digest,
+}
+
+impl std::fmt::Display for ReleaseRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", &self.commit[..self.commit.len().min(12)])
+    }
+}
+
+/// This host's journal (`state.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostState {
+    pub current: Option<ReleaseRef>,
+    pub last_good: Option<ReleaseRef>,
+    pub previous_good: Option<ReleaseRef>,
+    pub step: Option<StepInProgress>,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepInProgress {
+    pub op: String,
+    pub release: Option<String>,
+    pub started_at: String,
+}
+
+/// The running instance (`run/service.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub pid: i32,
+    pub release: String,
+    pub port: Option<u16>,
+    pub log: String,
+    pub started_at: String,
+    pub started_unix_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightRequest {
+    pub min_free_bytes: u64,
+    /// The node binary whose ABI to report (`None`: skip).
+    pub node: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightReport {
+    pub root: String,
+    pub free_bytes: u64,
+    pub node_abi: Option<String>,
+    pub os: String,
+    pub arch: String,
+    pub current: Option<String>,
+}
+
+/// What a target needs to fetch an artifact: the manifest, and where its layers come from.
+/// Where there are presigned URLs the target needs no store credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchUrlsRequest {
+    pub digest: Digest,
+    /// The manifest's bytes (the target checks they hash to `digest`).
+    pub manifest: String,
+    /// Store key of each layer blob -> presigned GET URL.
+    #[serde(default)]
+    pub urls: BTreeMap<String, String>,
+    /// A store location to read directly instead (stores without presigned URLs). With
+    /// neither URLs nor a location, the target reads the store it was given (in-process).
+    #[serde(default)]
+    pub store: Option<String>,
+}
+
+impl FetchUrlsRequest {
+    /// A request for `manifest` with no layer source yet (the transport fills it in).
+    pub fn new(digest: &Digest, manifest: &Manifest) -> Self {
+        FetchUrlsRequest {
+            digest: *digest,
+            manifest: String::from_utf8(manifest.to_canonical_json())
+                .expect("canonical JSON is UTF-8"),
+            urls: BTreeMap::new(),
+            store: None,
+        }
+    }
+
+    /// The manifest, verified against the digest.
+    pub fn verified_manifest(&self) -> Result<Manifest, HostError> {
+        let got = Digest::of(self.manifest.as_bytes());
+        if got != self.digest {
+            return Err(HostError::Preflight(format!(
+                "the manifest sent hashes to {got}, not {}",
+                self.digest
+            )));
+        }
+        Manifest::from_json(self.manifest.as_bytes())
+            .map_err(|e| HostError::Preflight(format!("manifest {}: {e}", self.digest)))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchReport {
+    pub release: String,
+    /// True when the release was already unpacked.
+    pub cached: bool,
+    /// Bytes downloaded from the store (0 for cache hits).
+    pub downloaded: u64,
+    pub entries: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderRequest {
+    pub commit: String,
+    pub env: String,
+    pub port: Option<u16>,
+    /// Dotted path -> value, applied after the port.
+    #[serde(default)]
+    pub values: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderReport {
+    pub config: String,
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchReport {
+    pub from: Option<String>,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyRequest {
+    pub address: String,
+    pub port: u16,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyReport {
+    pub after_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopReport {
+    /// The pid that was stopped, if one was running.
+    pub stopped: Option<i32>,
+    /// True when it had to be killed after the stop timeout.
+    pub killed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The release `current` points at.
+    pub current: Option<String>,
+    pub state: HostState,
+    pub running: Option<RunInfo>,
+    pub releases: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// How many of the most recently fetched releases to keep (besides the protected ones).
+    pub keep: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFileRequest {
+    pub path: String,
+}
+
+/// A file's content, as text (invalid UTF-8 replaced).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileText {
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Run as `sh -c <cmd>`.
+    pub cmd: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What kind of failure an error is; travels with its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    Io,
+    Unpack,
+    Store,
+    NotFetched,
+    Spec,
+    Render,
+    Died,
+    Timeout,
+    StopFailed,
+    Preflight,
+    Transport,
+    /// A malformed, unknown or out-of-order request.
+    Protocol,
+    /// Another protocol version.
+    Version,
+}
+
+/// An error answer: its kind and message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// What a host operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("fetch: {0}")]
+    Unpack(#[from] UnpackError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("release {0} is not on this host (fetch it first)")]
+    NotFetched(String),
+    #[error("{0}")]
+    Spec(#[from] ServiceSpecError),
+    #[error("rendering config: {0}")]
+    Render(String),
+    #[error("the service exited before binding its port: {0}")]
+    Died(String),
+    #[error("the service did not bind port {port} within {secs}s: {detail}")]
+    Timeout {
+        port: u16,
+        secs: u64,
+        detail: String,
+    },
+    #[error("the service (pid {pid}) did not stop: {detail}")]
+    StopFailed { pid: i32, detail: String },
+    #[error("preflight: {0}")]
+    Preflight(String),
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("host protocol: {0}")]
+    Protocol(String),
+    #[error(
+        "host protocol version {theirs} is not this applier's ({ours}): install the same applier version on the deploy host and the targets"
+    )]
+    Version { theirs: u32, ours: u32 },
+    /// An operation that failed on a remote host, as it reported it.
+    #[error("{message}")]
+    Remote { kind: ErrorKind, message: String },
+}
+
+impl HostError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            HostError::Io { .. } => ErrorKind::Io,
+            HostError::Unpack(_) => ErrorKind::Unpack,
+            HostError::Store(_) => ErrorKind::Store,
+            HostError::NotFetched(_) => ErrorKind::NotFetched,
+            HostError::Spec(_) => ErrorKind::Spec,
+            HostError::Render(_) => ErrorKind::Render,
+            HostError::Died(_) => ErrorKind::Died,
+            HostError::Timeout { .. } => ErrorKind::Timeout,
+            HostError::StopFailed { .. } => ErrorKind::StopFailed,
+            HostError::Preflight(_) => ErrorKind::Preflight,
+            HostError::Transport(_) => ErrorKind::Transport,
+            HostError::Protocol(_) => ErrorKind::Protocol,
+            HostError::Version { .. } => ErrorKind::Version,
+            HostError::Remote { kind, .. } => *kind,
+        }
+    }
+
+    /// The error as an answer on the wire.
+    pub fn to_remote(&self) -> RemoteError {
+        RemoteError {
+            kind: self.kind(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl From<RemoteError> for HostError {
+    fn from(e: RemoteError) -> Self {
+        HostError::Remote {
+            kind: e.kind,
+            message: e.message,
+        }
+    }
+}
+
+/// Builds a `HostError::Io` from an `io::Error`, with context.
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HostError {
+    let context = context.into();
+    move |source| HostError::Io { context, source }
+}
+

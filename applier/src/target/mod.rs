@@ -1,0 +1,175 @@
+//! The target side: what happens on one host, under its root directory.
+//!
+//! ```text
+//! <root>/releases/<git-sha>/           unpacked layers + rendered config.yaml + .release.json
+//! <root>/cache/blobs/sha256/<hex>      downloaded layers, verified
+//! <root>/current -> releases/<git-sha> switched by rename(2) of a temp symlink
+//! <root>/state.json                    current, last good, previous good, step in progress
+//! <root>/run/service.json              the running instance: pid, release, log, start time
+//! <root>/logs/<sha>-<start>.log        stdout+stderr of one start
+//! ```
+//!
+//! Every operation records the step it is in (`state.json` `step`) before it acts and clears it
+//! when done, so an interrupted operation is visible. [`HostRoot::handle`] answers one
+//! [`HostRequest`]; the same code serves the local transport in-process and `applier host`
+//! ([`serve`]) for remote ones. By concern:
+//!
+//! - [`state`]: `state.json`, the step in progress, mark-good, status.
+//! - [`preflight`]: writable root, free disk, node ABI.
+//! - [`fetch`]: streaming, verified fetch into a release directory; [`presigned`]: the
+//!   read-only store of presigned URLs a target fetches through.
+//! - [`release`]: the release's service spec, config render, the `current` switch.
+//! - [`process`]: start, readiness wait, stop of the service process.
+//! - [`exec`]: shell commands and files the checks read.
+//! - [`prune`]: removing old releases.
+//! - [`serve`]: the protocol session on stdin/stdout of `applier host`.
+
+pub mod exec;
+pub mod fetch;
+pub mod preflight;
+pub mod presigned;
+pub mod process;
+pub mod prune;
+pub mod release;
+pub mod serve;
+pub mod state;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use artifact::store::Store;
+use artifact::unpack::UnpackLimits;
+
+pub use exec::{exec, wait_output};
+pub use preflight::{node_arch, node_os};
+pub use presigned::UrlStore;
+pub use process::{StartedChild, pid_alive};
+pub use serve::{ServeSummary, serve};
+
+use crate::protocol::{FileText, HostError, HostRequest, HostResponse, io_err};
+
+/// One host's root directory, and the store it may read directly (in-process hosts).
+#[derive(Clone, Debug)]
+pub struct HostRoot {
+    root: PathBuf,
+    store: Option<Arc<dyn Store>>,
+    limits: UnpackLimits,
+}
+
+impl HostRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        HostRoot {
+            root: root.into(),
+            store: None,
+            limits: UnpackLimits::default(),
+        }
+    }
+
+    /// A root that fetches from `store` when a request names no other source.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn release_dir(&self, commit: &str) -> PathBuf {
+        self.root.join("releases").join(commit)
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    fn run_path(&self) -> PathBuf {
+        self.root.join("run/service.json")
+    }
+
+    fn ensure_dirs(&self) -> Result<(), HostError> {
+        for d in ["releases", "cache/blobs/sha256", "logs", "run"] {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The release `current` points at.
+    pub fn current(&self) -> Option<String> {
+        let target = fs::read_link(self.root.join("current")).ok()?;
+        target.file_name().map(|n| n.to_string_lossy().into_owned())
+    }
+
+    /// Answers one request; a failure is an [`HostResponse::Error`] with its kind.
+    pub fn handle(&self, req: HostRequest) -> HostResponse {
+        self.execute(req)
+            .unwrap_or_else(|e| HostResponse::Error(e.to_remote()))
+    }
+
+    /// Runs one request, keeping the error typed (in-process callers).
+    pub fn execute(&self, req: HostRequest) -> Result<HostResponse, HostError> {
+        Ok(match req {
+            HostRequest::Hello(h) => HostResponse::Hello(h.answer()?),
+            HostRequest::Preflight(r) => HostResponse::Preflight(self.preflight(&r)?),
+            HostRequest::FetchUrls(r) => HostResponse::FetchUrls(self.fetch_request(&r)?),
+            HostRequest::ServiceSpec(r) => HostResponse::ServiceSpec(self.service_spec(&r.commit)?),
+            HostRequest::Render(r) => HostResponse::Render(self.render(&r)?),
+            HostRequest::Switch(r) => HostResponse::Switch(self.switch(&r.commit)?),
+            // The child handle is dropped here: it is reaped in the background, and the
+            // service outlives an `applier host` process that exits.
+            HostRequest::Start(r) => HostResponse::Start(self.start(&r)?.1),
+            HostRequest::WaitReady(r) => HostResponse::WaitReady(self.wait_ready(&r)?),
+            HostRequest::Stop => HostResponse::Stop(self.stop()?),
+            HostRequest::Status => HostResponse::Status(self.status()?),
+            HostRequest::MarkGood(r) => HostResponse::MarkGood(self.mark_good(&r)?),
+            HostRequest::Prune(r) => HostResponse::Prune(self.prune(r.keep)?),
+            HostRequest::ReadFile(r) => HostResponse::ReadFile(FileText {
+                text: String::from_utf8_lossy(&self.read_file(&r.path)?).into_owned(),
+            }),
+            HostRequest::Exec(r) => HostResponse::Exec(exec(
+                &r.cmd,
+                std::time::Duration::from_millis(r.timeout_ms),
+            )?),
+        })
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), HostError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        rand::random::<u32>()
+    ));
+    let mut f = fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    f.write_all(data)
+        .map_err(io_err(format!("writing {}", tmp.display())))?;
+    f.sync_all()
+        .map_err(io_err(format!("syncing {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(format!("renaming into {}", path.display()))(e)
+    })
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}

@@ -1,0 +1,286 @@
+//! The service process: start (detached, own process group, output into a per-start log),
+//! the readiness wait (the port accepts connections while the process is still ours), and
+//! stop (its stop signal to the process group, SIGKILL after the stop timeout).
+
+use std::fs;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{HostRoot, unix_ms, write_atomic};
+use crate::protocol::{
+    HostError, ReadyReport, ReadyRequest, RunInfo, StartRequest, StopReport, io_err,
+};
+use crate::service::{ServiceSpec, signal_number};
+
+impl HostRoot {
+    /// Starts the current release as a detached process (own process group), stdout and
+    /// stderr into `logs/<sha>-<start>.log`.
+    pub fn start(&self, req: &StartRequest) -> Result<(StartedChild, RunInfo), HostError> {
+        let commit = self
+            .current()
+            .ok_or_else(|| HostError::NotFetched("(no current release)".into()))?;
+        if let Some(run) = self.running()? {
+            return Err(HostError::Preflight(format!(
+                "the service is already running (pid {})",
+                run.pid
+            )));
+        }
+        let spec = self.service_spec(&commit)?;
+        // A port already bound by a process that is not our service would answer the readiness
+        // wait and the checks in its place: refuse rather than test the wrong process.
+        if let Some(port) = req.port.or(spec.port)
+            && TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(250),
+            )
+            .is_ok()
+        {
+            return Err(HostError::Preflight(format!(
+                "port {port} is already in use by a process that is not this service; refusing to start (its readiness and checks would test that process)"
+            )));
+        }
+        self.begin("start", Some(&commit))?;
+        let r = self.spawn_service(&commit, &spec, req);
+        self.end()?;
+        r
+    }
+
+    fn spawn_service(
+        &self,
+        commit: &str,
+        spec: &ServiceSpec,
+        req: &StartRequest,
+    ) -> Result<(StartedChild, RunInfo), HostError> {
+        let commit = commit.to_string();
+        let dir =
+            fs::canonicalize(self.release_dir(&commit)).map_err(io_err("resolving release dir"))?;
+        let config = dir.join("config.yaml");
+        let started = SystemTime::now();
+        let ms = unix_ms(started);
+        let log = self.root.join("logs").join(format!("{commit}-{ms}.log"));
+        let logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err(format!("opening {}", log.display())))?;
+        let logf2 = logf.try_clone().map_err(io_err("duplicating log fd"))?;
+        let port = req.port.map(|p| p.to_string()).unwrap_or_default();
+        let argv: Vec<String> = spec
+            .start
+            .iter()
+            .map(|a| {
+                a.replace("{config}", &config.display().to_string())
+                    .replace("{port}", &port)
+                    .replace("{release}", &commit)
+            })
+            .collect();
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(&dir)
+            .envs(&req.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(logf))
+            .stderr(Stdio::from(logf2))
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(io_err(format!("starting {:?}", argv)))?;
+        let info = RunInfo {
+            pid: child.id() as i32,
+            release: commit,
+            port: req.port,
+            log: log.display().to_string(),
+            started_at: humantime::format_rfc3339_millis(started).to_string(),
+            started_unix_ms: ms,
+        };
+        write_atomic(
+            &self.run_path(),
+            &serde_json::to_vec_pretty(&info).expect("serialises"),
+        )?;
+        Ok((StartedChild(Some(child)), info))
+    }
+
+    /// The running instance, if its process is alive (stale records are removed).
+    pub fn running(&self) -> Result<Option<RunInfo>, HostError> {
+        let b = match fs::read(self.run_path()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("reading run/service.json")(e)),
+        };
+        let Ok(info) = serde_json::from_slice::<RunInfo>(&b) else {
+            let _ = fs::remove_file(self.run_path());
+            return Ok(None);
+        };
+        if self.is_ours(info.pid) {
+            Ok(Some(info))
+        } else {
+            let _ = fs::remove_file(self.run_path());
+            Ok(None)
+        }
+    }
+
+    /// True if `pid` is alive (not a zombie) and runs from one of this root's releases.
+    fn is_ours(&self, pid: i32) -> bool {
+        if !pid_alive(pid) {
+            return false;
+        }
+        let Ok(cwd) = fs::read_link(format!("/proc/{pid}/cwd")) else {
+            return false;
+        };
+        let Ok(releases) = fs::canonicalize(self.root.join("releases")) else {
+            return false;
+        };
+        cwd.starts_with(releases)
+    }
+
+    /// Waits until the port accepts connections; fails early if the process dies.
+    pub fn wait_ready(&self, req: &ReadyRequest) -> Result<ReadyReport, HostError> {
+        let t0 = Instant::now();
+        let timeout = Duration::from_millis(req.timeout_ms);
+        let info = self.running()?;
+        let Some(info) = info else {
+            return Err(HostError::Died(self.last_log_tail()));
+        };
+        let addr = (req.address.as_str(), req.port)
+            .to_socket_addrs()
+            .map_err(io_err(format!("resolving {}", req.address)))?
+            .next()
+            .ok_or_else(|| HostError::Transport(format!("no address for {}", req.address)))?;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok() {
+                if !self.is_ours(info.pid) {
+                    return Err(HostError::Died(format!(
+                        "port {} answers but the service exited: {}",
+                        req.port,
+                        tail(&info.log)
+                    )));
+                }
+                return Ok(ReadyReport {
+                    after_ms: t0.elapsed().as_millis() as u64,
+                });
+            }
+            if !self.is_ours(info.pid) {
+                return Err(HostError::Died(tail(&info.log)));
+            }
+            if t0.elapsed() >= timeout {
+                return Err(HostError::Timeout {
+                    port: req.port,
+                    secs: timeout.as_secs(),
+                    detail: tail(&info.log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn last_log_tail(&self) -> String {
+        fs::read(self.run_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())
+            .map(|i| tail(&i.log))
+            .unwrap_or_else(|| "(no log)".into())
+    }
+
+    /// Stops the running instance: its stop signal to the process group, then SIGKILL after
+    /// the stop timeout.
+    pub fn stop(&self) -> Result<StopReport, HostError> {
+        let Some(info) = self.running()? else {
+            let _ = fs::remove_file(self.run_path());
+            return Ok(StopReport {
+                stopped: None,
+                killed: false,
+            });
+        };
+        self.begin("stop", Some(&info.release))?;
+        let spec = self.service_spec(&info.release).unwrap_or_default();
+        let sig = signal_number(&spec.stop.signal).unwrap_or(15);
+        let signal =
+            rustix::process::Signal::from_named_raw(sig).unwrap_or(rustix::process::Signal::TERM);
+        let pid =
+            rustix::process::Pid::from_raw(info.pid).ok_or_else(|| HostError::StopFailed {
+                pid: info.pid,
+                detail: "bad pid".into(),
+            })?;
+        let _ = rustix::process::kill_process_group(pid, signal);
+        let _ = rustix::process::kill_process(pid, signal);
+        let deadline = Instant::now() + spec.stop.timeout.0;
+        let mut killed = false;
+        while pid_alive(info.pid) {
+            if Instant::now() >= deadline {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                killed = true;
+                let hard = Instant::now() + Duration::from_secs(5);
+                while pid_alive(info.pid) {
+                    if Instant::now() >= hard {
+                        return Err(HostError::StopFailed {
+                            pid: info.pid,
+                            detail: "survived SIGKILL".into(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_file(self.run_path());
+        self.end()?;
+        Ok(StopReport {
+            stopped: Some(info.pid),
+            killed,
+        })
+    }
+}
+
+/// The child of an in-process start. Dropping it reaps the process in the background, so a
+/// dead service never lingers as a zombie that looks alive.
+#[derive(Debug)]
+pub struct StartedChild(Option<std::process::Child>);
+
+impl Drop for StartedChild {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            std::thread::spawn(move || {
+                let _ = c.wait();
+            });
+        }
+    }
+}
+
+/// True if the process exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    if rustix::process::test_kill_process(p).is_err() {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next())
+                .unwrap_or(None);
+            !matches!(state, Some('Z') | Some('X'))
+        }
+        Err(_) => false,
+    }
+}
+
+fn tail(path: &str) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(5);
+    let t = lines[start..].join("\n");
+    if t.is_empty() {
+        format!("(log {path} is empty)")
+    } else {
+        format!("log {path}:\n{t}")
+    }
+}
