@@ -488,3 +488,6 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Ho
     move |source| HostError::Io { context, source }
 }
 
+#[cfg(test)]
+#[path = "protocol_tests.rs"]
+mod tests;

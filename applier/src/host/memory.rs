@@ -31,9 +31,9 @@ use artifact::Digest;
 use super::Host;
 use crate::config::HostConfig;
 use crate::protocol::{
-    ErrorKind, ExecOutput, FetchReport, FileText, HostError, HostRequest, HostResponse,
-    HostState, HostStatus, PreflightReport, PruneReport, ReadyReport, ReleaseRef, RenderReport,
-    RenderRequest, RunInfo, StopReport, SwitchReport,
+    ErrorKind, ExecOutput, FetchReport, FileText, HostError, HostRequest, HostResponse, HostState,
+    HostStatus, PreflightReport, PruneReport, ReadyReport, ReleaseRef, RenderReport, RenderRequest,
+    RunInfo, StopReport, SwitchReport,
 };
 use crate::service::ServiceSpec;
 use crate::target::{node_arch, node_os, now_rfc3339};
@@ -275,7 +275,9 @@ impl MemoryHost {
             *c += 1;
             *c
         };
-        if m.unreachable_after.is_some_and(|after| m.calls.len() > after) {
+        if m.unreachable_after
+            .is_some_and(|after| m.calls.len() > after)
+        {
             m.reachable = false;
         }
         if !m.reachable {
@@ -300,10 +302,7 @@ impl MemoryHost {
 
 impl Mem {
     fn spec(&self, commit: &str) -> ServiceSpec {
-        self.specs
-            .get(commit)
-            .unwrap_or(&self.default_spec)
-            .clone()
+        self.specs.get(commit).unwrap_or(&self.default_spec).clone()
     }
 
     fn fetched(&self, commit: &str) -> Result<&Release, HostError> {
@@ -555,3 +554,6 @@ impl Host for MemoryHost {
     }
 }
 
+#[cfg(test)]
+#[path = "memory_tests.rs"]
+mod tests;

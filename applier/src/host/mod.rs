@@ -27,10 +27,10 @@ pub use local::LocalHost;
 
 use crate::config::HostConfig;
 use crate::protocol::{
-    CommitRequest, ExecOutput, ExecRequest, FetchReport, FetchUrlsRequest, HostError,
-    HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
-    PruneReport, PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef,
-    RenderReport, RenderRequest, RunInfo, StartRequest, StopReport, SwitchReport,
+    CommitRequest, ExecOutput, ExecRequest, FetchReport, FetchUrlsRequest, HostError, HostRequest,
+    HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest, PruneReport,
+    PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef, RenderReport,
+    RenderRequest, RunInfo, StartRequest, StopReport, SwitchReport,
 };
 use crate::service::ServiceSpec;
 

@@ -334,11 +334,10 @@ impl SshHost {
                 None => Err(self.no_answer(&op, &out)),
             },
             Some(HostResponse::Error(e)) => Err(e.into()),
-            Some(other) => Err(self.transport(format!(
-                "answered `{}` to a hello",
-                other.op()
-            ))),
-            None if out.stdout.contains("\"ok\"") => Err(self.too_old("it answered the old format")),
+            Some(other) => Err(self.transport(format!("answered `{}` to a hello", other.op()))),
+            None if out.stdout.contains("\"ok\"") => {
+                Err(self.too_old("it answered the old format"))
+            }
             None if out.status == 2 => Err(self.too_old(out.stderr.trim())),
             None => Err(self.no_answer(&op, &out)),
         }

@@ -189,4 +189,3 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
         Ok(n)
     }
 }
-

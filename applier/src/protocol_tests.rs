@@ -1,0 +1,430 @@
+//! Golden tests of the wire format: each request and answer as the JSON line it travels as.
+//! A change here is a protocol change: bump `PROTOCOL_VERSION` with it.
+
+use super::*;
+use crate::target::{HostRoot, ServeSummary, serve};
+
+fn digest() -> Digest {
+    Digest::of(b"m")
+}
+
+const D: &str = "sha256:62c66a7a5dd70c3146618063c344e531e6d4b59e379808443ce962b3abd63c5a";
+
+fn release() -> ReleaseRef {
+    ReleaseRef {
+        commit: "c".repeat(40),
+        manifest: digest(),
+    }
+}
+
+/// `value` serialises to `json` exactly, and `json` parses back to `value`.
+fn golden<T>(value: &T, json: &str)
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    assert_eq!(serde_json::to_string(value).unwrap(), json);
+    assert_eq!(&serde_json::from_str::<T>(json).unwrap(), value, "{json}");
+}
+
+#[test]
+fn digest_of_the_golden_manifest() {
+    assert_eq!(digest().to_string(), D);
+}
+
+#[test]
+fn requests_on_the_wire() {
+    let c = "c".repeat(40);
+    let cases: Vec<(HostRequest, String)> = vec![
+        (
+            HostRequest::Hello(Hello {
+                protocol: 1,
+                version: "0.1.0".into(),
+            }),
+            r#"{"op":"hello","protocol":1,"version":"0.1.0"}"#.into(),
+        ),
+        (
+            HostRequest::Preflight(PreflightRequest {
+                min_free_bytes: 1024,
+                node: Some("node".into()),
+            }),
+            r#"{"op":"preflight","min_free_bytes":1024,"node":"node"}"#.into(),
+        ),
+        (
+            HostRequest::FetchUrls(FetchUrlsRequest {
+                digest: digest(),
+                manifest: "m".into(),
+                urls: [(
+                    "blobs/sha256/ab".to_string(),
+                    "https://s3/x?sig".to_string(),
+                )]
+                .into(),
+                store: None,
+            }),
+            format!(
+                r#"{{"op":"fetch-urls","digest":"{D}","manifest":"m","urls":{{"blobs/sha256/ab":"https://s3/x?sig"}},"store":null}}"#
+            ),
+        ),
+        (
+            HostRequest::ServiceSpec(CommitRequest { commit: c.clone() }),
+            format!(r#"{{"op":"service-spec","commit":"{c}"}}"#),
+        ),
+        (
+            HostRequest::Render(RenderRequest {
+                commit: c.clone(),
+                env: "staging".into(),
+                port: Some(7231),
+                values: [("services.0.conf.host".to_string(), "127.0.0.1".into())].into(),
+            }),
+            format!(
+                r#"{{"op":"render","commit":"{c}","env":"staging","port":7231,"values":{{"services.0.conf.host":"127.0.0.1"}}}}"#
+            ),
+        ),
+        (
+            HostRequest::Switch(CommitRequest { commit: c.clone() }),
+            format!(r#"{{"op":"switch","commit":"{c}"}}"#),
+        ),
+        (
+            HostRequest::Start(StartRequest {
+                port: Some(7231),
+                env: [("NODE_ENV".to_string(), "production".to_string())].into(),
+            }),
+            r#"{"op":"start","port":7231,"env":{"NODE_ENV":"production"}}"#.into(),
+        ),
+        (
+            HostRequest::WaitReady(ReadyRequest {
+                address: "127.0.0.1".into(),
+                port: 7231,
+                timeout_ms: 30000,
+            }),
+            r#"{"op":"wait-ready","address":"127.0.0.1","port":7231,"timeout_ms":30000}"#.into(),
+        ),
+        (HostRequest::Stop, r#"{"op":"stop"}"#.into()),
+        (HostRequest::Status, r#"{"op":"status"}"#.into()),
+        (
+            HostRequest::MarkGood(release()),
+            format!(r#"{{"op":"mark-good","commit":"{c}","manifest":"{D}"}}"#),
+        ),
+        (
+            HostRequest::Prune(PruneRequest { keep: 3 }),
+            r#"{"op":"prune","keep":3}"#.into(),
+        ),
+        (
+            HostRequest::ReadFile(ReadFileRequest {
+                path: "/srv/x/logs/a.log".into(),
+            }),
+            r#"{"op":"read-file","path":"/srv/x/logs/a.log"}"#.into(),
+        ),
+        (
+            HostRequest::Exec(ExecRequest {
+                cmd: "journalctl -u x".into(),
+                timeout_ms: 5000,
+            }),
+            r#"{"op":"exec","cmd":"journalctl -u x","timeout_ms":5000}"#.into(),
+        ),
+    ];
+    for (req, json) in &cases {
+        golden(req, json);
+    }
+}
+
+#[test]
+fn answers_on_the_wire() {
+    let c = "c".repeat(40);
+    let run = RunInfo {
+        pid: 42,
+        release: c.clone(),
+        port: Some(7231),
+        log: "/srv/x/logs/c-1.log".into(),
+        started_at: "2024-01-01T00:00:00.000Z".into(),
+        started_unix_ms: 1704067200000,
+    };
+    let state = HostState {
+        current: Some(release()),
+        last_good: None,
+        previous_good: None,
+        step: Some(StepInProgress {
+            op: "switch".into(),
+            release: Some(c.clone()),
+            started_at: "2024-01-01T00:00:00.000Z".into(),
+        }),
+        updated_at: "2024-01-01T00:00:01.000Z".into(),
+    };
+    let state_json = format!(
+        r#"{{"current":{{"commit":"{c}","manifest":"{D}"}},"last_good":null,"previous_good":null,"step":{{"op":"switch","release":"{c}","started_at":"2024-01-01T00:00:00.000Z"}},"updated_at":"2024-01-01T00:00:01.000Z"}}"#
+    );
+    let run_json = format!(
+        r#""pid":42,"release":"{c}","port":7231,"log":"/srv/x/logs/c-1.log","started_at":"2024-01-01T00:00:00.000Z","started_unix_ms":1704067200000"#
+    );
+    let cases: Vec<(HostResponse, String)> = vec![
+        (
+            HostResponse::Hello(HelloReport {
+                protocol: 1,
+                version: "0.1.0".into(),
+            }),
+            r#"{"op":"hello","protocol":1,"version":"0.1.0"}"#.into(),
+        ),
+        (
+            HostResponse::Preflight(PreflightReport {
+                root: "/srv/x".into(),
+                free_bytes: 5,
+                node_abi: Some("115".into()),
+                os: "linux".into(),
+                arch: "x64".into(),
+                current: None,
+            }),
+            r#"{"op":"preflight","root":"/srv/x","free_bytes":5,"node_abi":"115","os":"linux","arch":"x64","current":null}"#.into(),
+        ),
+        (
+            HostResponse::FetchUrls(FetchReport {
+                release: c.clone(),
+                cached: false,
+                downloaded: 10,
+                entries: 3,
+            }),
+            format!(
+                r#"{{"op":"fetch-urls","release":"{c}","cached":false,"downloaded":10,"entries":3}}"#
+            ),
+        ),
+        (
+            HostResponse::Render(RenderReport {
+                config: "/srv/x/config.yaml".into(),
+                port: None,
+            }),
+            r#"{"op":"render","config":"/srv/x/config.yaml","port":null}"#.into(),
+        ),
+        (
+            HostResponse::Switch(SwitchReport {
+                from: None,
+                to: c.clone(),
+            }),
+            format!(r#"{{"op":"switch","from":null,"to":"{c}"}}"#),
+        ),
+        (
+            HostResponse::Start(run.clone()),
+            format!(r#"{{"op":"start",{run_json}}}"#),
+        ),
+        (
+            HostResponse::WaitReady(ReadyReport { after_ms: 12 }),
+            r#"{"op":"wait-ready","after_ms":12}"#.into(),
+        ),
+        (
+            HostResponse::Stop(StopReport {
+                stopped: Some(42),
+                killed: true,
+            }),
+            r#"{"op":"stop","stopped":42,"killed":true}"#.into(),
+        ),
+        (
+            HostResponse::Status(HostStatus {
+                current: Some(c.clone()),
+                state: state.clone(),
+                running: Some(run),
+                releases: vec![c.clone()],
+            }),
+            format!(
+                r#"{{"op":"status","current":"{c}","state":{state_json},"running":{{{run_json}}},"releases":["{c}"]}}"#
+            ),
+        ),
+        (
+            HostResponse::MarkGood(state),
+            format!(r#"{{"op":"mark-good",{}"#, &state_json[1..]),
+        ),
+        (
+            HostResponse::Prune(PruneReport {
+                removed: vec!["a".into()],
+                kept: vec![],
+            }),
+            r#"{"op":"prune","removed":["a"],"kept":[]}"#.into(),
+        ),
+        (
+            HostResponse::ReadFile(FileText { text: "x\n".into() }),
+            r#"{"op":"read-file","text":"x\n"}"#.into(),
+        ),
+        (
+            HostResponse::Exec(ExecOutput {
+                status: 0,
+                stdout: "o".into(),
+                stderr: "".into(),
+            }),
+            r#"{"op":"exec","status":0,"stdout":"o","stderr":""}"#.into(),
+        ),
+        (
+            HostResponse::Error(RemoteError {
+                kind: ErrorKind::NotFetched,
+                message: "release x is not on this host (fetch it first)".into(),
+            }),
+            r#"{"op":"error","kind":"not-fetched","message":"release x is not on this host (fetch it first)"}"#.into(),
+        ),
+    ];
+    for (resp, json) in &cases {
+        golden(resp, json);
+    }
+}
+
+/// The service spec answer carries the parsed `deploy/service.yaml` (the fixture's, with
+/// every kind of check) and parses back equal.
+#[test]
+fn service_spec_answer_round_trips() {
+    let text = include_str!("../../fixtures/service/deploy/service.yaml");
+    let spec = crate::service::ServiceSpec::parse(text).unwrap();
+    assert_eq!(spec.checks.len(), 4);
+    let resp = HostResponse::ServiceSpec(spec);
+    let line = serde_json::to_string(&resp).unwrap();
+    assert!(
+        line.starts_with(r#"{"op":"service-spec","name":"fixture-service","port":7231,"#),
+        "{line}"
+    );
+    assert_eq!(serde_json::from_str::<HostResponse>(&line).unwrap(), resp);
+}
+
+#[test]
+fn an_error_keeps_its_kind_across_the_wire() {
+    let e = HostError::Timeout {
+        port: 1,
+        secs: 2,
+        detail: "d".into(),
+    };
+    let line = serde_json::to_string(&HostResponse::Error(e.to_remote())).unwrap();
+    let back: HostResponse = serde_json::from_str(&line).unwrap();
+    let err = back.into_result().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(err.to_string(), e.to_string());
+}
+
+#[test]
+fn unknown_fields_in_a_request_are_refused() {
+    let e = crate::target::serve::parse_request(r#"{"op":"prune","keep":1,"kep":2}"#).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol);
+    assert!(e.to_string().contains("kep"), "{e}");
+}
+
+#[test]
+fn manifest_must_match_its_digest() {
+    let req = FetchUrlsRequest {
+        digest: Digest::of(b"other"),
+        manifest: "{}".into(),
+        urls: BTreeMap::new(),
+        store: None,
+    };
+    let e = req.verified_manifest().unwrap_err();
+    assert!(e.to_string().contains("hashes to"), "{e}");
+}
+
+/// Runs one session of `lines` against an empty root.
+fn session(lines: &[&str], label: Option<&str>) -> (ServeSummary, Vec<HostResponse>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(dir.path());
+    let input = lines.join("\n");
+    let mut out = Vec::new();
+    let sum = serve(&root, input.as_bytes(), &mut out, label).unwrap();
+    let answers = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (sum, answers)
+}
+
+fn hello(protocol: u32) -> String {
+    serde_json::to_string(&HostRequest::Hello(Hello {
+        protocol,
+        version: "x".into(),
+    }))
+    .unwrap()
+}
+
+fn error_of(r: &HostResponse) -> &RemoteError {
+    match r {
+        HostResponse::Error(e) => e,
+        other => panic!("expected an error answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_session_answers_each_request_after_the_hello() {
+    let h = hello(PROTOCOL_VERSION);
+    let (sum, answers) = session(
+        &[&h, r#"{"op":"status"}"#, r#"{"op":"prune","keep":1}"#],
+        None,
+    );
+    assert_eq!((sum.answered, sum.failed, sum.refused), (3, 0, false));
+    assert!(
+        matches!(&answers[0], HostResponse::Hello(r) if r.protocol == PROTOCOL_VERSION && r.version == crate::VERSION)
+    );
+    assert!(matches!(&answers[1], HostResponse::Status(s) if s.current.is_none()));
+    assert!(matches!(&answers[2], HostResponse::Prune(_)));
+}
+
+#[test]
+fn another_protocol_version_is_refused_before_anything_runs() {
+    let h = hello(PROTOCOL_VERSION + 1);
+    let (sum, answers) = session(&[&h, r#"{"op":"status"}"#], None);
+    assert!(sum.refused);
+    assert_eq!(
+        answers.len(),
+        1,
+        "nothing after the refused hello: {answers:?}"
+    );
+    let e = error_of(&answers[0]);
+    assert_eq!(e.kind, ErrorKind::Version);
+    assert!(
+        e.message.contains(&format!(
+            "version {} is not this applier's ({PROTOCOL_VERSION})",
+            PROTOCOL_VERSION + 1
+        )),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_request_before_the_hello_is_refused() {
+    let (sum, answers) = session(&[r#"{"op":"stop"}"#], None);
+    assert!(sum.refused);
+    let e = error_of(&answers[0]);
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(e.message.contains("must open with a hello"), "{e:?}");
+}
+
+#[test]
+fn an_unknown_request_is_refused_and_ends_the_session() {
+    let h = hello(PROTOCOL_VERSION);
+    let (sum, answers) = session(&[&h, r#"{"op":"frobnicate"}"#, r#"{"op":"status"}"#], None);
+    assert!(sum.refused);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let e = error_of(&answers[1]);
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(e.message.contains("unknown request `frobnicate`"), "{e:?}");
+    for bad in ["not json", r#"{"no_op":1}"#, r#"["status"]"#] {
+        let (sum, answers) = session(&[&h, bad], None);
+        assert!(sum.refused, "{bad}");
+        assert_eq!(error_of(&answers[1]).kind, ErrorKind::Protocol, "{bad}");
+    }
+}
+
+#[test]
+fn a_failed_operation_is_an_error_answer_with_its_kind_and_the_session_goes_on() {
+    let h = hello(PROTOCOL_VERSION);
+    let c = "c".repeat(40);
+    let switch = format!(r#"{{"op":"switch","commit":"{c}"}}"#);
+    let (sum, answers) = session(&[&h, &switch, r#"{"op":"status"}"#], None);
+    assert_eq!((sum.answered, sum.failed, sum.refused), (3, 1, false));
+    assert_eq!(error_of(&answers[1]).kind, ErrorKind::NotFetched);
+    assert!(matches!(&answers[2], HostResponse::Status(_)));
+}
+
+#[test]
+fn a_label_names_the_one_request_a_session_may_run() {
+    let h = hello(PROTOCOL_VERSION);
+    let (sum, answers) = session(&[&h, r#"{"op":"status"}"#], Some("stop"));
+    assert!(sum.refused);
+    assert!(error_of(&answers[1]).message.contains("labelled `stop`"));
+    // Alone, with no input: a request without fields runs, one with fields is refused.
+    let (sum, answers) = session(&[], Some("stop"));
+    assert_eq!((sum.answered, sum.failed, sum.refused), (1, 0, false));
+    assert!(matches!(&answers[0], HostResponse::Stop(s) if s.stopped.is_none()));
+    let (sum, answers) = session(&[], Some("switch"));
+    assert!(sum.refused);
+    assert!(error_of(&answers[0]).message.contains("needs no fields"));
+    let (sum, _) = session(&[], Some("hello"));
+    assert!(sum.refused, "a hello is not a request to run alone");
+}
