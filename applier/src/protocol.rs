@@ -58,6 +58,8 @@ pub enum HostRequest {
     ReadFile(ReadFileRequest),
     /// A shell command on the host.
     Exec(ExecRequest),
+    /// A cheap look at the host: the service's pid alive, its port bound, `current`, free disk.
+    Health,
 }
 
 /// The answer to one request: the report of the request's own kind, or an error.
@@ -78,6 +80,7 @@ pub enum HostResponse {
     Prune(PruneReport),
     ReadFile(FileText),
     Exec(ExecOutput),
+    Health(HealthReport),
     /// The operation failed.
     Error(RemoteError),
 }
@@ -370,6 +373,20 @@ pub struct ExecOutput {
     pub status: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// The release `current` points at.
+    pub current: Option<String>,
+    /// The running instance's pid, if that process is alive (and runs from a release here).
+    pub pid: Option<i32>,
+    /// The port it was started on.
+    pub port: Option<u16>,
+    /// Whether that port accepts a connection on 127.0.0.1 (`None`: no instance or no port).
+    pub port_bound: Option<bool>,
+    /// Bytes available on the root's file system.
+    pub free_bytes: u64,
 }
 
 /// What kind of failure an error is; travels with its message.

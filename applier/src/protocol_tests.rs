@@ -100,6 +100,7 @@ fn requests_on_the_wire() {
         ),
         (HostRequest::Stop, r#"{"op":"stop"}"#.into()),
         (HostRequest::Status, r#"{"op":"status"}"#.into()),
+        (HostRequest::Health, r#"{"op":"health"}"#.into()),
         (
             HostRequest::MarkGood(release()),
             format!(r#"{{"op":"mark-good","commit":"{c}","manifest":"{D}"}}"#),
@@ -247,6 +248,18 @@ fn answers_on_the_wire() {
                 stderr: "".into(),
             }),
             r#"{"op":"exec","status":0,"stdout":"o","stderr":""}"#.into(),
+        ),
+        (
+            HostResponse::Health(HealthReport {
+                current: Some(c.clone()),
+                pid: Some(42),
+                port: Some(7231),
+                port_bound: Some(true),
+                free_bytes: 5,
+            }),
+            format!(
+                r#"{{"op":"health","current":"{c}","pid":42,"port":7231,"port_bound":true,"free_bytes":5}}"#
+            ),
         ),
         (
             HostResponse::Error(RemoteError {

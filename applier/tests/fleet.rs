@@ -473,6 +473,47 @@ fn haproxy_runtime_api_through_ssh_to_the_lb_host() {
     assert!(err.contains("via ssh"), "{err}");
 }
 
+/// The host protocol over the real ssh: a request of each kind travels as JSON on the stdin
+/// of `applier host` on a target, and an error answer keeps its kind.
+#[test]
+fn host_protocol_over_ssh_answers_health_and_keeps_error_kinds() {
+    use applier::host::Host;
+    let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bed) = bed() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn artifact::Store> =
+        Arc::new(artifact::store::fs::FsStore::open(dir.path().join("store")).unwrap());
+    let t1 = &bed["hosts"].as_array().unwrap()[0];
+    let (name, root) = (t1["name"].as_str().unwrap(), t1["root"].as_str().unwrap());
+    std::fs::create_dir_all(dir.path().join("ctl")).unwrap();
+    let ssh: applier::config::SshConfig = serde_json::from_value(serde_json::json!({
+        "config_file": bed["ssh"]["config"],
+        "applier_path": env!("CARGO_BIN_EXE_applier"),
+        "control_dir": dir.path().join("ctl"),
+        "connect_timeout": "3s",
+    }))
+    .unwrap();
+    let hc: applier::config::HostConfig =
+        serde_json::from_value(serde_json::json!({ "root": root, "ssh": name })).unwrap();
+    let host = applier::host::ssh::SshHost::new(name, &hc, &ssh, store);
+    let local = applier::hostops::HostRoot::new(root);
+    let health = host.health().unwrap();
+    assert_eq!(health.current, local.current());
+    assert!(health.free_bytes > 0);
+    assert_eq!(
+        health.pid,
+        local.running().unwrap().map(|r| r.pid),
+        "{health:?}"
+    );
+    let e = host.switch(&"0".repeat(40)).unwrap_err();
+    assert_eq!(e.kind(), applier::protocol::ErrorKind::NotFetched, "{e}");
+    assert_eq!(
+        local.current(),
+        health.current,
+        "a refused switch changed current"
+    );
+}
+
 #[test]
 fn fleet_over_ssh_haproxy_prometheus_s3() {
     let _one = BED.lock().unwrap_or_else(|e| e.into_inner());

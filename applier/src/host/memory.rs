@@ -31,9 +31,9 @@ use artifact::Digest;
 use super::Host;
 use crate::config::HostConfig;
 use crate::protocol::{
-    ErrorKind, ExecOutput, FetchReport, FileText, HostError, HostRequest, HostResponse, HostState,
-    HostStatus, PreflightReport, PruneReport, ReadyReport, ReleaseRef, RenderReport, RenderRequest,
-    RunInfo, StopReport, SwitchReport,
+    ErrorKind, ExecOutput, FetchReport, FileText, HealthReport, HostError, HostRequest,
+    HostResponse, HostState, HostStatus, PreflightReport, PruneReport, ReadyReport, ReleaseRef,
+    RenderReport, RenderRequest, RunInfo, StopReport, SwitchReport,
 };
 use crate::service::ServiceSpec;
 use crate::target::{node_arch, node_os, now_rfc3339};
@@ -502,6 +502,18 @@ impl Mem {
                 }
             },
             HostRequest::Exec(_) => HostResponse::Exec(self.exec_output.clone()),
+            HostRequest::Health => {
+                let run = self.running();
+                let port = run.as_ref().and_then(|r| r.port);
+                let ready = self.instance.as_ref().is_some_and(|i| i.alive && i.ready);
+                HostResponse::Health(HealthReport {
+                    current: self.current.clone(),
+                    pid: run.map(|r| r.pid),
+                    port,
+                    port_bound: port.map(|_| ready),
+                    free_bytes: self.free_bytes,
+                })
+            }
         })
     }
 

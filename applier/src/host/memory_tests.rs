@@ -265,3 +265,19 @@ fn it_speaks_the_protocol_hello() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Version);
 }
+
+#[test]
+fn health_follows_the_instance() {
+    let h = host();
+    let r = h.health().unwrap();
+    assert_eq!((r.current, r.pid, r.port_bound), (None, None, None));
+    let run = deploy(&h, 'a').unwrap();
+    let r = h.health().unwrap();
+    assert_eq!(r.current.as_deref(), Some("a".repeat(40).as_str()));
+    assert_eq!(
+        (r.pid, r.port, r.port_bound),
+        (Some(run.pid), Some(7300), Some(true))
+    );
+    h.crash();
+    assert_eq!(h.health().unwrap().pid, None);
+}

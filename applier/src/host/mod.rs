@@ -27,10 +27,10 @@ pub use local::LocalHost;
 
 use crate::config::HostConfig;
 use crate::protocol::{
-    CommitRequest, ExecOutput, ExecRequest, FetchReport, FetchUrlsRequest, HostError, HostRequest,
-    HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest, PruneReport,
-    PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef, RenderReport,
-    RenderRequest, RunInfo, StartRequest, StopReport, SwitchReport,
+    CommitRequest, ExecOutput, ExecRequest, FetchReport, FetchUrlsRequest, HealthReport, HostError,
+    HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
+    PruneReport, PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef,
+    RenderReport, RenderRequest, RunInfo, StartRequest, StopReport, SwitchReport,
 };
 use crate::service::ServiceSpec;
 
@@ -119,6 +119,10 @@ pub trait Host: Send + Sync + std::fmt::Debug {
             timeout_ms: timeout.as_millis() as u64,
         };
         ask!(self, HostRequest::Exec(req), Exec)
+    }
+    /// The service's pid alive, its port bound, `current`, free disk.
+    fn health(&self) -> Result<HealthReport, HostError> {
+        ask!(self, HostRequest::Health, Health)
     }
 }
 

@@ -134,6 +134,7 @@ impl HostRoot {
                 &r.cmd,
                 std::time::Duration::from_millis(r.timeout_ms),
             )?),
+            HostRequest::Health => HostResponse::Health(self.health()?),
         })
     }
 }
