@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use artifact::store::{ETag, Store, StoreError};
 use artifact::Digest;
+use artifact::store::{ETag, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::checks::CheckResult;

@@ -18,7 +18,10 @@ use crate::records::Step;
 #[derive(Clone, Debug)]
 pub enum Decision<T = ()> {
     /// Go ahead with `value`; `note` goes into the journal.
-    Pass { value: T, note: Option<Note> },
+    Pass {
+        value: T,
+        note: Option<Note>,
+    },
     Refuse(Refusal),
 }
 
@@ -131,8 +134,13 @@ pub fn storage_rollback(
         Ok(()) => Decision::pass(()),
         Err(e) => Decision::refuse(
             format!("the storage manifests of {} and {}", from.0, to.0),
-            format!("rollback of {host} refused by the storage guard: {e} (override: --force-schema-rollback)"),
-            Some("only if you know the storage accepts the old schema: --force-schema-rollback".into()),
+            format!(
+                "rollback of {host} refused by the storage guard: {e} (override: --force-schema-rollback)"
+            ),
+            Some(
+                "only if you know the storage accepts the old schema: --force-schema-rollback"
+                    .into(),
+            ),
         ),
     }
 }
@@ -155,7 +163,10 @@ pub fn signature(ctx: &EnvContext, digest: &Digest, commit: &str) -> Decision {
             return Decision::refuse(
                 format!("envs.{}.require_signature.trusted_keys", ctx.name),
                 format!("{}: require_signature.trusted_keys: {e}", ctx.name),
-                Some("fix the key in the configuration (`--show-config` shows where it comes from)".into()),
+                Some(
+                    "fix the key in the configuration (`--show-config` shows where it comes from)"
+                        .into(),
+                ),
             );
         }
     };
@@ -222,9 +233,9 @@ pub fn promotion(
                 format!("--skip-promotion-check; not passed: {missing}"),
             )
         }
-        Err(PromotionError::NotPassed { message, way_out, .. }) => {
-            Decision::refuse(record, message, Some(way_out))
-        }
+        Err(PromotionError::NotPassed {
+            message, way_out, ..
+        }) => Decision::refuse(record, message, Some(way_out)),
         Err(e) => Decision::refuse(record, e.to_string(), None),
     }
 }

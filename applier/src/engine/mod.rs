@@ -232,15 +232,18 @@ pub fn promote(
     from_hosts: Option<&[String]>,
     opts: &DeployOptions,
 ) -> Result<Outcome, DeployError> {
-    let src = crate::promotion::source_release(ctx.store.as_ref(), from, from_hosts).map_err(
-        |e| {
+    let src =
+        crate::promotion::source_release(ctx.store.as_ref(), from, from_hosts).map_err(|e| {
             DeployError::Refused(Refusal {
-                record: format!("{}, {}", crate::keys::env_state(from), crate::keys::deploys_prefix(from)),
+                record: format!(
+                    "{}, {}",
+                    crate::keys::env_state(from),
+                    crate::keys::deploys_prefix(from)
+                ),
                 reason: e.to_string(),
                 way_out: None,
             })
-        },
-    )?;
+        })?;
     sink.emit(&Event::Promote {
         from: from.to_string(),
         to: ctx.name.clone(),

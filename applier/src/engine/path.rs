@@ -13,8 +13,7 @@ use super::run::{Run, check_list};
 use crate::checks::{self, CheckContext, CheckResult};
 use crate::events::Event;
 use crate::hostops::{
-    HostError, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest, StartRequest,
-    now_rfc3339,
+    HostError, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest, StartRequest, now_rfc3339,
 };
 use crate::records::{self, HostPhase, Step};
 use crate::service::ServiceSpec;
@@ -217,7 +216,8 @@ impl Run<'_> {
             ok: r.is_ok(),
             detail: d.clone(),
         });
-        self.journal.note(|j| j.step(Some(host), step, r.is_ok(), d));
+        self.journal
+            .note(|j| j.step(Some(host), step, r.is_ok(), d));
         r.map_err(|detail| fail(step, detail))
     }
 
@@ -237,9 +237,12 @@ impl Run<'_> {
     pub(super) fn converge(&self, host: &str, to: &ReleaseRef) -> Result<(), StepFail> {
         let h = self.ctx.host(host);
         self.healthy().map_err(|reason| fail(Step::Start, reason))?;
-        let spec = self.step(host, Step::Spec, h.service_spec(&to.commit).map_err(he), |_| {
-            None
-        })?;
+        let spec = self.step(
+            host,
+            Step::Spec,
+            h.service_spec(&to.commit).map_err(he),
+            |_| None,
+        )?;
         let port = self.step(
             host,
             Step::Port,
@@ -286,7 +289,11 @@ impl Run<'_> {
         let started = SystemTime::UNIX_EPOCH + Duration::from_millis(run.started_unix_ms);
         self.run_checks(host, &spec, to, port, started, Some(run.log.clone()))?;
         self.step(host, Step::MarkGood, h.mark_good(to).map_err(he), |_| None)?;
-        let repooled = self.ctx.pool.repool(h, Some(port)).map_err(|e| e.to_string());
+        let repooled = self
+            .ctx
+            .pool
+            .repool(h, Some(port))
+            .map_err(|e| e.to_string());
         self.step(host, Step::Repool, repooled, |_| None)?;
         Ok(())
     }

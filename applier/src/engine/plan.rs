@@ -72,7 +72,11 @@ impl Plan {
 }
 
 /// Plans `intent` on `ctx`'s environment, passing every gate first.
-pub fn plan(ctx: &EnvContext, intent: Intent<'_>, opts: &DeployOptions) -> Result<Plan, DeployError> {
+pub fn plan(
+    ctx: &EnvContext,
+    intent: Intent<'_>,
+    opts: &DeployOptions,
+) -> Result<Plan, DeployError> {
     match intent {
         Intent::Deploy { target } => plan_deploy(ctx, target, opts),
         Intent::Rollback => plan_rollback(ctx, opts),
@@ -151,7 +155,11 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         })
         .collect();
     let mut reason = opts.reason.clone();
-    if skipped && let Some(n) = notes.iter().find(|n| n.step == records::Step::PromotionCheck) {
+    if skipped
+        && let Some(n) = notes
+            .iter()
+            .find(|n| n.step == records::Step::PromotionCheck)
+    {
         reason = format!("{reason} [promotion check skipped: {}]", n.detail)
             .trim_start()
             .to_string();
@@ -245,13 +253,21 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
     })
 }
 
-fn plan_resume(ctx: &EnvContext, id: &str, rollback: bool, force: bool) -> Result<Plan, DeployError> {
+fn plan_resume(
+    ctx: &EnvContext,
+    id: &str,
+    rollback: bool,
+    force: bool,
+) -> Result<Plan, DeployError> {
     let writer = match JournalWriter::open(ctx.store.clone(), &ctx.name, id) {
         Ok(w) => w,
         Err(RecordError::Store(e)) if e.is_not_found() => {
             return Err(DeployError::usage(
                 format!("no deploy {id} in {}", ctx.name),
-                Some(format!("`applier history --env {}` lists its deploys", ctx.name)),
+                Some(format!(
+                    "`applier history --env {}` lists its deploys",
+                    ctx.name
+                )),
             ));
         }
         Err(e) => return Err(e.into()),
@@ -293,7 +309,11 @@ fn plan_resume(ctx: &EnvContext, id: &str, rollback: bool, force: bool) -> Resul
     Ok(Plan {
         writer,
         manifests,
-        mode: if rollback { Mode::RollBack } else { Mode::Continue },
+        mode: if rollback {
+            Mode::RollBack
+        } else {
+            Mode::Continue
+        },
         lease_reason: format!("resume {id}"),
         break_own_lease: force,
     })

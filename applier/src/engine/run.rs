@@ -74,7 +74,13 @@ pub(super) fn run(
         }
         r => r?,
     };
-    let run = Run::new(ctx, sink, plan.writer, plan.manifests, LeaseKeeper::new(held, ctx.lease_ttl));
+    let run = Run::new(
+        ctx,
+        sink,
+        plan.writer,
+        plan.manifests,
+        LeaseKeeper::new(held, ctx.lease_ttl),
+    );
     match plan.mode {
         Mode::Fresh => {}
         Mode::Continue => run.journal.note(|j| j.step(None, Step::Resume, true, None)),
@@ -91,7 +97,10 @@ fn emit_plan(ctx: &EnvContext, sink: &dyn EventSink, plan: &Plan, dry_run: bool)
     for (d, m) in &plan.manifests {
         if j.hosts.values().any(|e| e.to.manifest == *d) {
             let spec = super::service_spec_from_store(ctx.store.as_ref(), m).unwrap_or_default();
-            checks.insert(*d, check_list(ctx, &spec).iter().map(CheckSpec::name).collect());
+            checks.insert(
+                *d,
+                check_list(ctx, &spec).iter().map(CheckSpec::name).collect(),
+            );
         }
     }
     let groups = j
@@ -200,7 +209,9 @@ impl<'a> Run<'a> {
         self.journal.note(|_| {});
         if let Some(e) = self.journal.failure() {
             return Err(DeployError::Refused(Refusal {
-                record: self.journal.read(|j| crate::keys::deploy_journal(&j.env, &j.id)),
+                record: self
+                    .journal
+                    .read(|j| crate::keys::deploy_journal(&j.env, &j.id)),
                 reason: format!("cannot write the journal: {e}"),
                 way_out: None,
             }));

@@ -109,8 +109,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Cmd::History { env, limit } => {
             let r = resolve_config(&cli)?;
             let store = open_store(&r)?;
-            let all =
-                applier::records::history(store.as_ref(), env).map_err(Failure::refused)?;
+            let all = applier::records::history(store.as_ref(), env).map_err(Failure::refused)?;
             let skip = all.len().saturating_sub(*limit);
             print_history(&all[skip..], render);
             Ok(Exit::Ok)

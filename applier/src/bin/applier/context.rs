@@ -51,8 +51,9 @@ pub fn open_store(r: &Resolved) -> Result<Arc<dyn artifact::Store>, Failure> {
         ..Default::default()
     };
     artifact::store::open(&r.config.store, &opts).map_err(|e| {
-        Failure::refused(anyhow::Error::new(e).context("opening the store"))
-            .hint("check `store` (`--show-config` says where it was set) and the store's credentials")
+        Failure::refused(anyhow::Error::new(e).context("opening the store")).hint(
+            "check `store` (`--show-config` says where it was set) and the store's credentials",
+        )
     })
 }
 

@@ -94,8 +94,8 @@ pub fn run(cli: &Cli, root: &std::path::Path, op: &HostOp) -> Result<Exit, Failu
             let r = resolve_config(cli)?;
             let store = open_store(&r)?;
             let d: artifact::Digest = manifest.parse().map_err(Failure::usage)?;
-            let m = artifact::resolve::load_verified(store.as_ref(), &d)
-                .map_err(Failure::refused)?;
+            let m =
+                artifact::resolve::load_verified(store.as_ref(), &d).map_err(Failure::refused)?;
             h.fetch(store.as_ref(), &d, &m, Default::default())
                 .map(|r| serde_json::to_value(r).unwrap())
         }
