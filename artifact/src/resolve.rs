@@ -8,10 +8,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::Digest;
 use crate::keys;
 use crate::manifest::{BuildRecord, Manifest, ManifestError};
 use crate::store::{Store, StoreError};
-use crate::Digest;
 
 /// The fewest hex digits accepted as a prefix.
 pub const MIN_PREFIX: usize = 4;
@@ -111,7 +111,10 @@ pub fn resolve(store: &dyn Store, query: &str) -> Result<Digest, ResolveError> {
 }
 
 /// Resolves `query` and loads the artifact's manifest, verified ([`load_verified`]).
-pub fn resolve_verified(store: &dyn Store, query: &str) -> Result<(Digest, Manifest), ResolveError> {
+pub fn resolve_verified(
+    store: &dyn Store,
+    query: &str,
+) -> Result<(Digest, Manifest), ResolveError> {
     let d = resolve(store, query)?;
     Ok((d, load_verified(store, &d)?))
 }
