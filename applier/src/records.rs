@@ -377,3 +377,63 @@ pub fn new_deploy_id() -> String {
     let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{compact}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEPS: &[Step] = &[
+        Step::PromotionCheck,
+        Step::Signature,
+        Step::Resume,
+        Step::ResumeRollback,
+        Step::Preflight,
+        Step::Fetch,
+        Step::Capacity,
+        Step::Abort,
+        Step::Prune,
+        Step::Record,
+        Step::Spec,
+        Step::Port,
+        Step::Depool,
+        Step::Stop,
+        Step::Render,
+        Step::Switch,
+        Step::Start,
+        Step::Ready,
+        Step::Checks,
+        Step::MarkGood,
+        Step::Repool,
+        Step::Recheck,
+        Step::Panic,
+    ];
+
+    #[test]
+    fn one_spelling_for_steps_and_statuses() {
+        for s in STEPS {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "{s:?}");
+        }
+        for s in [
+            JournalStatus::Running,
+            JournalStatus::Succeeded,
+            JournalStatus::RolledBack,
+            JournalStatus::NeedsHuman,
+            JournalStatus::Refused,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "{s:?}");
+        }
+        assert_eq!(JournalStatus::RolledBack.as_str(), "rolled_back");
+    }
+
+    #[test]
+    fn journals_with_the_old_step_spellings_still_read() {
+        for (old, new) in [
+            ("mark-good", Step::MarkGood),
+            ("promotion-check", Step::PromotionCheck),
+            ("resume-rollback", Step::ResumeRollback),
+        ] {
+            let s: Step = serde_json::from_value(serde_json::json!(old)).unwrap();
+            assert_eq!(s, new);
+        }
+    }
+}

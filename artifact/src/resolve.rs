@@ -171,3 +171,83 @@ pub fn load_verified(store: &dyn Store, digest: &Digest) -> Result<Manifest, Res
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::PutBody;
+    use crate::store::fs::FsStore;
+
+    fn put(s: &dyn Store, key: &str, b: &[u8]) {
+        s.put_if_absent(key, PutBody::Bytes(b.to_vec()), None)
+            .unwrap();
+    }
+
+    /// A manifest of `commit` with one (fake) layer, and its build record.
+    fn artifact(s: &dyn Store, commit: &str) -> Digest {
+        let layer = format!("layer {commit}").into_bytes();
+        let ld = Digest::of(&layer);
+        put(s, &keys::blob(&ld), &layer);
+        let m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 1, "service": "svc",
+            "source": {"commit": commit, "tree": "0".repeat(40), "commit_time": 0,
+                       "author": "a", "subject": "s"},
+            "layers": [{"kind": "source", "media_type": "x", "digest": ld, "size": layer.len(),
+                        "diff_id": ld, "entries": 1}],
+            "platform": null, "deps": null, "storage": null,
+        }))
+        .unwrap();
+        let bytes = m.to_canonical_json();
+        let d = Digest::of(&bytes);
+        put(s, &keys::blob(&d), &bytes);
+        let rec = BuildRecord {
+            commit: commit.into(),
+            manifest: d,
+            built_at: String::new(),
+            builder_version: String::new(),
+        };
+        put(s, &keys::commit(commit), &serde_json::to_vec(&rec).unwrap());
+        d
+    }
+
+    #[test]
+    fn digests_commits_and_unique_prefixes_resolve_to_one_verified_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::open(dir.path()).unwrap();
+        let a = artifact(&s, &"ab12".repeat(10));
+        let b = artifact(&s, &"ab34".repeat(10));
+        assert_eq!(resolve(&s, &"ab12".repeat(10)).unwrap(), a, "full commit");
+        assert_eq!(resolve(&s, "ab12a").unwrap(), a, "commit prefix");
+        assert_eq!(resolve(&s, &a.to_string()).unwrap(), a, "full digest");
+        assert_eq!(resolve(&s, &a.hex()[..6]).unwrap(), a, "digest prefix");
+        assert_eq!(resolve_verified(&s, "ab34").unwrap().0, b, "4 digits");
+        match resolve(&s, "ab") {
+            Err(ResolveError::BadInput(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        match resolve(&s, "ab1x") {
+            Err(ResolveError::BadInput(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        // `sha256:` looks at digests only: a commit prefix does not match there.
+        assert!(matches!(
+            resolve(&s, "sha256:ab12ab12"),
+            Err(ResolveError::NotFound(_))
+        ));
+        // A third commit that starts like the first: the shared prefix is ambiguous.
+        let both = artifact(&s, &"ab1299".repeat(7)[..40]);
+        match resolve(&s, "ab12") {
+            Err(ResolveError::Ambiguous { candidates, .. }) => {
+                assert_eq!(candidates.len(), 2, "{candidates:?}");
+                assert!(
+                    candidates.contains(&a.to_string()) && candidates.contains(&both.to_string())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            resolve(&s, "ffff"),
+            Err(ResolveError::NotFound(_))
+        ));
+    }
+}

@@ -207,9 +207,8 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
             continue;
         }
         for r in from.iter().chain(std::iter::once(&target)) {
-            if !manifests.contains_key(&r.manifest) {
-                let m = resolve::load_verified(ctx.store.as_ref(), &r.manifest)?;
-                manifests.insert(r.manifest, m);
+            if let std::collections::btree_map::Entry::Vacant(slot) = manifests.entry(r.manifest) {
+                slot.insert(resolve::load_verified(ctx.store.as_ref(), &r.manifest)?);
             }
         }
         gate(

@@ -37,6 +37,8 @@ pub(super) struct Run<'a> {
 }
 
 /// Emits the plan; unless this is a dry run, takes the lease and runs it.
+// `LeaseError::Held` carries the holder's record by value; taking a lease is rare.
+#[allow(clippy::result_large_err)]
 pub(super) fn run(
     ctx: &EnvContext,
     sink: &dyn EventSink,
@@ -271,10 +273,13 @@ impl<'a> Run<'a> {
                 }
             }
             let bake = self.ctx.cfg.canary_bake.0;
-            if bi == 0 && groups.len() > 1 && !bake.is_zero() && kind == DeployKind::Deploy {
-                if let Err(reason) = self.bake(group, &todo, bake) {
-                    return Ok(self.abort_and_finish(reason));
-                }
+            if bi == 0
+                && groups.len() > 1
+                && !bake.is_zero()
+                && kind == DeployKind::Deploy
+                && let Err(reason) = self.bake(group, &todo, bake)
+            {
+                return Ok(self.abort_and_finish(reason));
             }
         }
         for h in self.ctx.hosts.values() {

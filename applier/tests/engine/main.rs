@@ -440,3 +440,16 @@ fn event_stream_matches_the_golden_file() {
         "the event stream changed; if on purpose, UPDATE_GOLDEN=1"
     );
 }
+
+/// `applier deploy abcd` takes the unique prefixes `builder show abcd` takes (one resolver).
+#[test]
+fn deploy_resolves_a_four_digit_commit_prefix() {
+    let hs = ["h1", "h2"];
+    let (bed, _) = bed(&hs);
+    let ctx = bed.ctx("prefix", groups(&hs, 1));
+    let o = engine::deploy(&ctx, &NullSink, &B[..4], &DeployOptions::default()).unwrap();
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    bed.assert_serves("h2", B);
+    let e = engine::deploy(&ctx, &NullSink, "bb", &DeployOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), engine::ErrorKind::Usage, "{e}");
+}

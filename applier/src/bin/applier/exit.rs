@@ -90,11 +90,46 @@ impl Failure {
     }
 
     pub fn deploy(e: DeployError) -> Self {
-        let f = Failure {
+        Failure {
             exit: Exit::of_error(&e),
             hint: e.way_out(),
             error: anyhow::Error::new(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_and_error_kinds_map_to_the_documented_codes() {
+        let codes: Vec<u8> = [
+            JournalStatus::Succeeded,
+            JournalStatus::Running,
+            JournalStatus::RolledBack,
+            JournalStatus::NeedsHuman,
+            JournalStatus::Refused,
+        ]
+        .into_iter()
+        .map(|s| Exit::of_status(s).code())
+        .collect();
+        assert_eq!(codes, [0, 0, 1, 2, 3]);
+        let usage = DeployError::Usage {
+            message: "no deploy x".into(),
+            way_out: None,
         };
-        f
+        assert_eq!(Exit::of_error(&usage).code(), 64);
+        let bad = DeployError::Resolve(artifact::resolve::ResolveError::BadInput("zz".into()));
+        assert_eq!(Exit::of_error(&bad).code(), 64);
+        let missing =
+            DeployError::Resolve(artifact::resolve::ResolveError::NotFound("abcd".into()));
+        assert_eq!(Exit::of_error(&missing).code(), 3);
+        assert!(
+            Failure::deploy(missing)
+                .hint
+                .unwrap()
+                .contains("builder build")
+        );
     }
 }
