@@ -9,13 +9,15 @@
 
 use std::time::{Duration, SystemTime};
 
+use artifact::manifest::Manifest;
+
 use super::run::{Run, check_list};
 use crate::checks::{self, CheckContext, CheckResult};
 use crate::events::Event;
 use crate::hostops::{
     HostError, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest, StartRequest, now_rfc3339,
 };
-use crate::records::{self, HostPhase, Step};
+use crate::records::{self, HostEntry, HostPhase, Step};
 use crate::service::ServiceSpec;
 use crate::transport::Host;
 
@@ -67,13 +69,7 @@ impl Run<'_> {
     /// that cannot.
     pub(super) fn preflight(&self, hosts: &[String]) -> Result<(), String> {
         let cfg = &self.ctx.cfg;
-        let results: Vec<Result<(), String>> = self.bounded(hosts, |h| {
-            let host = self.ctx.host(h);
-            let e = self.journal.entry(h);
-            let m = self
-                .manifests
-                .get(&e.to.manifest)
-                .ok_or_else(|| format!("{h}: manifest {} unavailable", e.to.manifest))?;
+        self.each_target(hosts, |h, host, _, m| {
             let size: u64 = m.layers.iter().map(|l| l.size).sum();
             let node = (!cfg.node.is_empty() && m.platform.is_some()).then(|| cfg.node.clone());
             let r = host.preflight(&PreflightRequest {
@@ -108,19 +104,35 @@ impl Run<'_> {
             self.journal
                 .note(|j| j.step(Some(h), Step::Preflight, r.is_ok(), Some(detail)));
             r.map(|_| ()).map_err(|e| format!("preflight {h}: {e}"))
-        });
-        join_errors(results)
+        })
     }
 
-    /// Fetches every host's target release (and, best effort, its restore target).
-    pub(super) fn prefetch(&self, hosts: &[String]) -> Result<(), String> {
-        let results: Vec<Result<(), String>> = self.bounded(hosts, |h| {
-            let host = self.ctx.host(h);
+    /// Runs `f` for every host with its entry and target manifest, on the bounded pool;
+    /// `Err` joins every host's error.
+    fn each_target(
+        &self,
+        hosts: &[String],
+        f: impl Fn(&String, &dyn Host, &HostEntry, &Manifest) -> Result<(), String> + Sync,
+    ) -> Result<(), String> {
+        let results = self.bounded(hosts, |h| {
             let e = self.journal.entry(h);
             let m = self
                 .manifests
                 .get(&e.to.manifest)
                 .ok_or_else(|| format!("{h}: manifest {} unavailable", e.to.manifest))?;
+            f(h, self.ctx.host(h), &e, m)
+        });
+        let errs: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+
+    /// Fetches every host's target release (and, best effort, its restore target).
+    pub(super) fn prefetch(&self, hosts: &[String]) -> Result<(), String> {
+        self.each_target(hosts, |h, host, e, m| {
             let r = host.fetch(&e.to.manifest, m);
             let detail = match &r {
                 Ok(rep) if rep.cached => format!("{} already on the host", rep.release),
@@ -146,8 +158,7 @@ impl Run<'_> {
                 let _ = host.fetch(&from.manifest, fm);
             }
             Ok(())
-        });
-        join_errors(results)
+        })
     }
 
     /// Takes one host through the path to its target, recording its touch order and outcome.
@@ -411,14 +422,5 @@ impl Run<'_> {
             detail,
         });
         ok
-    }
-}
-
-fn join_errors(results: Vec<Result<(), String>>) -> Result<(), String> {
-    let errs: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(errs.join("; "))
     }
 }
