@@ -16,7 +16,7 @@ pub use model::service::checks::{
 };
 
 use crate::config::CheckSettings;
-use crate::transport::Host;
+use crate::host::Host;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,20 +1,35 @@
-//! What a deploy reports as it goes: a stream of [`Event`]s to an [`EventSink`]. The binary
-//! renders them as a live view, plain lines, or JSON lines (`--format json`).
+//! What a deploy reports as it goes: a stream of typed [`Event`]s to an [`EventSink`]. The
+//! binary renders them as a live view, plain lines, or JSON lines (`--format json`, where it
+//! stamps each with `ts` and adds the exit code to `finished`); `ci/bench` parses that stream.
+//! Steps, kinds and statuses are the journal's own types, so both spell them the same way.
 
+use artifact::Digest;
 use serde::Serialize;
 
 use crate::checks::CheckResult;
+use crate::guard::DeployType;
+use crate::records::{DeployKind, JournalStatus, Step};
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// `applier promote`: what the source environment runs, before the deploy's own plan.
+    Promote {
+        from: String,
+        to: String,
+        commit: String,
+        artifact: Digest,
+        from_deploy: String,
+        from_hosts: Vec<String>,
+        dry_run: bool,
+    },
     Plan {
         deploy_id: String,
         env: String,
-        kind: String,
-        artifact: Option<String>,
+        kind: DeployKind,
+        artifact: Option<Digest>,
         commit: Option<String>,
-        deploy_type: Option<String>,
+        deploy_type: Option<DeployType>,
         dry_run: bool,
         groups: Vec<PlanGroup>,
     },
@@ -34,7 +49,7 @@ pub enum Event {
     },
     Step {
         host: String,
-        step: String,
+        step: Step,
         ok: bool,
         detail: Option<String>,
     },
@@ -63,8 +78,7 @@ pub enum Event {
     },
     Finished {
         deploy_id: String,
-        status: String,
-        exit_code: i32,
+        status: JournalStatus,
         message: String,
     },
 }
@@ -94,4 +108,20 @@ pub struct NullSink;
 
 impl EventSink for NullSink {
     fn emit(&self, _: &Event) {}
+}
+
+/// Keeps every event (for tests and for callers that render afterwards).
+#[derive(Debug, Default)]
+pub struct VecSink(pub std::sync::Mutex<Vec<Event>>);
+
+impl VecSink {
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl EventSink for VecSink {
+    fn emit(&self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
 }

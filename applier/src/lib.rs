@@ -7,35 +7,35 @@
 //!   and the protocol session of `applier host`.
 //! - [`host`]: the [`host::Host`] trait every host operation goes through, and its transports
 //!   (local, ssh, in-memory).
-//! - [`hostops`], [`transport`], [`ssh`]: the former paths of those, re-exported.
+//! - [`hostops`]: the former path of the protocol and target types (tests still use it).
 //! - [`haproxy`]: the HAProxy runtime-API pool driver.
 //! - [`pool`]: load-balancer control.
 //! - [`checks`]: http, logs and metrics checks.
-//! - [`deploy`]: the rolling deploy, rollback, resume and status.
-//! - [`promotion`]: the `promotion.requires` gate and what `promote` takes from an env.
-//! - [`records`]: env state and deploy journals in the store.
-//! - [`resolve`]: digest/commit/prefix -> verified manifest.
+//! - [`engine`]: the deploy engine (plan, gates, lease, run, host path, journal) and its entry
+//!   points deploy, promote, rollback, resume and status.
+//! - [`promotion`]: the `promotion.requires` records and what `promote` takes from an env.
+//! - [`records`]: env state and deploy journals in the store, and the [`records::Step`] names.
+//! - [`keys`]: where the environment records live in the store.
 //! - [`guard`]: the storage-schema guard seam.
 //! - [`events`]: the progress event stream.
 //!
-//! The library never prints, exits or reads the environment.
+//! The library never prints or exits, and reads no environment variables of its own: the
+//! binary passes them in (see [`config::Layers`]).
 
 pub mod checks;
 pub mod config;
-pub mod deploy;
+pub mod engine;
 pub mod events;
 pub mod guard;
 pub mod haproxy;
 pub mod host;
 pub mod hostops;
+pub mod keys;
 pub mod pool;
 pub mod promotion;
 pub mod protocol;
 pub mod records;
-pub mod resolve;
 pub mod service;
-pub mod ssh;
 pub mod target;
-pub mod transport;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::config::PoolConfig;
-use crate::hostops::exec;
-use crate::transport::Host;
+use crate::host::Host;
+use crate::target::exec;
 
 #[derive(Debug, thiserror::Error)]
 #[error("pool {action} of {host}: {detail}")]

@@ -2,7 +2,7 @@
 //!
 //! An environment with `promotion: {requires: [staging]}` takes only artifacts that a succeeded
 //! deploy already put on every required environment ([`check`], run by
-//! [`crate::deploy::deploy`] before the storage guard and the lease). [`source_release`] finds
+//! [`crate::engine::deploy`] before the storage guard and the lease). [`source_release`] finds
 //! the one artifact an environment runs, for `applier promote`. Both read only the store's
 //! records (`envs/<env>/state.json` and the deploy journals), so the required environments need
 //! not be configured in the same file.
@@ -13,7 +13,7 @@ use artifact::Digest;
 use artifact::store::Store;
 
 use crate::config::PromotionPolicy;
-use crate::hostops::ReleaseRef;
+use crate::protocol::ReleaseRef;
 use crate::records::{self, DeployKind, Journal, JournalStatus, RecordError};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +21,12 @@ pub enum PromotionError {
     #[error(transparent)]
     Records(#[from] RecordError),
     /// The artifact has not passed every required environment (`missing`); `message` names
-    /// the artifact, those environments and what to do.
+    /// the artifact and those environments, `way_out` what to do.
     #[error("{message}")]
     NotPassed {
         missing: Vec<String>,
         message: String,
+        way_out: String,
     },
     /// The source environment does not run one artifact that a succeeded deploy put there.
     #[error("cannot promote from {env}: {detail}")]
@@ -67,11 +68,18 @@ pub fn check(
     }
     let first = &missing[0];
     let message = format!(
-        "{env} requires artifacts to pass {required} first; {artifact} (commit {commit}) has no succeeded deploy in {}. Deploy it there first (`applier deploy {artifact} --env {first}`), or promote what {first} runs (`applier promote --from {first} --to {env}`); in an emergency, `--skip-promotion-check` lifts this for one run and is recorded in the journal",
+        "{env} requires artifacts to pass {required} first; {artifact} (commit {commit}) has no succeeded deploy in {}",
         missing.join(", "),
         required = policy.requires.join(", "),
     );
-    Err(PromotionError::NotPassed { missing, message })
+    let way_out = format!(
+        "deploy it there first (`applier deploy {artifact} --env {first}`), or promote what {first} runs (`applier promote --from {first} --to {env}`); in an emergency, `--skip-promotion-check` lifts this for one run and is recorded in the journal"
+    );
+    Err(PromotionError::NotPassed {
+        missing,
+        message,
+        way_out,
+    })
 }
 
 /// What `from` runs, ready to promote: the one release every host is on, and the succeeded

@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use artifact::Digest;
 use artifact::store::{ETag, Store, StoreError};
-use artifact::{Digest, keys};
 use serde::{Deserialize, Serialize};
 
 use crate::checks::CheckResult;
 use crate::guard::DeployType;
-use crate::hostops::{ReleaseRef, now_rfc3339};
+use crate::keys;
+use crate::protocol::ReleaseRef;
+use crate::target::now_rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -132,11 +134,113 @@ pub struct HostEntry {
     pub checks: Vec<CheckResult>,
 }
 
+/// Every step a deploy records in its journal and reports as an event, in one spelling
+/// (snake_case) for the journal, the event stream, the renderers and the benchmark. Journals
+/// written before this spelling (`mark-good`, `promotion-check`, `resume-rollback`) still read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The `promotion` gate passed (or was skipped with `--skip-promotion-check`).
+    #[serde(alias = "promotion-check")]
+    PromotionCheck,
+    /// The `require_signature` gate passed.
+    Signature,
+    /// `applier resume` continued the deploy.
+    Resume,
+    /// `applier resume --rollback` rolled it back.
+    #[serde(alias = "resume-rollback")]
+    ResumeRollback,
+    Preflight,
+    Fetch,
+    /// The capacity guard waited for, or counted, hosts out of the pool.
+    Capacity,
+    Abort,
+    Prune,
+    /// Writing the env state failed.
+    Record,
+    // The per-host path, in order (engine::path).
+    Spec,
+    Port,
+    Depool,
+    Stop,
+    Render,
+    Switch,
+    Start,
+    Ready,
+    Checks,
+    #[serde(alias = "mark-good")]
+    MarkGood,
+    Repool,
+    /// The checks again, after the canary bake.
+    Recheck,
+    /// A host's thread panicked.
+    Panic,
+}
+
+impl Step {
+    /// The spelling used in the journal and the event stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::PromotionCheck => "promotion_check",
+            Step::Signature => "signature",
+            Step::Resume => "resume",
+            Step::ResumeRollback => "resume_rollback",
+            Step::Preflight => "preflight",
+            Step::Fetch => "fetch",
+            Step::Capacity => "capacity",
+            Step::Abort => "abort",
+            Step::Prune => "prune",
+            Step::Record => "record",
+            Step::Spec => "spec",
+            Step::Port => "port",
+            Step::Depool => "depool",
+            Step::Stop => "stop",
+            Step::Render => "render",
+            Step::Switch => "switch",
+            Step::Start => "start",
+            Step::Ready => "ready",
+            Step::Checks => "checks",
+            Step::MarkGood => "mark_good",
+            Step::Repool => "repool",
+            Step::Recheck => "recheck",
+            Step::Panic => "panic",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl JournalStatus {
+    /// The spelling used in the journal and the event stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalStatus::Running => "running",
+            JournalStatus::Succeeded => "succeeded",
+            JournalStatus::RolledBack => "rolled_back",
+            JournalStatus::NeedsHuman => "needs_human",
+            JournalStatus::Refused => "refused",
+        }
+    }
+}
+
+impl DeployKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployKind::Deploy => "deploy",
+            DeployKind::Rollback => "rollback",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub at: String,
     pub host: Option<String>,
-    pub step: String,
+    pub step: Step,
     pub ok: bool,
     pub detail: Option<String>,
 }
@@ -165,11 +269,11 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn step(&mut self, host: Option<&str>, step: &str, ok: bool, detail: Option<String>) {
+    pub fn step(&mut self, host: Option<&str>, step: Step, ok: bool, detail: Option<String>) {
         self.steps.push(StepRecord {
             at: now_rfc3339(),
             host: host.map(str::to_string),
-            step: step.to_string(),
+            step,
             ok,
             detail,
         });
@@ -273,4 +377,64 @@ pub fn new_deploy_id() -> String {
     let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let compact: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{compact}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEPS: &[Step] = &[
+        Step::PromotionCheck,
+        Step::Signature,
+        Step::Resume,
+        Step::ResumeRollback,
+        Step::Preflight,
+        Step::Fetch,
+        Step::Capacity,
+        Step::Abort,
+        Step::Prune,
+        Step::Record,
+        Step::Spec,
+        Step::Port,
+        Step::Depool,
+        Step::Stop,
+        Step::Render,
+        Step::Switch,
+        Step::Start,
+        Step::Ready,
+        Step::Checks,
+        Step::MarkGood,
+        Step::Repool,
+        Step::Recheck,
+        Step::Panic,
+    ];
+
+    #[test]
+    fn one_spelling_for_steps_and_statuses() {
+        for s in STEPS {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "{s:?}");
+        }
+        for s in [
+            JournalStatus::Running,
+            JournalStatus::Succeeded,
+            JournalStatus::RolledBack,
+            JournalStatus::NeedsHuman,
+            JournalStatus::Refused,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "{s:?}");
+        }
+        assert_eq!(JournalStatus::RolledBack.as_str(), "rolled_back");
+    }
+
+    #[test]
+    fn journals_with_the_old_step_spellings_still_read() {
+        for (old, new) in [
+            ("mark-good", Step::MarkGood),
+            ("promotion-check", Step::PromotionCheck),
+            ("resume-rollback", Step::ResumeRollback),
+        ] {
+            let s: Step = serde_json::from_value(serde_json::json!(old)).unwrap();
+            assert_eq!(s, new);
+        }
+    }
 }

@@ -134,7 +134,7 @@ fn canary_failure(variant: &str, env_name: &str) {
         assert_eq!(st.last_good.unwrap().commit, fx.commit("good"));
     }
     let fin = &events(&evs, "finished")[0];
-    assert_eq!(fin["status"], "rolledback");
+    assert_eq!(fin["status"], "rolled_back");
 }
 
 #[test]
@@ -343,7 +343,7 @@ fn corrupt_blob_fails_prefetch_and_changes_nothing() {
     // layer is shared with the other variants).
     let d: artifact::Digest = fx.digest("corrupt").parse().unwrap();
     let store = artifact::store::open(fx.store.to_str().unwrap(), &Default::default()).unwrap();
-    let m = applier::resolve::load_verified(store.as_ref(), &d).unwrap();
+    let m = artifact::resolve::load_verified(store.as_ref(), &d).unwrap();
     let src = m.layer(artifact::manifest::LayerKind::Source).unwrap();
     let path = fx.store.join(artifact::keys::blob(&src.digest));
     let mut perm = std::fs::metadata(&path).unwrap().permissions();
@@ -614,7 +614,7 @@ fn promotion_gate_requires_a_succeeded_staging_deploy() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["step"] == "promotion-check"
+            .any(|s| s["step"] == "promotion_check"
                 && s["detail"]
                     .as_str()
                     .unwrap()
@@ -638,7 +638,7 @@ fn promotion_gate_requires_a_succeeded_staging_deploy() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["step"] == "promotion-check"
+            .any(|s| s["step"] == "promotion_check"
                 && s["detail"] == format!("passed pg-stg (deploy {stg_id})")),
         "{j:#}"
     );

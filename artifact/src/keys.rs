@@ -5,10 +5,10 @@
 //! commits/<git-sha>                   -> build record (manifest digest), immutable
 //! deps/<dependency-key>               -> dependency layer record, immutable
 //! sigs/<manifest-hex>/<key-id>        ed25519 signature record of an artifact, immutable
-//! envs/<env>/state.json               per-host current / last known good, compare-and-swap
-//! envs/<env>/lock                     lease lock
-//! envs/<env>/deploys/<deploy-id>.json journal of one deploy
 //! ```
+//!
+//! The environments' records (`envs/...`: state, lease, deploy journals) belong to the applier
+//! and are laid out there; an artifact knows nothing of deploys.
 
 use crate::Digest;
 
@@ -31,16 +31,4 @@ pub fn signature(manifest: &Digest, key_id: &str) -> String {
 /// Prefix of every signature record of the artifact `manifest`.
 pub fn signatures_prefix(manifest: &Digest) -> String {
     format!("sigs/{}/", manifest.hex())
-}
-pub fn env_state(env: &str) -> String {
-    format!("envs/{env}/state.json")
-}
-pub fn env_lock(env: &str) -> String {
-    format!("envs/{env}/lock")
-}
-pub fn deploy_journal(env: &str, deploy_id: &str) -> String {
-    format!("envs/{env}/deploys/{deploy_id}.json")
-}
-pub fn deploys_prefix(env: &str) -> String {
-    format!("envs/{env}/deploys/")
 }

@@ -1,79 +1,37 @@
 //! Reading what is stored: resolve a hash or commit to an artifact, list artifacts by commit,
 //! and verify an artifact by re-reading and re-hashing every blob it names.
 
-use std::collections::BTreeSet;
 use std::io::{self, Read};
 
 use artifact::manifest::{BuildRecord, LayerKind, Manifest};
+use artifact::resolve::ResolveError;
 use artifact::store::Store;
 use artifact::{Digest, keys};
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 
 use crate::Error;
-use crate::build::{commit_record, load_manifest};
+use crate::build::load_manifest;
 
-/// Manifests are small; a blob bigger than this is never considered one when resolving a prefix.
-const MAX_MANIFEST_SIZE: u64 = 1 << 20;
-
-/// Resolves `query` to a manifest digest. `query` is a manifest digest (`sha256:<hex>` or hex,
-/// full or a unique prefix of at least 4 digits) or a git commit id (full or unique prefix),
-/// looked up through `commits/`.
+/// Resolves `query` to a manifest digest with the one resolver every tool uses
+/// ([`artifact::resolve`]): a manifest digest (`sha256:<hex>` or hex, full or a unique prefix of
+/// at least 4 digits) or a git commit id (full or unique prefix), looked up through `commits/`.
 pub fn resolve(store: &dyn Store, query: &str) -> Result<Digest, Error> {
-    let q = query.trim();
-    let (hex, digest_only) = match q.strip_prefix("sha256:") {
-        Some(h) => (h, true),
-        None => (q, false),
-    };
-    let hex = hex.to_ascii_lowercase();
-    if hex.len() < 4 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::BadQuery(query.to_string()));
-    }
-    if hex.len() == 64 {
-        let d: Digest = hex
-            .parse()
-            .map_err(|_| Error::BadQuery(query.to_string()))?;
-        return match store.head(&keys::blob(&d))? {
-            Some(_) => Ok(d),
-            None => Err(Error::NotFound(query.to_string())),
-        };
-    }
-    if hex.len() == 40
-        && !digest_only
-        && let Some(rec) = commit_record(store, &hex)?
-    {
-        return Ok(rec.manifest);
-    }
-
-    let mut found: BTreeSet<Digest> = BTreeSet::new();
-    if !digest_only {
-        for meta in store.list(&format!("{}{hex}", keys::COMMITS_PREFIX))? {
-            let sha = &meta.key[keys::COMMITS_PREFIX.len()..];
-            if let Some(rec) = commit_record(store, sha)? {
-                found.insert(rec.manifest);
-            }
-        }
-    }
-    for meta in store.list(&format!("{}{hex}", keys::BLOBS_PREFIX))? {
-        if meta.size > MAX_MANIFEST_SIZE {
-            continue;
-        }
-        let Ok(d) = meta.key[keys::BLOBS_PREFIX.len()..].parse::<Digest>() else {
-            continue;
-        };
-        let (bytes, _) = store.get_bytes(&meta.key)?;
-        if Manifest::from_json(&bytes).is_ok() {
-            found.insert(d);
-        }
-    }
-    match found.len() {
-        0 => Err(Error::NotFound(query.to_string())),
-        1 => Ok(found.into_iter().next().expect("one")),
-        _ => Err(Error::Ambiguous {
-            query: query.to_string(),
-            candidates: found.iter().map(|d| d.to_string()).collect(),
-        }),
-    }
+    artifact::resolve::resolve(store, query).map_err(|e| match e {
+        ResolveError::BadInput(q) => Error::BadQuery(q),
+        ResolveError::NotFound(q) => Error::NotFound(q),
+        ResolveError::Ambiguous { input, candidates } => Error::Ambiguous {
+            query: input,
+            candidates,
+        },
+        ResolveError::Corrupt { key, detail } => Error::Corrupt { key, detail },
+        ResolveError::Store(e) => Error::Store(e),
+        // Only `load_verified` verifies; `resolve` never returns these.
+        e @ (ResolveError::BadManifest { .. } | ResolveError::Verify { .. }) => Error::Corrupt {
+            key: query.to_string(),
+            detail: e.to_string(),
+        },
+    })
 }
 
 /// Resolves `query` and reads its manifest.

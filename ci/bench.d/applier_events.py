@@ -10,9 +10,9 @@ the gap to the previous event of the same host:
   checks       = last check - ready
   host total   = host_done - start of its batch
   overhead     = host total - stop - start+ready - checks
-               (spec, port, depool, render, switch, mark-good, repool, journal and state
+               (spec, port, depool, render, switch, mark_good, repool, journal and state
                records, and waiting on the other hosts of the batch for shared locks)
-  journal save = depool - port and repool - mark-good (no-op steps with `pool: {driver: none}`:
+  journal save = depool - port and repool - mark_good (no-op steps with `pool: {driver: none}`:
                the gap is the journal save of the step before, including its lock wait)
 A batch starts at the last event before its first step (the group event or the previous
 batch's last host_done).
@@ -82,7 +82,7 @@ def main():
             total = s["done"] - b["start"]
             # With `pool: {driver: none}` the depool and repool steps do nothing: the gap before
             # each is the journal save of the step before it (including waiting for its lock).
-            journal = ((s["depool"] - s["port"]) + (s["repool"] - s["mark-good"])) / 2
+            journal = ((s["depool"] - s["port"]) + (s["repool"] - s["mark_good"])) / 2
             hosts.append(
                 {
                     "journal_save": journal,

@@ -1,19 +1,27 @@
-//! The per-environment lease lock (`envs/<env>/lock`).
+//! The per-environment lease lock (`envs/<env>/lock`) and its renewal.
 //!
 //! Taken with create-if-absent, so two deploys cannot both hold it. A lease carries its holder,
 //! reason, deploy id and expiry; an expired lease can be taken over by compare-and-swap on the
-//! stale lease's version, so two takeovers cannot both win. The holder renews it while working.
+//! stale lease's version, so two takeovers cannot both win. A running deploy holds it through a
+//! [`LeaseKeeper`], which renews it beside the run and tells the run when it was lost.
+//! [`break_held`] is the one way to remove a lease someone else holds (`resume --force`).
+//!
+//! Fencing: [`LeaseKeeper::held`] is the one question the engine asks before each batch and
+//! while it waits; a fencing token (a counter bumped on every acquire, checked by the writes
+//! the engine makes) belongs in [`LeaseInfo`] and in that check.
 
 // `LeaseError::Held` carries the holder's record by value (the agreed API); these calls are rare,
 // so the large error variant costs nothing that matters.
 #![allow(clippy::result_large_err)]
 
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
+use artifact::store::{ETag, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::keys;
-use crate::store::{ETag, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfo {
@@ -188,6 +196,83 @@ pub fn is_expired(env: &str, info: &LeaseInfo, now: SystemTime) -> Result<bool, 
     Ok(expires <= now)
 }
 
+/// Removes the lease on `env` if (and only if) it is held by `deploy_id`, by compare-and-swap
+/// on the version read. Returns whether a lease was removed.
+pub fn break_held(store: &dyn Store, env: &str, deploy_id: &str) -> Result<bool, LeaseError> {
+    let Some((info, etag)) = current(store, env)? else {
+        return Ok(false);
+    };
+    if info.deploy_id != deploy_id {
+        return Err(LeaseError::Held {
+            env: env.to_string(),
+            info,
+        });
+    }
+    match store.delete_if(&keys::env_lock(env), &etag) {
+        Ok(()) => Ok(true),
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A held lease, renewed while a run works ([`LeaseKeeper::renew_until`]).
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    lease: Mutex<Lease>,
+    ttl: Duration,
+    lost: AtomicBool,
+}
+
+impl LeaseKeeper {
+    pub fn new(lease: Lease, ttl: Duration) -> Self {
+        LeaseKeeper {
+            lease: Mutex::new(lease),
+            ttl,
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// `Err` once the lease was lost (taken over or removed): the run must stop.
+    pub fn held(&self) -> Result<(), String> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err("the environment lease was lost".into());
+        }
+        Ok(())
+    }
+
+    /// True once the lease was lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Renews every third of the ttl (at least every 200 ms) until `stop` is set or the lease
+    /// is lost. A transient store error is retried next round: the ttl leaves room for it.
+    pub fn renew_until(&self, store: &dyn Store, stop: &AtomicBool) {
+        let every = (self.ttl / 3).max(Duration::from_millis(200));
+        let mut last = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            if last.elapsed() < every {
+                continue;
+            }
+            last = Instant::now();
+            let mut l = self.lease.lock().unwrap();
+            if let Err(LeaseError::Lost { .. }) = renew(store, &mut l, self.ttl, SystemTime::now())
+            {
+                self.lost.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+
+    /// Releases the lease unless it was lost (then it is someone else's now).
+    pub fn release(&self, store: &dyn Store) {
+        if !self.is_lost() {
+            let _ = release(store, &self.lease.lock().unwrap());
+        }
+    }
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -203,7 +288,7 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use super::*;
-    use crate::store::fs::FsStore;
+    use artifact::store::fs::FsStore;
 
     const TTL: Duration = Duration::from_secs(600);
 
@@ -320,5 +405,20 @@ mod tests {
                 winners[0]
             );
         }
+    }
+
+    #[test]
+    fn break_held_removes_only_the_named_deploys_lease() {
+        let (_d, s) = store();
+        let now = SystemTime::now();
+        acquire(&*s, "prod", "a@h1", "r", "d1", TTL, now).unwrap();
+        assert!(matches!(
+            break_held(&*s, "prod", "d2"),
+            Err(LeaseError::Held { info, .. }) if info.deploy_id == "d1"
+        ));
+        assert!(current(&*s, "prod").unwrap().is_some());
+        assert!(break_held(&*s, "prod", "d1").unwrap());
+        assert!(current(&*s, "prod").unwrap().is_none());
+        assert!(!break_held(&*s, "prod", "d1").unwrap());
     }
 }

@@ -1,0 +1,163 @@
+//! The command line: every subcommand and flag of `applier` (clap).
+
+use std::path::PathBuf;
+
+use applier::engine::DeployOptions;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "applier",
+    version,
+    about = "Rolling, checked, reversible deploys of built artifacts"
+)]
+pub struct Cli {
+    /// Config file(s) (YAML); default ./deploy.yaml if present.
+    #[arg(long, global = true, env = "APPLIER_CONFIG")]
+    pub config: Vec<PathBuf>,
+    /// Store location (directory or s3://bucket/prefix); overrides config and APPLIER_STORE.
+    #[arg(long, global = true)]
+    pub store: Option<String>,
+    /// Override a config value: --set envs.staging.group_size=2 (repeatable).
+    #[arg(long = "set", global = true, value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+    /// Output: auto (live view on a terminal, else plain), plain, json (JSON lines on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Print the resolved configuration and where each value came from, then exit.
+    #[arg(long, global = true)]
+    pub show_config: bool,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Auto,
+    Plain,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Deploy an artifact (manifest digest, git commit, or a unique prefix of either).
+    Deploy {
+        target: String,
+        #[arg(long)]
+        env: String,
+        #[command(flatten)]
+        flags: DeployFlags,
+    },
+    /// Deploy to `--to` the artifact that `--from` runs (every host of `--from` on the same
+    /// release, put there by a succeeded deploy).
+    Promote {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        flags: DeployFlags,
+    },
+    /// Roll every host back to the release it ran before the last successful deploy.
+    Rollback {
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        dry_run: bool,
+        /// Roll back even where the storage guard says the old code would not start
+        /// (e.g. Cassandra with identical content). Use only when you know the storage allows it.
+        #[arg(long)]
+        force_schema_rollback: bool,
+        /// Table backend whose schema rules apply.
+        #[arg(long, value_enum, default_value = "cassandra")]
+        backend: BackendArg,
+    },
+    /// Continue a deploy whose applier died, or roll it back.
+    Resume {
+        deploy_id: String,
+        /// The environment (searched in every configured one if omitted).
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long)]
+        rollback: bool,
+        /// Break the lease still held by that deploy (only if its applier is surely gone).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every host's release and drift between the records and the hosts.
+    Status {
+        #[arg(long)]
+        env: String,
+    },
+    /// Past deploys of an environment.
+    History {
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The target side: host-protocol requests as JSON lines on stdin (a hello first), one
+    /// JSON answer line each on stdout. Alone with no input, `applier host --root R stop`
+    /// (or any request that needs no fields) runs that request.
+    Host {
+        /// The host's root directory.
+        #[arg(long)]
+        root: PathBuf,
+        /// The request's op: names it in process listings; every request must be of it.
+        op: Option<String>,
+    },
+}
+
+/// The flags `deploy` and `promote` share.
+#[derive(clap::Args)]
+pub struct DeployFlags {
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Acknowledge one non-rollbackable storage change, exactly as schema-guard names it:
+    /// `SG002 <table> <from>-><to> <reason>`. Repeatable.
+    #[arg(long = "ack", value_name = "ACK")]
+    pub acks: Vec<String>,
+    /// Table backend whose schema rules apply.
+    #[arg(long, value_enum, default_value = "cassandra")]
+    pub backend: BackendArg,
+    /// Emergency override: deploy even though the artifact has not passed the environments the
+    /// target's `promotion.requires` names (recorded in the journal). One run only.
+    #[arg(long)]
+    pub skip_promotion_check: bool,
+}
+
+impl DeployFlags {
+    pub fn options(&self) -> DeployOptions {
+        DeployOptions {
+            reason: self.reason.clone(),
+            dry_run: self.dry_run,
+            guard: applier::guard::GuardOptions {
+                backend: (&self.backend).into(),
+                acks: self.acks.clone(),
+            },
+            force_schema_rollback: false,
+            skip_promotion_check: self.skip_promotion_check,
+        }
+    }
+}
+
+/// `--backend` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BackendArg {
+    Cassandra,
+    Sqlite,
+}
+
+impl From<&BackendArg> for schema_guard::Backend {
+    fn from(b: &BackendArg) -> Self {
+        match b {
+            BackendArg::Cassandra => schema_guard::Backend::Cassandra,
+            BackendArg::Sqlite => schema_guard::Backend::Sqlite,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! One function per subcommand: resolve what it needs, call the library, render the result.
+
+use std::io::IsTerminal;
+
+use applier::engine::{self, DeployError, DeployOptions, HostReport, Outcome};
+use applier::records::Journal;
+
+use crate::cli::{Cli, Cmd, Format};
+use crate::context::{env_ctx, open_store, resolve_config};
+use crate::exit::{Exit, Failure};
+use crate::render::{Render, Sink, short};
+
+pub fn run(cli: Cli) -> Result<Exit, Failure> {
+    if cli.show_config {
+        let r = resolve_config(&cli)?;
+        print!("{}", r.show());
+        return Ok(Exit::Ok);
+    }
+    let Some(cmd) = &cli.cmd else {
+        return Err(Failure::usage(anyhow::anyhow!("no command given")).hint("`applier --help`"));
+    };
+    let render = match cli.format {
+        Format::Auto if std::io::stderr().is_terminal() => Render::Live,
+        Format::Auto | Format::Plain => Render::Plain,
+        Format::Json => Render::Json,
+    };
+    match cmd {
+        Cmd::Host { root, op } => crate::host::run(root, op.as_deref()),
+        Cmd::Deploy { target, env, flags } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env)?;
+            let sink = Sink::new(render);
+            let res = engine::deploy(&ctx, &sink, target, &flags.options());
+            finish(&sink, res)
+        }
+        Cmd::Promote { from, to, flags } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, to)?;
+            let from_hosts: Option<Vec<String>> = r
+                .config
+                .envs
+                .get(from)
+                .map(|e| e.hosts.keys().cloned().collect());
+            let sink = Sink::new(render);
+            let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &flags.options());
+            finish(&sink, res)
+        }
+        Cmd::Rollback {
+            env,
+            reason,
+            dry_run,
+            force_schema_rollback,
+            backend,
+        } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env)?;
+            let sink = Sink::new(render);
+            let opts = DeployOptions {
+                reason: reason.clone(),
+                dry_run: *dry_run,
+                guard: applier::guard::GuardOptions {
+                    backend: backend.into(),
+                    acks: vec![],
+                },
+                force_schema_rollback: *force_schema_rollback,
+                skip_promotion_check: false,
+            };
+            finish(&sink, engine::rollback(&ctx, &sink, &opts))
+        }
+        Cmd::Resume {
+            deploy_id,
+            env,
+            rollback,
+            force,
+        } => {
+            let r = resolve_config(&cli)?;
+            let env = match env {
+                Some(e) => e.clone(),
+                None => {
+                    let store = open_store(&r)?;
+                    let envs: Vec<String> = r.config.envs.keys().cloned().collect();
+                    applier::records::find_journal(store.as_ref(), &envs, deploy_id)
+                        .map_err(Failure::refused)?
+                        .ok_or_else(|| {
+                            Failure::usage(anyhow::anyhow!(
+                                "no deploy {deploy_id} in any configured environment"
+                            ))
+                            .hint("`applier history --env <env>` lists an environment's deploys")
+                        })?
+                }
+            };
+            let ctx = env_ctx(&r, &env)?;
+            let sink = Sink::new(render);
+            finish(
+                &sink,
+                engine::resume(&ctx, &sink, deploy_id, *rollback, *force),
+            )
+        }
+        Cmd::Status { env } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env)?;
+            let hosts = engine::status(&ctx).map_err(Failure::deploy)?;
+            print_status(&hosts, render);
+            let drift = hosts
+                .iter()
+                .any(|h| !h.drift.is_empty() || h.error.is_some());
+            Ok(if drift { Exit::Failed } else { Exit::Ok })
+        }
+        Cmd::History { env, limit } => {
+            let r = resolve_config(&cli)?;
+            let store = open_store(&r)?;
+            let all = applier::records::history(store.as_ref(), env).map_err(Failure::refused)?;
+            let skip = all.len().saturating_sub(*limit);
+            print_history(&all[skip..], render);
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Ends a run: the outcome line (or JSON error event) and the exit code.
+fn finish(sink: &Sink, res: Result<Outcome, DeployError>) -> Result<Exit, Failure> {
+    sink.done();
+    match res {
+        Ok(o) => {
+            if sink.render != Render::Json {
+                println!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
+            }
+            Ok(Exit::of_status(o.status))
+        }
+        Err(e) => {
+            let f = Failure::deploy(e);
+            if sink.render == Render::Json {
+                let mut v = serde_json::json!({
+                    "event": "error",
+                    "exit_code": f.exit.code(),
+                    "message": f.error.to_string(),
+                });
+                if let Some(h) = &f.hint {
+                    v["hint"] = h.clone().into();
+                }
+                if let Some(DeployError::Refused(r)) = f.error.downcast_ref::<DeployError>() {
+                    v["record"] = r.record.clone().into();
+                }
+                sink.json(&v);
+            }
+            Err(f)
+        }
+    }
+}
+
+fn print_status(hosts: &[HostReport], render: Render) {
+    if render == Render::Json {
+        println!("{}", serde_json::to_string(hosts).expect("serialises"));
+        return;
+    }
+    println!(
+        "{:<16} {:<12} {:<12} {:<12} {:<8} drift",
+        "host", "current", "recorded", "last-good", "pid"
+    );
+    for h in hosts {
+        let s = |o: &Option<String>| o.as_deref().map(short).unwrap_or("-").to_string();
+        let d = if let Some(e) = &h.error {
+            format!("error: {e}")
+        } else if h.drift.is_empty() {
+            "-".into()
+        } else {
+            h.drift.join("; ")
+        };
+        println!(
+            "{:<16} {:<12} {:<12} {:<12} {:<8} {d}",
+            h.host,
+            s(&h.current),
+            s(&h.recorded_current),
+            s(&h.last_good),
+            h.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+fn print_history(shown: &[Journal], render: Render) {
+    for j in shown {
+        if render == Render::Json {
+            println!("{}", serde_json::to_string(j).expect("serialises"));
+            continue;
+        }
+        println!(
+            "{}  {:<8} {:<11} {:<12} {}  by {}{}",
+            j.id,
+            j.kind.as_str(),
+            j.status.as_str(),
+            j.commit.as_deref().map(short).unwrap_or("-"),
+            j.started_at,
+            j.who,
+            j.abort_reason
+                .as_deref()
+                .map(|r| format!("  aborted: {r}"))
+                .unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! The deploy engine: rolling deploys, rollbacks, resumes and promotions of one environment.
+//!
+//! The rooms, in the order a deploy walks through them:
+//!
+//! - [`plan`]: the one planner. Deploy, rollback, resume and promote all become a journal with
+//!   a from/to release per host and the batches to roll them in.
+//! - [`gates`]: storage guard, signature and promotion policy; each passes (with a journal
+//!   note) or refuses, naming the record and the way out, before anything is touched.
+//! - [`lease`]: the env lease, taken before the first host is touched and renewed beside the run.
+//! - `run`: preflight and prefetch, then batches within the capacity guard and the failure
+//!   limit, the canary bake, abort (reverse touch order) and the outcome.
+//! - `path`: the per-host steps, one definition for going forward and for restoring a host to
+//!   its own last known good release.
+//! - [`journal`]: every step written durably to `envs/<env>/deploys/<id>.json` as it completes
+//!   (coalesced), which is what `resume` reads.
+//!
+//! This module holds the [`EnvContext`] a run acts on and the public entry points.
+
+pub mod gates;
+pub mod journal;
+pub mod lease;
+mod path;
+pub mod plan;
+mod run;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifact::resolve::ResolveError;
+use artifact::store::{Store, StoreError};
+use serde::Serialize;
+
+use crate::config::{EnvConfig, TransportConfig};
+use crate::events::{Event, EventSink};
+use crate::guard;
+use crate::host::{Host, LocalHost};
+use crate::pool::{self, Pool};
+use crate::records::{self, JournalStatus, RecordError};
+use gates::Refusal;
+use lease::LeaseError;
+use plan::Intent;
+
+pub use plan::service_spec_from_store;
+
+/// An environment ready to act on: its config, store, hosts and pool driver.
+#[derive(Debug)]
+pub struct EnvContext {
+    pub name: String,
+    pub cfg: EnvConfig,
+    pub store: Arc<dyn Store>,
+    pub hosts: BTreeMap<String, Arc<dyn Host>>,
+    pub pool: Box<dyn Pool>,
+    pub lease_ttl: Duration,
+    /// `user@host` of whoever runs this, for the lease and the journal.
+    pub who: String,
+}
+
+impl EnvContext {
+    /// The context of `name` with hosts reached as `cfg.transport` says.
+    pub fn new(
+        name: &str,
+        cfg: &EnvConfig,
+        store: Arc<dyn Store>,
+        lease_ttl: Duration,
+        who: &str,
+    ) -> Self {
+        let hosts = cfg
+            .hosts
+            .iter()
+            .map(|(n, hc)| {
+                let h: Arc<dyn Host> = match cfg.transport {
+                    TransportConfig::Local => Arc::new(LocalHost::new(n, hc, store.clone())),
+                    TransportConfig::Ssh(ref ssh) => {
+                        Arc::new(crate::host::ssh::SshHost::new(n, hc, ssh, store.clone()))
+                    }
+                };
+                (n.clone(), h)
+            })
+            .collect();
+        EnvContext {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            store,
+            hosts,
+            pool: pool::from_config(name, &cfg.pool),
+            lease_ttl,
+            who: who.to_string(),
+        }
+    }
+
+    fn host(&self, name: &str) -> &dyn Host {
+        self.hosts[name].as_ref()
+    }
+
+    /// Which `deploy/env/<name>.yaml` a release renders and which storage manifest the guard
+    /// reads: `service_env`, or the env's own name.
+    pub fn service_env(&self) -> &str {
+        self.cfg.service_env.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Why a request was not carried out. Nothing was touched (a run that touched hosts ends in an
+/// [`Outcome`] instead).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Lease(Box<LeaseError>),
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A gate refused (storage guard, signature, promotion).
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The request itself is wrong (unknown deploy id, nothing to roll back to).
+    #[error("{message}")]
+    Usage {
+        message: String,
+        way_out: Option<String>,
+    },
+}
+
+/// The classes of [`DeployError`] a caller tells apart (the binary maps them to exit codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or names nothing.
+    Usage,
+    /// Refused before touching anything.
+    Refused,
+}
+
+impl From<LeaseError> for DeployError {
+    fn from(e: LeaseError) -> Self {
+        DeployError::Lease(Box::new(e))
+    }
+}
+
+impl DeployError {
+    fn usage(message: String, way_out: Option<String>) -> Self {
+        DeployError::Usage { message, way_out }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DeployError::Usage { .. } | DeployError::Resolve(ResolveError::BadInput(_)) => {
+                ErrorKind::Usage
+            }
+            _ => ErrorKind::Refused,
+        }
+    }
+
+    /// What the operator can do about it, where there is something.
+    pub fn way_out(&self) -> Option<String> {
+        match self {
+            DeployError::Refused(r) => r.way_out.clone(),
+            DeployError::Usage { way_out, .. } => way_out.clone(),
+            DeployError::Resolve(ResolveError::BadInput(_)) => Some(
+                "give a manifest digest (sha256:...), a git commit, or a unique prefix of at least 4 hex digits".into(),
+            ),
+            DeployError::Resolve(ResolveError::NotFound(_)) => Some(
+                "build it first (`builder build --rev <commit>`); `builder ls` lists what is stored".into(),
+            ),
+            DeployError::Resolve(ResolveError::Ambiguous { .. }) => {
+                Some("give more digits".into())
+            }
+            DeployError::Lease(l) => match l.as_ref() {
+                LeaseError::Held { env, info } => Some(format!(
+                    "wait for deploy {id} to finish; if its applier is gone, `applier resume {id} --env {env}` continues it (add --force if its lease has not expired)",
+                    id = info.deploy_id
+                )),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The store record the refusal was decided on, where one is named.
+    pub fn record(&self) -> Option<&str> {
+        match self {
+            DeployError::Refused(r) => Some(&r.record),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeployOptions {
+    pub reason: String,
+    pub dry_run: bool,
+    /// Storage guard settings: backend rules and `--ack`s.
+    pub guard: guard::GuardOptions,
+    /// Roll back even where the storage guard says the old code would not start
+    /// (`--force-schema-rollback`: for operators who know the storage accepts it).
+    pub force_schema_rollback: bool,
+    /// Deploy even though the artifact has not passed the env's `promotion.requires`
+    /// (`--skip-promotion-check`: an emergency override, recorded in the journal).
+    pub skip_promotion_check: bool,
+}
+
+/// How a deploy (or rollback, or resume) ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub deploy_id: String,
+    /// `Running` only for a dry run (nothing was started).
+    pub status: JournalStatus,
+    pub message: String,
+    pub failed: Vec<String>,
+    pub needs_human: Vec<String>,
+}
+
+/// Deploys an artifact (digest, commit or unique prefix) to the environment.
+pub fn deploy(
+    ctx: &EnvContext,
+    sink: &dyn EventSink,
+    target: &str,
+    opts: &DeployOptions,
+) -> Result<Outcome, DeployError> {
+    let p = plan::plan(ctx, Intent::Deploy { target }, opts)?;
+    run::run(ctx, sink, p, opts.dry_run)
+}
+
+/// Deploys to `ctx`'s environment the artifact that environment `from` runs: every host of
+/// `from` (`from_hosts`, when its inventory is known) on one release that a succeeded deploy
+/// put there. Emits [`Event::Promote`] before the deploy's own events.
+pub fn promote(
+    ctx: &EnvContext,
+    sink: &dyn EventSink,
+    from: &str,
+    from_hosts: Option<&[String]>,
+    opts: &DeployOptions,
+) -> Result<Outcome, DeployError> {
+    let src =
+        crate::promotion::source_release(ctx.store.as_ref(), from, from_hosts).map_err(|e| {
+            DeployError::Refused(Refusal {
+                record: format!(
+                    "{}, {}",
+                    crate::keys::env_state(from),
+                    crate::keys::deploys_prefix(from)
+                ),
+                reason: e.to_string(),
+                way_out: None,
+            })
+        })?;
+    sink.emit(&Event::Promote {
+        from: from.to_string(),
+        to: ctx.name.clone(),
+        commit: src.release.commit.clone(),
+        artifact: src.release.manifest,
+        from_deploy: src.deploy_id.clone(),
+        from_hosts: src.hosts.clone(),
+        dry_run: opts.dry_run,
+    });
+    deploy(ctx, sink, &src.release.manifest.to_string(), opts)
+}
+
+/// Rolls every host of the environment back to the release it ran before the last successful
+/// deploy (its `from` in that deploy's journal), through the same checked path.
+pub fn rollback(
+    ctx: &EnvContext,
+    sink: &dyn EventSink,
+    opts: &DeployOptions,
+) -> Result<Outcome, DeployError> {
+    let p = plan::plan(ctx, Intent::Rollback, opts)?;
+    run::run(ctx, sink, p, opts.dry_run)
+}
+
+/// Continues (or, with `rollback`, rolls back) a deploy whose applier died. `force` breaks a
+/// lease that is still held by that same deploy (use only when its applier is surely gone).
+pub fn resume(
+    ctx: &EnvContext,
+    sink: &dyn EventSink,
+    id: &str,
+    rollback: bool,
+    force: bool,
+) -> Result<Outcome, DeployError> {
+    let p = plan::plan(
+        ctx,
+        Intent::Resume {
+            id,
+            rollback,
+            force,
+        },
+        &DeployOptions::default(),
+    )?;
+    run::run(ctx, sink, p, false)
+}
+
+/// One host's view for `applier status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub recorded_current: Option<String>,
+    pub recorded_last_good: Option<String>,
+    pub current: Option<String>,
+    pub running: Option<String>,
+    pub pid: Option<i32>,
+    pub last_good: Option<String>,
+    pub step_in_progress: Option<String>,
+    /// What disagrees between the records and the host, if anything.
+    pub drift: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// Every host's release, and drift between the env records and what the host reports.
+pub fn status(ctx: &EnvContext) -> Result<Vec<HostReport>, DeployError> {
+    let (st, _) = records::load_state(ctx.store.as_ref(), &ctx.name)?;
+    let mut out = Vec::new();
+    for (name, h) in &ctx.hosts {
+        let rec = st.hosts.get(name);
+        let recorded_current = rec.and_then(|r| r.current.as_ref().map(|x| x.commit.clone()));
+        let recorded_last_good = rec.and_then(|r| r.last_good.as_ref().map(|x| x.commit.clone()));
+        let mut r = HostReport {
+            host: name.clone(),
+            recorded_current: recorded_current.clone(),
+            recorded_last_good,
+            current: None,
+            running: None,
+            pid: None,
+            last_good: None,
+            step_in_progress: None,
+            drift: vec![],
+            error: None,
+        };
+        match h.status() {
+            Ok(s) => {
+                r.current = s.current.clone();
+                r.running = s.running.as_ref().map(|x| x.release.clone());
+                r.pid = s.running.as_ref().map(|x| x.pid);
+                r.last_good = s.state.last_good.as_ref().map(|x| x.commit.clone());
+                r.step_in_progress = s
+                    .state
+                    .step
+                    .as_ref()
+                    .map(|x| format!("{} {}", x.op, x.release.as_deref().unwrap_or("")));
+                if recorded_current != s.current {
+                    r.drift.push(format!(
+                        "records say {}, host has {}",
+                        recorded_current.as_deref().unwrap_or("nothing"),
+                        s.current.as_deref().unwrap_or("nothing")
+                    ));
+                }
+                if s.current.is_some() && r.running.is_none() {
+                    r.drift.push("service not running".into());
+                } else if r.running.is_some() && r.running != s.current {
+                    r.drift.push("running release differs from current".into());
+                }
+                if let Some(p) = &r.step_in_progress {
+                    r.drift.push(format!("interrupted step: {p}"));
+                }
+            }
+            Err(e) => r.error = Some(e.to_string()),
+        }
+        out.push(r);
+    }
+    Ok(out)
+}

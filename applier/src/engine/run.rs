@@ -1,0 +1,588 @@
+//! Running a plan: the lease, preflight and prefetch, batches within the capacity guard and
+//! the failure limit, the canary bake, abort and the outcome.
+//!
+//! Hosts of a batch go through their path ([`super::path`]) in parallel. A failure within the
+//! failure limit returns that host to its own last good release and the roll goes on; past it,
+//! the run aborts: every touched host goes back to its own last good release, in reverse touch
+//! order. A lost lease or an unwritable journal stops the run at the next batch.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use artifact::Digest;
+use artifact::manifest::Manifest;
+
+use super::gates::Refusal;
+use super::journal::RunJournal;
+use super::lease::{self, LeaseError, LeaseKeeper};
+use super::plan::{Mode, Plan};
+use super::{DeployError, EnvContext, Outcome};
+use crate::checks::CheckSpec;
+use crate::events::{Event, EventSink, PlanGroup, PlanHost};
+use crate::guard::DeployType;
+use crate::records::{DeployKind, HostPhase, JournalStatus, Step};
+use crate::target::now_rfc3339;
+
+/// One running deploy, rollback or resume.
+pub(super) struct Run<'a> {
+    pub(super) ctx: &'a EnvContext,
+    pub(super) sink: &'a dyn EventSink,
+    pub(super) journal: RunJournal,
+    pub(super) manifests: BTreeMap<Digest, Manifest>,
+    pub(super) lease: LeaseKeeper,
+    /// The last touch order given out (hosts are restored in reverse of it).
+    pub(super) touch: AtomicU32,
+}
+
+/// Emits the plan; unless this is a dry run, takes the lease and runs it.
+// `LeaseError::Held` carries the holder's record by value; taking a lease is rare.
+#[allow(clippy::result_large_err)]
+pub(super) fn run(
+    ctx: &EnvContext,
+    sink: &dyn EventSink,
+    plan: Plan,
+    dry_run: bool,
+) -> Result<Outcome, DeployError> {
+    if plan.mode == Mode::Fresh {
+        emit_plan(ctx, sink, &plan, dry_run);
+    }
+    if dry_run {
+        return Ok(Outcome {
+            deploy_id: plan.journal().id.clone(),
+            status: JournalStatus::Running,
+            message: "dry run: nothing changed".into(),
+            failed: vec![],
+            needs_human: vec![],
+        });
+    }
+    let id = plan.journal().id.clone();
+    let take = || {
+        lease::acquire(
+            ctx.store.as_ref(),
+            &ctx.name,
+            &ctx.who,
+            &plan.lease_reason,
+            &id,
+            ctx.lease_ttl,
+            SystemTime::now(),
+        )
+    };
+    let held = match take() {
+        Err(LeaseError::Held { info, .. }) if info.deploy_id == id && plan.break_own_lease => {
+            lease::break_held(ctx.store.as_ref(), &ctx.name, &id)?;
+            take()?
+        }
+        r => r?,
+    };
+    let run = Run::new(
+        ctx,
+        sink,
+        plan.writer,
+        plan.manifests,
+        LeaseKeeper::new(held, ctx.lease_ttl),
+    );
+    match plan.mode {
+        Mode::Fresh => {}
+        Mode::Continue => run.journal.note(|j| j.step(None, Step::Resume, true, None)),
+        Mode::RollBack => run
+            .journal
+            .note(|j| j.step(None, Step::ResumeRollback, true, None)),
+    }
+    run.start(plan.mode)
+}
+
+fn emit_plan(ctx: &EnvContext, sink: &dyn EventSink, plan: &Plan, dry_run: bool) {
+    let j = plan.journal();
+    let mut checks: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    for (d, m) in &plan.manifests {
+        if j.hosts.values().any(|e| e.to.manifest == *d) {
+            let spec = super::service_spec_from_store(ctx.store.as_ref(), m).unwrap_or_default();
+            checks.insert(
+                *d,
+                check_list(ctx, &spec).iter().map(CheckSpec::name).collect(),
+            );
+        }
+    }
+    let groups = j
+        .groups
+        .iter()
+        .map(|(g, hs)| PlanGroup {
+            name: g.clone(),
+            hosts: hs
+                .iter()
+                .map(|h| {
+                    let e = &j.hosts[h];
+                    PlanHost {
+                        host: h.clone(),
+                        from: e.from.as_ref().map(|r| r.commit.clone()),
+                        to: e.to.commit.clone(),
+                        checks: checks.get(&e.to.manifest).cloned().unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    sink.emit(&Event::Plan {
+        deploy_id: j.id.clone(),
+        env: ctx.name.clone(),
+        kind: j.kind,
+        artifact: j.artifact,
+        commit: j.commit.clone(),
+        deploy_type: j.deploy_type,
+        dry_run,
+        groups,
+    });
+}
+
+/// The checks a release gets in this env: the service's own (unless skipped), the env's
+/// extra ones, less the disabled kinds and names.
+pub(super) fn check_list(ctx: &EnvContext, spec: &crate::service::ServiceSpec) -> Vec<CheckSpec> {
+    let mut v = Vec::new();
+    if !ctx.cfg.checks.skip_service_checks {
+        v.extend(spec.checks.iter().cloned());
+    }
+    v.extend(ctx.cfg.checks.extra.iter().cloned());
+    let off = &ctx.cfg.checks.disable;
+    v.retain(|c| {
+        let kind = match c {
+            CheckSpec::Http(_) => "http",
+            CheckSpec::Logs(_) => "logs",
+            CheckSpec::Metrics(_) => "metrics",
+        };
+        !off.iter().any(|d| d == kind || *d == c.name())
+    });
+    v
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        ctx: &'a EnvContext,
+        sink: &'a dyn EventSink,
+        writer: crate::records::JournalWriter,
+        manifests: BTreeMap<Digest, Manifest>,
+        lease: LeaseKeeper,
+    ) -> Self {
+        let touch = writer
+            .journal
+            .hosts
+            .values()
+            .filter_map(|e| e.touched)
+            .max()
+            .unwrap_or(0);
+        Run {
+            ctx,
+            sink,
+            journal: RunJournal::new(writer),
+            manifests,
+            lease,
+            touch: AtomicU32::new(touch),
+        }
+    }
+
+    /// `Err` when the run must stop: the lease is lost or the journal cannot be written.
+    pub(super) fn healthy(&self) -> Result<(), String> {
+        self.lease.held()?;
+        if let Some(e) = self.journal.failure() {
+            return Err(format!("the journal cannot be written: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Runs the plan with the lease renewed beside it, then releases the lease.
+    fn start(self, mode: Mode) -> Result<Outcome, DeployError> {
+        let stop = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            s.spawn(|| self.lease.renew_until(self.ctx.store.as_ref(), &stop));
+            let r = match mode {
+                Mode::Fresh => self.execute(false),
+                Mode::Continue => self.execute(true),
+                Mode::RollBack => Ok(self.abort_and_finish("rollback requested on resume".into())),
+            };
+            stop.store(true, Ordering::SeqCst);
+            r
+        });
+        self.lease.release(self.ctx.store.as_ref());
+        result
+    }
+
+    fn execute(&self, resume: bool) -> Result<Outcome, DeployError> {
+        self.journal.note(|_| {});
+        if let Some(e) = self.journal.failure() {
+            return Err(DeployError::Refused(Refusal {
+                record: self
+                    .journal
+                    .read(|j| crate::keys::deploy_journal(&j.env, &j.id)),
+                reason: format!("cannot write the journal: {e}"),
+                way_out: None,
+            }));
+        }
+        let (groups, kind) = self.journal.read(|j| (j.groups.clone(), j.kind));
+        let pending: Vec<String> = groups
+            .iter()
+            .flat_map(|(_, hs)| hs.iter().cloned())
+            .filter(|h| !(resume && self.done_and_verified(h)))
+            .collect();
+        if !resume && let Err(reason) = self.preflight(&pending) {
+            return Ok(self.refuse(reason));
+        }
+        if let Err(reason) = self.prefetch(&pending) {
+            if resume {
+                return Ok(self.abort_and_finish(reason));
+            }
+            return Ok(self.refuse(reason));
+        }
+        let max_out = self.ctx.cfg.max_out();
+        let mut failures = 0usize;
+        for (bi, (group, hosts)) in groups.iter().enumerate() {
+            let todo: Vec<String> = hosts
+                .iter()
+                .filter(|h| pending.contains(h))
+                .cloned()
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            self.sink.emit(&Event::Group {
+                group: group.clone(),
+                hosts: todo.clone(),
+            });
+            let mut rest: &[String] = &todo;
+            while !rest.is_empty() {
+                if let Err(reason) = self.healthy() {
+                    return Ok(self.abort_and_finish(reason));
+                }
+                // Capacity guard: hosts already out of the pool (whoever took them out) count.
+                let room = match self.capacity_room(max_out, rest) {
+                    Ok(n) => n,
+                    Err(reason) => return Ok(self.abort_and_finish(reason)),
+                };
+                let (chunk, tail) = rest.split_at(room.min(rest.len()));
+                rest = tail;
+                let failed_here = self.roll_batch(chunk);
+                failures += failed_here.len();
+                if failures > self.ctx.cfg.failure_limit {
+                    return Ok(self.abort_and_finish(format!("{} failed", failed_here.join(", "))));
+                }
+                // Within the failure limit: return each failed host to its last good release.
+                for h in chunk {
+                    if self.journal.entry(h).phase == HostPhase::Failed {
+                        self.restore(h);
+                    }
+                }
+            }
+            let bake = self.ctx.cfg.canary_bake.0;
+            if bi == 0
+                && groups.len() > 1
+                && !bake.is_zero()
+                && kind == DeployKind::Deploy
+                && let Err(reason) = self.bake(group, &todo, bake)
+            {
+                return Ok(self.abort_and_finish(reason));
+            }
+        }
+        for h in self.ctx.hosts.values() {
+            if let Err(e) = h.prune(self.ctx.cfg.keep_releases) {
+                self.journal
+                    .note(|j| j.step(Some(h.name()), Step::Prune, false, Some(e.to_string())));
+            }
+        }
+        let (failed, needs_human) = self.journal.hosts(|hs| {
+            let pick = |f: fn(HostPhase) -> bool| -> Vec<String> {
+                hs.iter()
+                    .filter(|(_, e)| f(e.phase))
+                    .map(|(h, _)| h.clone())
+                    .collect()
+            };
+            (
+                pick(|p| {
+                    matches!(
+                        p,
+                        HostPhase::RolledBack | HostPhase::NeedsHuman | HostPhase::Failed
+                    )
+                }),
+                pick(|p| matches!(p, HostPhase::NeedsHuman | HostPhase::Failed)),
+            )
+        });
+        let status = if needs_human.is_empty() {
+            JournalStatus::Succeeded
+        } else {
+            JournalStatus::NeedsHuman
+        };
+        let message = if failed.is_empty() {
+            "every host passed".to_string()
+        } else {
+            format!(
+                "completed; within the failure limit, returned to their last good release: {}",
+                failed.join(", ")
+            )
+        };
+        Ok(self.finish(status, message, failed, needs_human))
+    }
+
+    /// Runs the path of every host of `chunk` at once; returns the failed ones, described.
+    fn roll_batch(&self, chunk: &[String]) -> Vec<String> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|h| (h, s.spawn(|| self.deploy_host(h))))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|(h, t)| match t.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(f)) => Some(format!("{h} ({f})")),
+                    Err(_) => Some(format!("{h} ({}: host thread panicked)", Step::Panic)),
+                })
+                .collect()
+        })
+    }
+
+    /// The canary bake: wait, staying healthy, then check the canaries again.
+    fn bake(&self, group: &str, hosts: &[String], bake: Duration) -> Result<(), String> {
+        self.sink.emit(&Event::Bake {
+            group: group.to_string(),
+            seconds: bake.as_secs(),
+        });
+        let until = Instant::now() + bake;
+        while Instant::now() < until {
+            self.healthy()?;
+            std::thread::sleep(
+                Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        for h in hosts {
+            if self.journal.entry(h).phase != HostPhase::Done {
+                continue;
+            }
+            if let Err(f) = self.recheck(h) {
+                self.set_phase(
+                    h,
+                    HostPhase::Failed,
+                    Some(format!("after bake: {}", f.detail)),
+                );
+                return Err(format!("canary {h} failed after the bake: {}", f.detail));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many of `next` may go out of the pool now: `max_out` less the other hosts the
+    /// pool driver reports out (waiting up to `capacity.wait` for them to come back).
+    fn capacity_room(&self, max_out: usize, next: &[String]) -> Result<usize, String> {
+        let all: Vec<String> = self.ctx.hosts.keys().cloned().collect();
+        let candidates = &next[..max_out.min(next.len())];
+        let wait = self.ctx.cfg.capacity.wait.0;
+        let t0 = Instant::now();
+        let mut waiting_noted = false;
+        let (others, room) = loop {
+            let out = self
+                .ctx
+                .pool
+                .out_of_pool(&all)
+                .map_err(|e| format!("capacity guard: {e}"))?;
+            let others: Vec<String> = out
+                .into_iter()
+                .filter(|h| !candidates.contains(h))
+                .collect();
+            let room = max_out.saturating_sub(others.len());
+            if room > 0 || t0.elapsed() >= wait {
+                break (others, room);
+            }
+            if !waiting_noted {
+                waiting_noted = true;
+                let detail = format!(
+                    "waiting up to {}s for hosts to return to the pool: {}",
+                    wait.as_secs(),
+                    others.join(", ")
+                );
+                self.journal
+                    .note(|j| j.step(None, Step::Capacity, true, Some(detail)));
+            }
+            self.healthy()?;
+            std::thread::sleep(Duration::from_secs(2).min(wait.saturating_sub(t0.elapsed())));
+        };
+        if room == 0 {
+            return Err(format!(
+                "capacity guard: already out of the pool: {} (max_out {max_out})",
+                others.join(", ")
+            ));
+        }
+        if !others.is_empty() {
+            let detail = format!(
+                "out of the pool already: {}; {room} at a time",
+                others.join(", ")
+            );
+            self.journal
+                .note(|j| j.step(None, Step::Capacity, true, Some(detail)));
+        } else {
+            self.journal.note(|_| {});
+        }
+        Ok(room)
+    }
+
+    /// On resume: a host recorded done that still runs its target needs nothing.
+    fn done_and_verified(&self, host: &str) -> bool {
+        let e = self.journal.entry(host);
+        if e.phase != HostPhase::Done {
+            return false;
+        }
+        match self.ctx.host(host).status() {
+            Ok(s) => {
+                s.current.as_deref() == Some(e.to.commit.as_str())
+                    && s.running.is_some()
+                    && s.state.step.is_none()
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn refuse(&self, reason: String) -> Outcome {
+        self.journal.note(|j| j.abort_reason = Some(reason.clone()));
+        self.finish(
+            JournalStatus::Refused,
+            format!("refused before touching any host: {reason}"),
+            vec![],
+            vec![],
+        )
+    }
+
+    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads (a pool: a
+    /// worker takes the next host as soon as it is free); results in `hosts` order.
+    pub(super) fn bounded<T: Send>(
+        &self,
+        hosts: &[String],
+        f: impl Fn(&String) -> T + Sync,
+    ) -> Vec<T> {
+        let workers = self.ctx.cfg.prefetch_parallelism.max(1).min(hosts.len());
+        let next = AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(h) = hosts.get(i) else { break };
+                        *results[i].lock().unwrap() = Some(f(h));
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.into_inner().unwrap().expect("every host ran"))
+            .collect()
+    }
+
+    /// Aborts: every touched host goes back to its own last good release, in reverse order.
+    pub(super) fn abort_and_finish(&self, reason: String) -> Outcome {
+        self.sink.emit(&Event::Abort {
+            reason: reason.clone(),
+        });
+        self.journal.note(|j| {
+            j.abort_reason = Some(reason.clone());
+            j.step(None, Step::Abort, true, Some(reason.clone()));
+        });
+        let (mut touched, deploy_type) = self.journal.read(|j| {
+            let t: Vec<(u32, String)> = j
+                .hosts
+                .iter()
+                .filter(|(_, e)| {
+                    matches!(
+                        e.phase,
+                        HostPhase::InProgress
+                            | HostPhase::Done
+                            | HostPhase::Failed
+                            | HostPhase::RollingBack
+                    )
+                })
+                .map(|(h, e)| (e.touched.unwrap_or(0), h.clone()))
+                .collect();
+            (t, j.deploy_type)
+        });
+        touched.sort_by(|a, b| b.cmp(a));
+        let names: Vec<String> = touched.into_iter().map(|(_, h)| h).collect();
+        if self.lease.is_lost() {
+            return self.finish(
+                JournalStatus::NeedsHuman,
+                format!("{reason}; not rolling back while another deploy may hold the environment"),
+                names.clone(),
+                names,
+            );
+        }
+        if deploy_type == Some(DeployType::Schema) {
+            for h in &names {
+                if self.journal.entry(h).phase != HostPhase::Done {
+                    self.set_phase(
+                        h,
+                        HostPhase::NeedsHuman,
+                        Some(
+                            "schema deploy: not rolled back automatically; left out of the pool"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+            return self.finish(
+                JournalStatus::NeedsHuman,
+                format!("{reason}; this deploy changed storage schemas, so it is not rolled back automatically (the storage would refuse the old schema). Remedy: deploy a commit that bumps the old schema's version"),
+                names.clone(),
+                names,
+            );
+        }
+        let mut needs_human = Vec::new();
+        for h in &names {
+            if !self.restore(h) {
+                needs_human.push(h.clone());
+            }
+        }
+        if needs_human.is_empty() {
+            self.finish(
+                JournalStatus::RolledBack,
+                format!("{reason}; every touched host is back on its last good release"),
+                names,
+                needs_human,
+            )
+        } else {
+            let m = format!(
+                "{reason}; could not restore {} (left out of the pool)",
+                needs_human.join(", ")
+            );
+            self.finish(JournalStatus::NeedsHuman, m, names, needs_human)
+        }
+    }
+
+    fn finish(
+        &self,
+        status: JournalStatus,
+        message: String,
+        failed: Vec<String>,
+        needs_human: Vec<String>,
+    ) -> Outcome {
+        self.journal.note(|j| {
+            j.status = status;
+            j.finished_at = Some(now_rfc3339());
+            j.needs_human = needs_human.clone();
+        });
+        let mut message = message;
+        if let Some(e) = self.journal.failure() {
+            message.push_str(&format!(
+                " (warning: the journal could not be written: {e})"
+            ));
+        }
+        let o = Outcome {
+            deploy_id: self.journal.id(),
+            status,
+            message,
+            failed,
+            needs_human,
+        };
+        self.sink.emit(&Event::Finished {
+            deploy_id: o.deploy_id.clone(),
+            status: o.status,
+            message: o.message.clone(),
+        });
+        o
+    }
+}

@@ -1,0 +1,21 @@
+//! The applier's part of the store layout: the records of each environment. The artifact's
+//! part (blobs, build records, signatures) is in [`artifact::keys`].
+//!
+//! ```text
+//! envs/<env>/state.json               per-host current / last known good, compare-and-swap
+//! envs/<env>/lock                     lease lock (engine::lease)
+//! envs/<env>/deploys/<deploy-id>.json journal of one deploy
+//! ```
+
+pub fn env_state(env: &str) -> String {
+    format!("envs/{env}/state.json")
+}
+pub fn env_lock(env: &str) -> String {
+    format!("envs/{env}/lock")
+}
+pub fn deploy_journal(env: &str, deploy_id: &str) -> String {
+    format!("envs/{env}/deploys/{deploy_id}.json")
+}
+pub fn deploys_prefix(env: &str) -> String {
+    format!("envs/{env}/deploys/")
+}

@@ -1,0 +1,455 @@
+//! Fast engine tests: the deploy engine driven through in-memory hosts (`mem`) and a
+//! directory store in a tempdir, with no node, npm, git or network. They cover the capacity
+//! guard, the failure limit, abort order, per-host restore, resume after a crash at every
+//! step, lease loss and the canary bake, and pin the event stream in a JSON golden file.
+
+mod mem;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use applier::engine::{self, DeployOptions, EnvContext, Outcome};
+use applier::events::{Event, EventSink, NullSink, VecSink};
+use applier::hostops::ReleaseRef;
+use applier::records::{self, HostPhase, Journal, JournalStatus};
+use serde_json::{Value, json};
+
+use mem::Bed;
+
+const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const C: &str = "cccccccccccccccccccccccccccccccccccccccc";
+const D: &str = "dddddddddddddddddddddddddddddddddddddddd";
+const BAD_LOG: &str = "{\"level\":50,\"msg\":\"storage exploded\"}\n";
+
+/// A bed with `hosts`, releases A, B, D (good) and C (logs an error), and A on every host.
+fn bed(hosts: &[&str]) -> (Bed, [ReleaseRef; 4]) {
+    let bed = Bed::new(hosts);
+    let rels = [
+        bed.artifact(A, "{\"level\":30,\"msg\":\"up\"}\n"),
+        bed.artifact(B, ""),
+        bed.artifact(C, BAD_LOG),
+        bed.artifact(D, ""),
+    ];
+    for h in hosts {
+        bed.host(h).install(&rels[0]);
+    }
+    (bed, rels)
+}
+
+/// Groups `canary: [first]`, `rest: [the others]`, batches of `group_size`.
+fn groups(hosts: &[&str], group_size: usize) -> Value {
+    json!({
+        "groups": [
+            {"name": "canary", "hosts": [hosts[0]]},
+            {"name": "rest", "hosts": &hosts[1..]},
+        ],
+        "group_size": group_size,
+    })
+}
+
+fn with(mut base: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    base
+}
+
+fn deploy(ctx: &EnvContext, sink: &dyn EventSink, to: &ReleaseRef) -> Outcome {
+    engine::deploy(
+        ctx,
+        sink,
+        &to.manifest.to_string(),
+        &DeployOptions::default(),
+    )
+    .unwrap()
+}
+
+fn journal(ctx: &EnvContext, id: &str) -> Journal {
+    records::history(ctx.store.as_ref(), &ctx.name)
+        .unwrap()
+        .into_iter()
+        .find(|j| j.id == id)
+        .expect("journal")
+}
+
+fn rollbacks(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rollback { host, .. } => Some(host.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn capacity_limit_keeps_at_most_max_out_hosts_out_of_the_pool() {
+    let hs = ["h1", "h2", "h3", "h4", "h5"];
+    let (bed, r) = bed(&hs);
+    bed.fleet
+        .latency
+        .lock()
+        .unwrap()
+        .insert("start".into(), Duration::from_millis(30));
+    let ctx = bed.ctx(
+        "cap",
+        with(groups(&hs, 4), json!({"capacity": {"max_out": 2}})),
+    );
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    for h in hs {
+        bed.assert_serves(h, B);
+    }
+    // The batch of four went two at a time: two were out together, never more.
+    assert_eq!(*bed.pool.max_seen.lock().unwrap(), 2);
+}
+
+#[test]
+fn capacity_guard_counts_hosts_someone_else_took_out() {
+    let hs = ["h1", "h2", "h3", "h4"];
+    let (bed, r) = bed(&hs);
+    bed.pool.out.lock().unwrap().insert("h4".into());
+    let ctx = bed.ctx(
+        "capx",
+        with(groups(&hs, 3), json!({"capacity": {"max_out": 1}})),
+    );
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    let j = journal(&ctx, &o.deploy_id);
+    assert!(
+        j.abort_reason
+            .as_deref()
+            .unwrap()
+            .contains("capacity guard: already out of the pool: h4"),
+        "{j:#?}"
+    );
+    assert!(j.hosts.values().all(|e| e.touched.is_none()), "{j:#?}");
+    for h in ["h1", "h2", "h3"] {
+        bed.assert_serves(h, A);
+    }
+    assert!(bed.pool.out.lock().unwrap().contains("h4"), "h4 stays out");
+}
+
+#[test]
+fn failure_within_the_limit_restores_that_host_and_the_roll_goes_on() {
+    let hs = ["h1", "h2", "h3"];
+    let (bed, r) = bed(&hs);
+    bed.fleet.fail("h2", "start", "no such file");
+    let ctx = bed.ctx("flim", with(groups(&hs, 1), json!({"failure_limit": 1})));
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    assert_eq!(o.failed, ["h2"]);
+    bed.assert_serves("h1", B);
+    bed.assert_serves("h3", B);
+    let (cur, _, pooled, step) = bed.on("h2");
+    assert_eq!((cur.as_deref(), pooled, step), (Some(A), true, None));
+    assert_eq!(
+        journal(&ctx, &o.deploy_id).hosts["h2"].phase,
+        HostPhase::RolledBack
+    );
+}
+
+#[test]
+fn failure_past_the_limit_aborts_in_reverse_touch_order_to_each_hosts_own_release() {
+    let hs = ["h1", "h2", "h3"];
+    let (bed, r) = bed(&hs);
+    // h2's own last good release is D, the others' A.
+    bed.host("h2").install(&r[3]);
+    bed.fleet.fail("h3", "wait_ready", "did not bind");
+    let ctx = bed.ctx("abort", groups(&hs, 1));
+    let sink = VecSink::default();
+    let o = deploy(&ctx, &sink, &r[1]);
+    assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
+    assert_eq!(rollbacks(&sink.events()), ["h3", "h2", "h1"]);
+    bed.assert_serves("h1", A);
+    bed.assert_serves("h2", D);
+    bed.assert_serves("h3", A);
+    let j = journal(&ctx, &o.deploy_id);
+    assert_eq!(j.status, JournalStatus::RolledBack);
+    assert!(
+        j.hosts.values().all(|e| e.phase == HostPhase::RolledBack),
+        "{j:#?}"
+    );
+}
+
+#[test]
+fn a_host_with_nothing_to_go_back_to_is_taken_out_through_the_journal() {
+    let hs = ["h1", "h2"];
+    let bed = Bed::new(&hs);
+    let c = bed.artifact(C, BAD_LOG);
+    let ctx = bed.ctx("fresh", groups(&hs, 1));
+    let o = deploy(&ctx, &NullSink, &c);
+    assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
+    let (_, running, pooled, _) = bed.on("h1");
+    assert_eq!((running, pooled), (None, false), "stopped and left out");
+    let j = journal(&ctx, &o.deploy_id);
+    let after_abort: Vec<_> = j
+        .steps
+        .iter()
+        .skip_while(|s| s.step != records::Step::Abort)
+        .map(|s| (s.host.as_deref(), s.step, s.ok))
+        .collect();
+    assert_eq!(
+        after_abort[1..],
+        [
+            (Some("h1"), records::Step::Depool, true),
+            (Some("h1"), records::Step::Stop, true)
+        ],
+        "{j:#?}"
+    );
+    assert!(bed.on("h2").0.is_none(), "h2 was never touched");
+}
+
+/// Every host op and pool op a deploy makes, in path order.
+const CRASH_POINTS: &[&str] = &[
+    "preflight",
+    "fetch",
+    "service_spec",
+    "depool",
+    "stop",
+    "render",
+    "switch",
+    "start",
+    "wait_ready",
+    "read_file",
+    "mark_good",
+    "repool",
+];
+
+/// Runs a deploy of B that "dies" at (`host`, `op`); returns the bed, the id and the releases.
+fn crash(host: &str, op: &str) -> (Bed, String, [ReleaseRef; 4]) {
+    let hs = ["h1", "h2", "h3"];
+    let (bed, r) = bed(&hs);
+    *bed.fleet.crash_at.lock().unwrap() = Some((host.into(), op.into()));
+    let ctx = Arc::new(bed.ctx("crash", groups(&hs, 1)));
+    let (c2, to) = (ctx.clone(), r[1].manifest.to_string());
+    // This thread never returns: it is the applier that died.
+    std::thread::spawn(move || engine::deploy(&c2, &NullSink, &to, &DeployOptions::default()));
+    bed.fleet.wait_crashed();
+    let id = records::history(ctx.store.as_ref(), "crash").unwrap()[0]
+        .id
+        .clone();
+    (bed, id, r)
+}
+
+#[test]
+fn resume_after_a_crash_at_every_step_finishes_without_half_switched_hosts() {
+    for host in ["h1", "h2"] {
+        for op in CRASH_POINTS {
+            let (bed, id, _) = crash(host, op);
+            let ctx = bed.ctx("crash", groups(&["h1", "h2", "h3"], 1));
+            let o = engine::resume(&ctx, &NullSink, &id, false, true).unwrap();
+            assert_eq!(
+                o.status,
+                JournalStatus::Succeeded,
+                "crash at {host} {op}: {}",
+                o.message
+            );
+            for h in ["h1", "h2", "h3"] {
+                bed.assert_serves(h, B);
+            }
+            let j = journal(&ctx, &id);
+            assert!(
+                j.hosts.values().all(|e| e.phase == HostPhase::Done),
+                "{j:#?}"
+            );
+            assert!(
+                j.steps.iter().any(|s| s.step == records::Step::Resume),
+                "{j:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn resume_rollback_after_a_crash_restores_every_touched_host() {
+    for op in ["switch", "wait_ready", "repool"] {
+        let (bed, id, _) = crash("h2", op);
+        let ctx = bed.ctx("crash", groups(&["h1", "h2", "h3"], 1));
+        let sink = VecSink::default();
+        let o = engine::resume(&ctx, &sink, &id, true, true).unwrap();
+        assert_eq!(o.status, JournalStatus::RolledBack, "{op}: {}", o.message);
+        assert_eq!(rollbacks(&sink.events()), ["h2", "h1"], "{op}");
+        for h in ["h1", "h2", "h3"] {
+            bed.assert_serves(h, A);
+        }
+        // The lease was given back.
+        assert!(
+            applier::engine::lease::current(ctx.store.as_ref(), "crash")
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[test]
+fn resume_without_force_is_refused_while_the_dead_deploy_holds_the_lease() {
+    let (bed, id, _) = crash("h2", "start");
+    let ctx = bed.ctx("crash", groups(&["h1", "h2", "h3"], 1));
+    let e = engine::resume(&ctx, &NullSink, &id, false, false).unwrap_err();
+    assert!(e.to_string().contains("locked by"), "{e}");
+    assert!(e.way_out().unwrap().contains("--force"), "{e}");
+}
+
+#[test]
+fn lease_loss_stops_the_run_and_leaves_its_hosts_to_a_human() {
+    let hs = ["h1", "h2", "h3"];
+    let (bed, r) = bed(&hs);
+    let mut ctx = bed.ctx("lost", groups(&hs, 1));
+    ctx.lease_ttl = Duration::from_millis(600);
+    let store = ctx.store.clone();
+    bed.fleet.hook("h1", "mark_good", move || {
+        // Another applier takes the lease over.
+        let (mut info, etag) = applier::engine::lease::current(store.as_ref(), "lost")
+            .unwrap()
+            .unwrap();
+        info.holder = "thief@elsewhere".into();
+        store
+            .put_cas(
+                &applier::keys::env_lock("lost"),
+                &serde_json::to_vec(&info).unwrap(),
+                Some(&etag),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::NeedsHuman, "{}", o.message);
+    assert!(o.message.contains("lease was lost"), "{}", o.message);
+    // Not rolled back (someone else may be deploying), and no further host touched.
+    bed.assert_serves("h1", B);
+    bed.assert_serves("h2", A);
+    bed.assert_serves("h3", A);
+    let (info, _) = applier::engine::lease::current(ctx.store.as_ref(), "lost")
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.holder, "thief@elsewhere", "the new holder keeps it");
+}
+
+/// A sink that runs `on_bake` when the bake starts.
+struct BakeSink<F: Fn() + Send + Sync>(VecSink, F);
+
+impl<F: Fn() + Send + Sync> EventSink for BakeSink<F> {
+    fn emit(&self, e: &Event) {
+        if matches!(e, Event::Bake { .. }) {
+            (self.1)();
+        }
+        self.0.emit(e);
+    }
+}
+
+fn checks_of(events: &[Event], host: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Check { host: h, .. } if h == host))
+        .count()
+}
+
+#[test]
+fn bake_rechecks_the_canary_and_a_canary_that_dies_in_the_bake_is_rolled_back() {
+    let hs = ["h1", "h2", "h3"];
+    let baked = with(groups(&hs, 2), json!({"canary_bake": "200ms"}));
+
+    let (bed, r) = bed(&hs);
+    let ctx = bed.ctx("bake", baked.clone());
+    let sink = BakeSink(VecSink::default(), || {});
+    let o = deploy(&ctx, &sink, &r[1]);
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    let evs = sink.0.events();
+    assert!(evs.iter().any(|e| matches!(e, Event::Bake { .. })));
+    assert_eq!(
+        checks_of(&evs, "h1"),
+        2,
+        "checked, then rechecked after the bake"
+    );
+    assert_eq!(checks_of(&evs, "h2"), 1);
+
+    let (bed, r) = bed_and_kill_on_bake(&hs, baked);
+    let _ = r;
+    for h in hs {
+        bed.assert_serves(h, A);
+    }
+}
+
+fn bed_and_kill_on_bake(hs: &[&str], cfg: Value) -> (Bed, [ReleaseRef; 4]) {
+    let (bed, r) = bed(hs);
+    let ctx = bed.ctx("bake2", cfg);
+    let h1 = bed.hosts["h1"].clone();
+    let sink = BakeSink(VecSink::default(), move || h1.kill());
+    let o = deploy(&ctx, &sink, &r[1]);
+    assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
+    assert!(
+        o.message.contains("canary h1 failed after the bake"),
+        "{}",
+        o.message
+    );
+    assert_eq!(rollbacks(&sink.0.events()), ["h1"]);
+    (bed, r)
+}
+
+/// The event stream as JSON with what varies between runs (deploy ids, timings) normalised.
+fn normalised(events: &[Event]) -> Value {
+    let mut v = serde_json::to_value(events).unwrap();
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    match k.as_str() {
+                        "deploy_id" => *x = "<deploy id>".into(),
+                        "elapsed_ms" => *x = 0.into(),
+                        _ => walk(x),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+/// Pins the event stream of a good deploy and of a failed canary with its rollback
+/// (`tests/engine/golden_events.json`; `UPDATE_GOLDEN=1` rewrites it after a deliberate change).
+#[test]
+fn event_stream_matches_the_golden_file() {
+    let hs = ["h1", "h2", "h3"];
+    let (bed, r) = bed(&hs);
+    // One host at a time everywhere, so the stream's order is fixed.
+    let ctx = bed.ctx(
+        "golden",
+        with(groups(&hs, 1), json!({"prefetch_parallelism": 1})),
+    );
+    let good = VecSink::default();
+    assert_eq!(deploy(&ctx, &good, &r[1]).status, JournalStatus::Succeeded);
+    let bad = VecSink::default();
+    assert_eq!(deploy(&ctx, &bad, &r[2]).status, JournalStatus::RolledBack);
+    let got = json!({
+        "deploy": normalised(&good.events()),
+        "failed_canary": normalised(&bad.events()),
+    });
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engine/golden_events.json");
+    let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(
+        text, want,
+        "the event stream changed; if on purpose, UPDATE_GOLDEN=1"
+    );
+}
+
+/// `applier deploy abcd` takes the unique prefixes `builder show abcd` takes (one resolver).
+#[test]
+fn deploy_resolves_a_four_digit_commit_prefix() {
+    let hs = ["h1", "h2"];
+    let (bed, _) = bed(&hs);
+    let ctx = bed.ctx("prefix", groups(&hs, 1));
+    let o = engine::deploy(&ctx, &NullSink, &B[..4], &DeployOptions::default()).unwrap();
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    bed.assert_serves("h2", B);
+    let e = engine::deploy(&ctx, &NullSink, "bb", &DeployOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), engine::ErrorKind::Usage, "{e}");
+}
