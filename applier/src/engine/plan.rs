@@ -369,6 +369,8 @@ fn new_journal(
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        segments: 0,
+        damaged: vec![],
     };
     for n in h.notes {
         j.step(None, n.step, true, Some(n.detail));

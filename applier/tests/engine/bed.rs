@@ -149,6 +149,11 @@ impl Bed {
         }
     }
 
+    /// The directory of the store [`Bed::new`] made.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(|d| d.path())
+    }
+
     pub fn host(&self, h: &str) -> &MemoryHost {
         &self.hosts[h]
     }

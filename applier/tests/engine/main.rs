@@ -5,7 +5,7 @@
 //! golden file.
 
 mod bed;
-#[allow(dead_code)] // the counts are read by the journal tests
+mod journal;
 mod tap;
 
 use std::time::Duration;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use artifact::Digest;
 use artifact::store::{ETag, GetResult, ObjectMeta, PutBody, PutOutcome, Store, StoreError};
 
-/// Requests and bytes written, by `<request> <area>` (`put_cas envs`, `get blobs`).
+/// Requests and bytes written, by `<request> <area>`: the key's first segment, and for env
+/// records the record kind (`put_cas envs/state.json`, `put_cas envs/segments`, `get blobs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub requests: BTreeMap<String, u64>,
@@ -17,25 +18,33 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Requests whose key is under `area/` (`envs`, `blobs`, ...).
+    /// Requests in `area` or under it (`envs` counts `envs/state.json` too).
     pub fn requests_in(&self, area: &str) -> u64 {
-        self.requests
-            .iter()
-            .filter(|(k, _)| k.ends_with(&format!(" {area}")))
-            .map(|(_, n)| n)
-            .sum()
+        sum_in(&self.requests, area)
     }
 
     pub fn bytes_in(&self, area: &str) -> u64 {
-        self.bytes_written
-            .iter()
-            .filter(|(k, _)| k.ends_with(&format!(" {area}")))
-            .map(|(_, n)| n)
-            .sum()
+        sum_in(&self.bytes_written, area)
     }
+}
 
-    pub fn total(&self) -> u64 {
-        self.requests.values().sum()
+fn sum_in(m: &BTreeMap<String, u64>, area: &str) -> u64 {
+    m.iter()
+        .filter(|(k, _)| {
+            let a = k.split_once(' ').map(|(_, a)| a).unwrap_or("");
+            a == area || a.starts_with(&format!("{area}/"))
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// `envs/<env>/deploys/x.json` -> `envs/deploys`; `blobs/sha256/..` -> `blobs`.
+fn area(key: &str) -> String {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["envs", _, kind, ..] => format!("envs/{kind}"),
+        [first, ..] => first.to_string(),
+        [] => String::new(),
     }
 }
 
@@ -61,10 +70,6 @@ impl TapStore {
         self.counts.lock().unwrap().clone()
     }
 
-    pub fn reset(&self) {
-        *self.counts.lock().unwrap() = Counts::default();
-    }
-
     /// From now on every request fails as if the store were unreachable; waits for the
     /// requests in flight.
     pub fn kill(&self) {
@@ -85,8 +90,7 @@ impl TapStore {
                 detail: "cut off (the applier is gone)".into(),
             });
         }
-        let area = key.split('/').next().unwrap_or("");
-        let k = format!("{req} {area}");
+        let k = format!("{req} {}", area(key));
         {
             let mut c = self.counts.lock().unwrap();
             *c.requests.entry(k.clone()).or_default() += 1;

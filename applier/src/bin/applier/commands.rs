@@ -196,5 +196,8 @@ fn print_history(shown: &[Journal], render: Render) {
                 .map(|r| format!("  aborted: {r}"))
                 .unwrap_or_default()
         );
+        for d in &j.damaged {
+            println!("    damaged journal: {d}");
+        }
     }
 }
