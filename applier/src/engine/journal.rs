@@ -234,6 +234,10 @@ impl RunJournal {
         let Some(mut writer) = w.0.take() else {
             return Ok(());
         };
+        // A journal never written (its first write failed and the run was refused) stays so.
+        if !writer.has_base() {
+            return Ok(());
+        }
         let j = lock(&self.state).journal.clone();
         match writer.compact(&j) {
             Ok(undeleted) => {

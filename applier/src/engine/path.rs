@@ -161,22 +161,23 @@ impl Run<'_> {
         })
     }
 
-    /// Takes one host through the path to its target, recording its touch order and outcome.
+    /// Takes one host (already recorded in progress, [`Run::take_in_hand`]) through the path
+    /// to its target. Its outcome (done or failed) is recorded, and written with the run's
+    /// next durable write (before the next batch touches a host) or by the flusher.
     pub(super) fn deploy_host(&self, host: &str) -> Result<(), StepFail> {
-        let n = self.touch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let e = self.journal.entry(host);
-        self.journal.note(|j| {
-            let e = j.host(host);
-            e.phase = HostPhase::InProgress;
-            e.touched.get_or_insert(n);
-            e.checks.clear();
-        });
         let r = self.converge(host, &e.to);
         let detail = r.as_ref().err().map(|f| f.to_string());
-        match &r {
-            Ok(()) => self.set_phase(host, HostPhase::Done, None),
-            Err(_) => self.set_phase(host, HostPhase::Failed, detail.clone()),
-        }
+        let phase = if r.is_ok() {
+            HostPhase::Done
+        } else {
+            HostPhase::Failed
+        };
+        self.journal.record(|j| {
+            let e = j.host(host);
+            e.phase = phase;
+            e.detail = detail.clone();
+        });
         self.sink.emit(&Event::HostDone {
             host: host.into(),
             release: e.to.commit.clone(),
@@ -184,6 +185,20 @@ impl Run<'_> {
             detail,
         });
         r
+    }
+
+    /// Records `hosts` in progress, in this order of touch, durably: before any is touched.
+    pub(super) fn take_in_hand(&self, hosts: &[String]) {
+        let n = hosts.len() as u32;
+        let first = self.touch.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.journal.note(|j| {
+            for (i, h) in hosts.iter().enumerate() {
+                let e = j.host(h);
+                e.phase = HostPhase::InProgress;
+                e.touched.get_or_insert(first + i as u32);
+                e.checks.clear();
+            }
+        });
     }
 
     /// Reports and journals one step's result; its `Err` stops the path.

@@ -6,8 +6,8 @@
 //! the run aborts: every touched host goes back to its own last good release, in reverse touch
 //! order. A lost lease or an unwritable journal stops the run at the next batch.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,6 +38,9 @@ pub(super) struct Run<'a> {
     /// What this run wrote to the env state, per host (so it is written once per batch, and
     /// only what changed).
     recorded: Mutex<BTreeMap<String, ReleaseRef>>,
+    /// Hosts whose env state the state writer is to write, and whether it is writing.
+    state_queue: Mutex<(BTreeSet<String>, bool)>,
+    state_cv: Condvar,
 }
 
 /// Emits the plan; unless this is a dry run, takes the lease and runs it.
@@ -183,6 +186,8 @@ impl<'a> Run<'a> {
             lease,
             touch: AtomicU32::new(touch),
             recorded: Mutex::new(BTreeMap::new()),
+            state_queue: Mutex::new((BTreeSet::new(), false)),
+            state_cv: Condvar::new(),
         }
     }
 
@@ -202,12 +207,14 @@ impl<'a> Run<'a> {
         let result = std::thread::scope(|s| {
             s.spawn(|| self.lease.renew_until(self.ctx.store.as_ref(), &stop));
             s.spawn(|| self.journal.flusher(&stop));
+            s.spawn(|| self.state_writer(&stop));
             let r = match mode {
                 Mode::Fresh => self.execute(false),
                 Mode::Continue => self.execute(true),
                 Mode::RollBack => Ok(self.abort_and_finish("rollback requested on resume".into())),
             };
             stop.store(true, Ordering::SeqCst);
+            self.state_cv.notify_all();
             r
         });
         if let Err(e) = self.journal.close() {
@@ -295,7 +302,7 @@ impl<'a> Run<'a> {
                         self.restore(h);
                     }
                 }
-                self.record_env(chunk);
+                self.record_env_later(chunk);
             }
             let bake = self.ctx.cfg.canary_bake.0;
             if bi == 0
@@ -348,8 +355,10 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the path of every host of `chunk` at once; returns the failed ones, described.
+    /// The hosts are recorded in progress, durably, before any is touched.
     fn roll_batch(&self, chunk: &[String]) -> Vec<String> {
-        std::thread::scope(|s| {
+        self.take_in_hand(chunk);
+        let failed = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|h| (h, s.spawn(|| self.deploy_host(h))))
@@ -362,7 +371,10 @@ impl<'a> Run<'a> {
                     Err(_) => Some(format!("{h} ({}: host thread panicked)", Step::Panic)),
                 })
                 .collect()
-        })
+        });
+        // The outcomes are written by whatever the run writes next, at the latest the next
+        // batch's own durable write before it touches a host (or the flusher, within 50 ms).
+        failed
     }
 
     /// The canary bake: wait, staying healthy, then check the canaries again.
@@ -462,6 +474,55 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Has the state writer record `hosts` in the env state, beside the next batch.
+    fn record_env_later(&self, hosts: &[String]) {
+        self.state_queue
+            .lock()
+            .unwrap()
+            .0
+            .extend(hosts.iter().cloned());
+        self.state_cv.notify_all();
+    }
+
+    /// Writes the env state of the hosts [`Run::record_env_later`] queues, one compare-and-swap
+    /// for all that queued while the last was written, until `stop`.
+    fn state_writer(&self, stop: &AtomicBool) {
+        loop {
+            let hosts: Vec<String> = {
+                let mut q = self.state_queue.lock().unwrap();
+                while q.0.is_empty() && !stop.load(Ordering::SeqCst) {
+                    q = self
+                        .state_cv
+                        .wait_timeout(q, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+                if q.0.is_empty() {
+                    return;
+                }
+                q.1 = true;
+                std::mem::take(&mut q.0).into_iter().collect()
+            };
+            self.record_env(&hosts);
+            self.state_queue.lock().unwrap().1 = false;
+            self.state_cv.notify_all();
+        }
+    }
+
+    /// Takes what the state writer has not written yet and waits for the write under way, so
+    /// the run's last write of the env state comes after every other.
+    fn drain_state_writer(&self) {
+        let mut q = self.state_queue.lock().unwrap();
+        q.0.clear();
+        while q.1 {
+            q = self
+                .state_cv
+                .wait_timeout(q, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+    }
+
     /// Writes to the env state, in one compare-and-swap, what the journal says `hosts` run now
     /// that this run did not write yet: a host done runs its target, a host rolled back its
     /// own `from` (a host with nothing to go back to is left as recorded). A failed write is a
@@ -521,31 +582,14 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads (a pool: a
-    /// worker takes the next host as soon as it is free); results in `hosts` order.
+    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads; results in
+    /// `hosts` order.
     pub(super) fn bounded<T: Send>(
         &self,
         hosts: &[String],
         f: impl Fn(&String) -> T + Sync,
     ) -> Vec<T> {
-        let workers = self.ctx.cfg.prefetch_parallelism.max(1).min(hosts.len());
-        let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(h) = hosts.get(i) else { break };
-                        *results[i].lock().unwrap() = Some(f(h));
-                    }
-                });
-            }
-        });
-        results
-            .into_iter()
-            .map(|r| r.into_inner().unwrap().expect("every host ran"))
-            .collect()
+        bounded(self.ctx.cfg.prefetch_parallelism, hosts, f)
     }
 
     /// Aborts: every touched host goes back to its own last good release, in reverse order.
@@ -633,6 +677,7 @@ impl<'a> Run<'a> {
         failed: Vec<String>,
         needs_human: Vec<String>,
     ) -> Outcome {
+        self.drain_state_writer();
         let all: Vec<String> = self.journal.hosts(|hs| hs.keys().cloned().collect());
         self.record_env(&all);
         self.journal
@@ -657,4 +702,31 @@ impl<'a> Run<'a> {
         });
         o
     }
+}
+
+/// Runs `f` for every host on at most `workers` threads (a pool: a worker takes the next host
+/// as soon as it is free); results in `hosts` order.
+pub(super) fn bounded<T: Send>(
+    workers: usize,
+    hosts: &[String],
+    f: impl Fn(&String) -> T + Sync,
+) -> Vec<T> {
+    let workers = workers.max(1).min(hosts.len());
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(h) = hosts.get(i) else { break };
+                    *results[i].lock().unwrap() = Some(f(h));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().unwrap().expect("every host ran"))
+        .collect()
 }

@@ -262,6 +262,11 @@ impl JournalWriter {
         })
     }
 
+    /// Whether the store holds a base of this journal (one was written or read).
+    pub fn has_base(&self) -> bool {
+        self.base_etag.is_some()
+    }
+
     /// Whether the next write must be [`JournalWriter::write_base`].
     pub fn needs_base(&self) -> bool {
         self.needs_base

@@ -1,5 +1,6 @@
 //! The journal in segments, through the engine: a crash between segments then resume, a torn
-//! last segment, what a deploy writes as the fleet grows, and the env state once per batch.
+//! last segment, what a deploy writes as the fleet grows, and the env state at most once per
+//! batch.
 
 use super::*;
 use applier::keys;
@@ -103,7 +104,7 @@ fn counted_deploy(n: usize) -> (tap::Counts, Journal) {
 }
 
 #[test]
-fn what_a_deploy_writes_grows_linearly_and_the_env_state_is_written_once_per_batch() {
+fn what_a_deploy_writes_grows_linearly_and_the_env_state_is_written_at_most_once_per_batch() {
     let (small, js) = counted_deploy(8);
     let (large, jl) = counted_deploy(48);
     let per_step = |c: &tap::Counts, j: &Journal| {
@@ -121,11 +122,14 @@ fn what_a_deploy_writes_grows_linearly_and_the_env_state_is_written_once_per_bat
         b <= 1.5 * a,
         "segment writes per host: {a:.1} at 8, {b:.1} at 48"
     );
+    // The env state: one write per batch at most (writes queued while one is under way go
+    // together), not one per host; every host recorded all the same (checked above).
     for (c, j) in [(&small, &js), (&large, &jl)] {
-        assert_eq!(
-            c.requests["put_cas envs/state.json"],
-            j.groups.len() as u64,
-            "one env state write per batch: {c:?}"
+        let writes = c.requests["put_cas envs/state.json"];
+        assert!(
+            (1..=j.groups.len() as u64).contains(&writes),
+            "{writes} env state writes for {} batches: {c:?}",
+            j.groups.len()
         );
     }
 }
