@@ -145,15 +145,15 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         commit: commit.clone(),
         manifest: digest,
     };
-    let targets = ctx
-        .cfg
-        .batches()
+    // Each host's restore target, asking the hosts a few at a time.
+    let names: Vec<String> = ctx.cfg.batches().into_iter().flat_map(|(_, hs)| hs).collect();
+    let froms = super::run::bounded(ctx.cfg.prefetch_parallelism, &names, |h| {
+        host_from(ctx, h, &env_state)
+    });
+    let targets = names
         .into_iter()
-        .flat_map(|(_, hs)| hs)
-        .map(|h| {
-            let from = host_from(ctx, &h, &env_state);
-            (h, (from, to.clone()))
-        })
+        .zip(froms)
+        .map(|(h, from)| (h, (from, to.clone())))
         .collect();
     let mut reason = opts.reason.clone();
     if skipped
