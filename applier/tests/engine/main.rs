@@ -6,6 +6,7 @@
 
 mod bed;
 mod journal;
+mod plan;
 mod tap;
 
 use std::time::Duration;

@@ -5,6 +5,7 @@
 //! - `commands`: one function per subcommand (deploy, promote, rollback, resume, status,
 //!   history).
 //! - `host`: `applier host ...`, the target side of a remote transport.
+//! - `plan`: the text form of `applier plan`.
 //! - `render`: the live, plain and JSON renderers of the event stream.
 //! - `exit`: the exit codes, decided in one place from the library's outcomes and error kinds.
 //!
@@ -16,6 +17,7 @@ mod commands;
 mod context;
 mod exit;
 mod host;
+mod plan;
 mod render;
 
 use std::process::ExitCode;
