@@ -70,6 +70,12 @@ impl TapStore {
         self.counts.lock().unwrap().clone()
     }
 
+    /// Counts from zero again (the fleet example, after setting up its artifacts).
+    #[allow(dead_code)]
+    pub fn reset(&self) {
+        *self.counts.lock().unwrap() = Counts::default();
+    }
+
     /// From now on every request fails as if the store were unreachable; waits for the
     /// requests in flight.
     pub fn kill(&self) {
