@@ -224,6 +224,21 @@ impl Bed {
         c
     }
 
+    /// Stops target `name`'s sshd (`ci/testbed stop-host`): ssh to it is refused while what
+    /// runs on it keeps running.
+    pub fn stop_host(&self, name: &str) -> Result<(), String> {
+        crate::testbed::for_bed(&self.dir)
+            .and_then(|c| c.stop_host(name))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts target `name`'s sshd again (`ci/testbed start-host`), same port and host key.
+    pub fn start_host(&self, name: &str) -> Result<(), String> {
+        crate::testbed::for_bed(&self.dir)
+            .and_then(|c| c.start_host(name))
+            .map_err(|e| e.to_string())
+    }
+
     /// Sends one command to HAProxy's admin socket; returns the answer.
     pub fn haproxy_cmd(&self, cmd: &str) -> Result<String, String> {
         haproxy_cmd(&self.haproxy.socket, cmd)

@@ -95,17 +95,21 @@ pub struct Component {
 /// Hosts a bed may have.
 pub const MAX_HOSTS: usize = 50;
 
-/// `status` of the bed in `dir` (settings from the environment, nothing logged).
-pub fn status(dir: &Path) -> Result<Vec<Component>, Error> {
+/// The bed in `dir` (settings from the environment, progress to stderr).
+pub fn for_bed(dir: &Path) -> Result<Ctx, Error> {
     let mut settings = Settings::from_env()?;
     let layout = Layout::of_bed(dir);
     settings.state_root = layout.state_root.clone();
-    Ctx {
+    Ok(Ctx {
         layout,
         settings,
-        log: |_| {},
-    }
-    .status()
+        log: |m| eprintln!("{m}"),
+    })
+}
+
+/// `status` of the bed in `dir`.
+pub fn status(dir: &Path) -> Result<Vec<Component>, Error> {
+    for_bed(dir)?.status()
 }
 
 impl Ctx {
