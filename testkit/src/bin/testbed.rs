@@ -10,6 +10,7 @@
 //! testbed start-host tN    start tN's sshd again (same port, same host key)
 //! testbed haproxy-state    `show servers state` of the backend, from the admin socket
 //! testbed haproxy-cmd CMD  one admin-socket command, e.g. 'set server fixture/t1 state drain'
+//! testbed prepare          install what `up` needs (Debian packages, conftool's venv); no daemon
 //! ```
 //!
 //! Exit status: 0 ok, 1 failure (message on stderr), 2 usage error. Logs go to stderr, the
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 use testkit::testbed::{Ctx, Error, Settings};
 
 const USAGE: &str = "usage: ci/testbed up [--hosts N] | env | json | status | down [--purge] | \
-stop-host tN | start-host tN | haproxy-state | haproxy-cmd CMD";
+stop-host tN | start-host tN | haproxy-state | haproxy-cmd CMD | prepare";
 
 fn log(msg: &str) {
     eprintln!("{msg}");
@@ -77,6 +78,10 @@ fn run(args: &[String]) -> Result<ExitCode, Error> {
             if report.iter().any(|c| !c.ok) {
                 return Ok(ExitCode::from(1));
             }
+        }
+        ["prepare"] => {
+            ctx.ensure_packages()?;
+            ctx.ensure_conftool()?;
         }
         ["down"] => ctx.down(false)?,
         ["down", "--purge"] => ctx.down(true)?,

@@ -81,7 +81,7 @@ impl Ctx {
     }
 
     /// Installs conftool into its venv when missing or when the pinned requirements changed.
-    fn ensure_conftool(&self) -> Result<(), Error> {
+    pub fn ensure_conftool(&self) -> Result<(), Error> {
         let venv = self.conftool_venv();
         let reqs = self.settings.templates.join("conftool-requirements.txt");
         let want = std::fs::read_to_string(&reqs)
