@@ -28,4 +28,4 @@ pub use cmd::{json_lines, run, run_ok};
 pub use net::{free_port, http_get, port_open, wait_port, wait_until};
 pub use paths::{bin, workspace};
 pub use repo::{FixtureRepo, build_variants};
-pub use require::{Missing, missing, node_tools};
+pub use require::{Missing, S3Env, missing, node_tools, s3_env, tools};

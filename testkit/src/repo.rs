@@ -117,3 +117,21 @@ pub fn build_variants(
     }
     builds
 }
+
+/// Runs git in `dir` with a fixed author, committer and date and no system or user config
+/// (commits made this way are byte-identical on every run); returns trimmed stdout.
+pub fn git_fixed(dir: &Path, args: &[&str]) -> String {
+    run_ok(
+        Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "Test Author")
+            .env("GIT_AUTHOR_EMAIL", "author@example.org")
+            .env("GIT_COMMITTER_NAME", "Test Committer")
+            .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+            .env("GIT_AUTHOR_DATE", "2024-05-01T12:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2024-05-01T12:00:00Z")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir),
+    )
+}

@@ -108,3 +108,62 @@ mod tests {
         assert!(test_name().ends_with("the_test_name_is_the_harness_thread_name"));
     }
 }
+
+/// Where the S3-compatible test server is (`eval "$(ci/s3-server start)"` exports it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+}
+
+/// The S3 test server from the environment (`TEST_S3_ENDPOINT` or `AWS_ENDPOINT_URL`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`; `TEST_S3_BUCKET` defaults to
+/// `restbase-deploy-test`, `AWS_REGION` to `us-east-1`), or what is missing.
+pub fn s3_env() -> Result<S3Env, Missing> {
+    s3_env_from(|k| std::env::var(k).ok())
+}
+
+fn s3_env_from(var: impl Fn(&str) -> Option<String>) -> Result<S3Env, Missing> {
+    let var = |k: &str| var(k).filter(|v| !v.is_empty());
+    let need = |k: &str| {
+        var(k).ok_or_else(|| {
+            Missing::new(format!(
+                "no S3 test server ({k} unset); run `eval \"$(ci/s3-server start)\"` first"
+            ))
+        })
+    };
+    Ok(S3Env {
+        endpoint: var("TEST_S3_ENDPOINT")
+            .map(Ok)
+            .unwrap_or_else(|| need("AWS_ENDPOINT_URL"))?,
+        access_key_id: need("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: need("AWS_SECRET_ACCESS_KEY")?,
+        bucket: var("TEST_S3_BUCKET").unwrap_or_else(|| "restbase-deploy-test".into()),
+        region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+    })
+}
+
+#[cfg(test)]
+mod s3_tests {
+    use super::*;
+
+    #[test]
+    fn s3_env_names_the_first_missing_variable_and_defaults_the_rest() {
+        let e = s3_env_from(|_| None).unwrap_err();
+        assert!(e.reason.contains("AWS_ENDPOINT_URL"), "{e}");
+        let vars = |k: &str| match k {
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9".to_string()),
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("k".to_string()),
+            _ => None,
+        };
+        let s = s3_env_from(vars).unwrap();
+        assert_eq!(s.endpoint, "http://127.0.0.1:9");
+        assert_eq!(
+            (s.bucket.as_str(), s.region.as_str()),
+            ("restbase-deploy-test", "us-east-1")
+        );
+    }
+}

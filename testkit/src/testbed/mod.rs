@@ -157,6 +157,9 @@ impl Ctx {
             ("haproxy", "haproxy"),
             ("prometheus", "prometheus"),
             ("setsid", "util-linux"),
+            // socat: the applier's HAProxy driver over ssh; curl: the self-test.
+            ("socat", "socat"),
+            ("curl", "curl"),
             ("carbon-cache", "graphite-carbon"),
             ("graphite-manage", "graphite-web"),
             ("etcd", "etcd-server"),
