@@ -211,7 +211,7 @@ impl Ctx {
         let st = match old {
             Some(st) if self.anything_running(Some(&st)) => {
                 if let Some(n) = hosts.filter(|&n| n != st.hosts) {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::Failed(format!(
                         "the bed is up with {} hosts; run 'ci/testbed down' before asking for {n}",
                         st.hosts
                     )));
