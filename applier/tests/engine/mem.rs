@@ -10,12 +10,12 @@ use std::time::Duration;
 use applier::config::{EnvConfig, HostConfig};
 use applier::engine::EnvContext;
 use applier::host::Host;
-use applier::hostops::{
+use applier::pool::{Pool, PoolError};
+use applier::protocol::{
     ExecOutput, FetchReport, HostError, HostState, HostStatus, PreflightReport, PreflightRequest,
     PruneReport, ReadyReport, ReadyRequest, ReleaseRef, RenderReport, RenderRequest, RunInfo,
     StartRequest, StepInProgress, StopReport, SwitchReport,
 };
-use applier::pool::{Pool, PoolError};
 use applier::protocol::{HostRequest, HostResponse};
 use applier::service::ServiceSpec;
 use artifact::manifest::{BuildRecord, Layer, LayerKind, Manifest, SourceInfo};
