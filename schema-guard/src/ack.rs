@@ -40,7 +40,9 @@ pub fn parse_trailers(message: &str, commit: &str) -> Vec<Ack> {
 
 /// Why an `--ack` value is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed ack {0:?}: expected 'SGnnn <subject> <from>-><to> <reason>', e.g. 'SG002 pages 2->3 adds summaries'")]
+#[error(
+    "malformed ack {0:?}: expected 'SGnnn <subject> <from>-><to> <reason>', e.g. 'SG002 pages 2->3 adds summaries'"
+)]
 pub struct AckSyntax(pub String);
 
 /// Parses one acknowledgement as given on a command line: `SG002 <subject> <from>-><to> <reason>`.
@@ -115,9 +117,18 @@ mod tests {
         assert_eq!(a[1].from, "old");
         assert!(parse_trailers("Schema-Change-Ack: pages 2->3", "x").is_empty());
         let a = parse_ack("SG002 title_revisions-ng 2->3 adds a column").unwrap();
-        assert_eq!((a.subject.as_str(), a.reason.as_str()), ("title_revisions-ng", "adds a column"));
+        assert_eq!(
+            (a.subject.as_str(), a.reason.as_str()),
+            ("title_revisions-ng", "adds a column")
+        );
         assert_eq!(a.source, AckSource::Caller);
-        for bad in ["SG002 t 2->3", "pages 2->3 r", "SG002 t 23 r", "", "SG002 t 2->3 r\nSG002 u 1->2 r"] {
+        for bad in [
+            "SG002 t 2->3",
+            "pages 2->3 r",
+            "SG002 t 23 r",
+            "",
+            "SG002 t 2->3 r\nSG002 u 1->2 r",
+        ] {
             assert!(parse_ack(bad).is_err(), "{bad:?}");
         }
     }

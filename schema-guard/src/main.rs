@@ -352,7 +352,9 @@ fn exit_code(e: &anyhow::Error) -> (u8, Option<String>) {
     if e.downcast_ref::<Usage>().is_some() {
         return (EXIT_USAGE, Some("see `schema-guard check --help`".into()));
     }
-    let lib = e.chain().find_map(|c| c.downcast_ref::<schema_guard::Error>());
+    let lib = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<schema_guard::Error>());
     let hint = match lib {
         Some(schema_guard::Error::RevNotFound(rev)) => Some(format!(
             "is {rev} fetched here? CI checkouts are often shallow: `git fetch origin <branch>` first"

@@ -15,15 +15,30 @@ pub const INFO: RuleInfo = RuleInfo {
 
 pub fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     for u in &ctx.head.unresolved {
-        let before = ctx.base.unresolved.iter().find(|b| b.location.path == u.location.path && b.what == u.what);
+        let before = ctx
+            .base
+            .unresolved
+            .iter()
+            .find(|b| b.location.path == u.location.path && b.what == u.what);
         let unchanged = before.is_some_and(|b| b.inputs.is_some() && b.inputs == u.inputs);
-        let severity = if unchanged { Severity::Info } else { Severity::Block };
+        let severity = if unchanged {
+            Severity::Info
+        } else {
+            Severity::Block
+        };
         let mut f = Finding::new(ID, severity, !unchanged, &u.location.path);
         f.location = Some(u.location.clone());
-        f.from = Some(before.and_then(|b| b.inputs.clone()).unwrap_or_else(|| "new".into()));
+        f.from = Some(
+            before
+                .and_then(|b| b.inputs.clone())
+                .unwrap_or_else(|| "new".into()),
+        );
         f.to = Some(u.inputs.clone().unwrap_or_else(|| "unknown".into()));
         f.message = if unchanged {
-            format!("could not resolve {} statically (unchanged since base)", u.what)
+            format!(
+                "could not resolve {} statically (unchanged since base)",
+                u.what
+            )
         } else {
             format!(
                 "could not resolve {} statically, so what this deploy does to that storage is not checked; \
