@@ -178,6 +178,15 @@ impl StorageManifest {
         self.domains = domains.into_iter().collect();
         self.skip_flags.sort();
         self.skip_flags.dedup();
+        let mut seen = Vec::new();
+        self.unresolved.retain(|u| {
+            let key = (u.location.clone(), u.what.clone());
+            let new = !seen.contains(&key);
+            if new {
+                seen.push(key);
+            }
+            new
+        });
     }
 
     /// The manifest as a JSON value (what `artifact::Manifest.storage` holds).

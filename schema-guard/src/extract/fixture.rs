@@ -71,11 +71,12 @@ pub fn requests(
             }
             for r in resources.as_array().into_iter().flatten() {
                 let mut r = r.clone();
-                let line = js::strip_lines(&mut r);
+                let mut body = r.get("body").cloned().unwrap_or(Value::Object(Map::new()));
+                let line = js::strip_lines(&mut body).or(js::strip_lines(&mut r));
                 out.push(Request {
                     domain: None,
                     uri: r.get("uri").cloned().unwrap_or(Value::Null),
-                    body: r.get("body").cloned().unwrap_or(Value::Object(Map::new())),
+                    body,
                     location: Location {
                         path: path.clone(),
                         line,

@@ -467,19 +467,26 @@ fn add_requests(m: &mut StorageManifest, cfg: &ServiceConfig, tree: &dyn Tree) {
                     "a storage request to {uri:?} (no static model for it)"
                 )),
             };
+            let mut at = r.location.clone();
             let schema = schema.and_then(|s| {
                 let mut leaves = Vec::new();
                 js::unresolved_leaves(&s, "", &mut leaves);
                 match leaves.first() {
                     None => Ok(s),
-                    Some((key, w)) => Err(format!(
-                        "`{key}: {}` in the schema of table {} ({}; {}:{})",
-                        w.text,
-                        parts.get(3).unwrap_or(&"?"),
-                        w.reason,
-                        w.path,
-                        w.line
-                    )),
+                    Some((key, w)) => {
+                        if !w.path.is_empty() {
+                            at = Location {
+                                path: w.path.clone(),
+                                line: Some(w.line),
+                            };
+                        }
+                        Err(format!(
+                            "`{key}: {}` in the schema of table {} ({})",
+                            w.text,
+                            parts.get(3).unwrap_or(&"?"),
+                            w.reason
+                        ))
+                    }
                 }
             });
             match schema {
@@ -490,7 +497,7 @@ fn add_requests(m: &mut StorageManifest, cfg: &ServiceConfig, tree: &dyn Tree) {
                 }),
                 Ok(s) => m.add_table(&d, &s, Some(r.location.clone())),
                 Err(what) => m.unresolved.push(Unresolved {
-                    location: r.location.clone(),
+                    location: at,
                     what,
                     inputs: None,
                 }),
