@@ -167,9 +167,19 @@ impl StorageManifest {
             .retain(|t| seen.insert((t.table.clone(), t.domain.clone())));
         self.tables
             .sort_by(|a, b| (&a.table, &a.domain).cmp(&(&b.table, &b.domain)));
+        // One lookup per domain (group patterns are regexes).
+        let mut groups: BTreeMap<String, Option<String>> = BTreeMap::new();
         for i in 0..self.tables.len() {
             if self.tables[i].storage_group.is_none() {
-                let g = self.group_of(&self.tables[i].domain).map(str::to_string);
+                let d = self.tables[i].domain.clone();
+                let g = match groups.get(&d) {
+                    Some(g) => g.clone(),
+                    None => {
+                        let g = self.group_of(&d).map(str::to_string);
+                        groups.insert(d, g.clone());
+                        g
+                    }
+                };
                 self.tables[i].storage_group = g;
             }
         }

@@ -9,17 +9,102 @@ use proptest::prelude::*;
 use schema_guard::extract::js::{Limits, Module, from_json};
 
 const JS_PIECES: &[&str] = &[
-    "{", "}", "(", ")", "[", "]", "`", "${", "'", "\"", "/", "/*", "*/", "//", "\n", " ", ",",
-    ";", ":", "=", "=>", "+", "*", "||", "&&", "?", ".", "...", "?.", "!", "-", "1", "0x1f",
-    "5000", "'a'", "x", "opts", "options", "this", "return", "const", "let", "function", "class",
-    "new", "if", "else", "for", "throw", "module.exports", "module.exports =", "require('x')",
-    "table:", "version:", "attributes:", "index:", "\\", "\u{e9}", "async", "get", "static",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "`",
+    "${",
+    "'",
+    "\"",
+    "/",
+    "/*",
+    "*/",
+    "//",
+    "\n",
+    " ",
+    ",",
+    ";",
+    ":",
+    "=",
+    "=>",
+    "+",
+    "*",
+    "||",
+    "&&",
+    "?",
+    ".",
+    "...",
+    "?.",
+    "!",
+    "-",
+    "1",
+    "0x1f",
+    "5000",
+    "'a'",
+    "x",
+    "opts",
+    "options",
+    "this",
+    "return",
+    "const",
+    "let",
+    "function",
+    "class",
+    "new",
+    "if",
+    "else",
+    "for",
+    "throw",
+    "module.exports",
+    "module.exports =",
+    "require('x')",
+    "table:",
+    "version:",
+    "attributes:",
+    "index:",
+    "\\",
+    "\u{e9}",
+    "async",
+    "get",
+    "static",
 ];
 
 const YAML_PIECES: &[&str] = &[
-    "a:", "b: 1", "- ", "  ", "\n", "{", "}", "[", "]", ",", "&x ", "*x", "<<: *x", "'", "\"",
-    "x-modules:", "x-setup-handler:", "path: sys/a.js", "spec:", "paths:", "/{domain:a}:",
-    "? ", "!!str ", "%YAML 1.2\n", "---\n", "...\n", "|", ">", "#", ":", "\t", "~",
+    "a:",
+    "b: 1",
+    "- ",
+    "  ",
+    "\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "&x ",
+    "*x",
+    "<<: *x",
+    "'",
+    "\"",
+    "x-modules:",
+    "x-setup-handler:",
+    "path: sys/a.js",
+    "spec:",
+    "paths:",
+    "/{domain:a}:",
+    "? ",
+    "!!str ",
+    "%YAML 1.2\n",
+    "---\n",
+    "...\n",
+    "|",
+    ">",
+    "#",
+    ":",
+    "\t",
+    "~",
 ];
 
 fn assemble(pieces: &[&str], picks: &[usize]) -> String {
@@ -32,13 +117,21 @@ fn run_js(src: &str) {
         let _ = m.call_exports(vec![from_json(&serde_json::json!({"a": 1}))]);
         let _ = m.call_function("makeSchema", vec![from_json(&serde_json::json!({}))]);
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 fn run_yaml(text: &str) {
     let start = Instant::now();
     let _ = schema_guard::extract::yaml_to_json(text, "x.yaml");
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 proptest! {
@@ -76,26 +169,56 @@ proptest! {
 #[test]
 fn worst_cases_are_bounded() {
     // Deep nesting of every bracket kind and of template substitutions.
-    for (open, close) in [("(", ")"), ("[", "]"), ("{a:", "}"), ("`${", "}`"), ("-", ""), ("!", ""), ("a.b(", ")")] {
-        run_js(&format!("module.exports = {}1{};", open.repeat(50_000), close.repeat(50_000)));
+    for (open, close) in [
+        ("(", ")"),
+        ("[", "]"),
+        ("{a:", "}"),
+        ("`${", "}`"),
+        ("-", ""),
+        ("!", ""),
+        ("a.b(", ")"),
+    ] {
+        run_js(&format!(
+            "module.exports = {}1{};",
+            open.repeat(50_000),
+            close.repeat(50_000)
+        ));
     }
     // A 90 KB expression (once 148 s) and long member chains.
-    run_js(&format!("module.exports = {{ v: {} }};", vec!["a * 1000 + (b || 0)"; 4500].join(" + ")));
+    run_js(&format!(
+        "module.exports = {{ v: {} }};",
+        vec!["a * 1000 + (b || 0)"; 4500].join(" + ")
+    ));
     run_js(&format!("module.exports = x{};", ".y".repeat(40_000)));
     // Mutual recursion and self-reference.
-    run_js("function f(x) { return g(x) + 1; }\nfunction g(x) { return f(x) * 2; }\nmodule.exports = { v: f(1) };");
+    run_js(
+        "function f(x) { return g(x) + 1; }\nfunction g(x) { return f(x) * 2; }\nmodule.exports = { v: f(1) };",
+    );
     run_js("const a = b + 1;\nconst b = a + 1;\nmodule.exports = { v: a };");
     // Over the size limit: an error, not a read.
-    let big = format!("// {}\nmodule.exports = {{}};", "x".repeat(Limits::default().max_bytes));
+    let big = format!(
+        "// {}\nmodule.exports = {{}};",
+        "x".repeat(Limits::default().max_bytes)
+    );
     assert!(Module::parse("big.js", &big, Limits::default()).is_err());
     // YAML: alias expansion bomb, deep nesting, over the size limit.
     let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 0..12 {
-        let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+        let prev = if i == 0 {
+            "a".to_string()
+        } else {
+            format!("l{}", i - 1)
+        };
         bomb.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
     }
     run_yaml(&bomb);
     run_yaml(&format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000)));
     run_yaml(&"a:\n ".repeat(50_000));
-    assert!(schema_guard::extract::yaml_to_json(&"#".repeat(schema_guard::extract::MAX_YAML_BYTES + 1), "x.yaml").is_err());
+    assert!(
+        schema_guard::extract::yaml_to_json(
+            &"#".repeat(schema_guard::extract::MAX_YAML_BYTES + 1),
+            "x.yaml"
+        )
+        .is_err()
+    );
 }

@@ -129,6 +129,17 @@ fn has(r: &Report, rule: &str, subject: &str, from: Option<&str>, to: Option<&st
     })
 }
 
+/// (what, base: "base" or "inline", head commit, rule, subject, from, to).
+type Trap<'a> = (
+    &'a str,
+    &'a str,
+    String,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 const SYS_PATHS: &str = "                    /legacy/key_value:";
 const INLINE_BUCKET: &str = "                    /inline_kv:
                       get:
@@ -220,7 +231,7 @@ fn static_and_capture_agree_on_restbase_and_catch_every_trap() {
         )],
     );
 
-    let cases: Vec<(&str, &str, String, &str, &str, Option<&str>, Option<&str>)> = vec![
+    let cases: Vec<Trap<'_>> = vec![
         (
             "column",
             "base",

@@ -19,11 +19,13 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
+pub mod ast;
 pub mod eval;
 pub mod lex;
 pub mod parse;
 pub mod scan;
 pub mod stmt;
+pub mod value;
 
 pub use eval::{LINE, SPEC_FILE, TREE, UNRESOLVED, V, Why, strip_lines};
 
@@ -159,19 +161,16 @@ impl Module {
     pub fn call_function(&self, name: &str, args: Vec<V>) -> Result<Option<V>, JsError> {
         let mut found: Vec<eval::Closure> = Vec::new();
         for slot in self.top.env.vars.borrow().values() {
-            match slot {
-                eval::Slot::Val(V::Class(def)) => {
-                    for (n, f) in &def.methods {
-                        if n == name {
-                            found.push(eval::Closure {
-                                func: f.clone(),
-                                env: def.env.clone(),
-                                this: Some(V::Instance(def.clone())),
-                            });
-                        }
+            if let eval::Slot::Val(V::Class(def)) = slot {
+                for (n, f) in &def.methods {
+                    if n == name {
+                        found.push(eval::Closure {
+                            func: f.clone(),
+                            env: def.env.clone(),
+                            this: Some(V::Instance(def.clone())),
+                        });
                     }
                 }
-                _ => {}
             }
         }
         if let Some(eval::Slot::Val(V::Func(c))) = self.top.env.vars.borrow().get(name) {

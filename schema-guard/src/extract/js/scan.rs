@@ -92,14 +92,12 @@ pub fn changed_names(seq: &Seq, from: usize, to: usize, out: &mut BTreeSet<Strin
         }
         let (end, accessed, last) = chain_end(seq, i + 1);
         let assigned = ASSIGN_OPS.iter().any(|op| punct(seq, end, op));
-        if assigned && (accessed || !declared) {
-            out.insert(name.clone());
-        } else if accessed
+        let mutating_call = accessed
             && punct(seq, end, "(")
             && last
                 .as_deref()
-                .is_some_and(|m| MUTATING_METHODS.contains(&m))
-        {
+                .is_some_and(|m| MUTATING_METHODS.contains(&m));
+        if (assigned && (accessed || !declared)) || mutating_call {
             out.insert(name.clone());
         } else if name == "Object"
             && let Some(m) = last

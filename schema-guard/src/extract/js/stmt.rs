@@ -357,10 +357,10 @@ fn hoist(w: &mut Walk<'_>, env: &Env, ev: &Ev<'_>) -> R<()> {
             if let Ok(Some((n, v))) = function_decl(w, env, ev) {
                 env.vars.borrow_mut().insert(n, Slot::Val(v));
             }
-        } else if w.word(w.i, "class") {
-            if let Some((n, v)) = class_def(w, env) {
-                env.vars.borrow_mut().insert(n, Slot::Val(v));
-            }
+        } else if w.word(w.i, "class")
+            && let Some((n, v)) = class_def(w, env)
+        {
+            env.vars.borrow_mut().insert(n, Slot::Val(v));
         }
         if w.i == start {
             w.i = w.skip(w.i).max(start + 1);
