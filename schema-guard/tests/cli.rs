@@ -715,3 +715,33 @@ fn capture_require_hook_replaces_a_backend_loaded_by_package_name() {
     };
     assert_eq!(key(&captured), key(&expected));
 }
+
+#[test]
+fn capture_kills_what_the_service_started() {
+    let Some(nm) = common::node_modules("fixture") else {
+        return;
+    };
+    let r = Repo::new();
+    let marker = format!("sg-orphan-{}", std::process::id());
+    r.write(
+        "sys/spawner.js",
+        &format!(
+            "'use strict';\nconst {{ spawn }} = require('child_process');\nmodule.exports = function () {{\n    spawn(process.execPath, ['-e', 'setTimeout(() => {{}}, 600000)', '{marker}'], {{ stdio: 'ignore' }}).unref();\n    return {{ resources: [] }};\n}};\n"
+        ),
+    );
+    r.commit("A module that leaves a child process behind");
+    let opts = schema_guard::extract::CaptureOptions {
+        node_modules: Some(nm),
+        ..Default::default()
+    };
+    schema_guard::extract::capture_rev(&r.path, "HEAD", &opts).expect("capture");
+    let left = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
