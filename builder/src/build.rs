@@ -124,74 +124,6 @@ pub struct BuildReport {
     pub timings: Vec<Timing>,
 }
 
-/// The storage manifests of the source tree, for [`Manifest::storage`]: schema-guard's static
-/// extraction (no node needed) once per environment config shipped in `deploy/env/<env>.yaml`,
-/// as `{"format": 1, "envs": {"<env>": <storage manifest>}}` (env `default` when the tree has no
-/// env configs). The applier compares the one of the environment it deploys to.
-///
-/// An extraction failure does not fail the build: it is returned as a warning and the
-/// artifact carries no storage manifest for that environment (the deploy guard then says so).
-pub fn storage_manifest(source: &SourceTree) -> (Option<serde_json::Value>, Vec<String>) {
-    struct Mem<'a>(&'a SourceTree, Vec<String>);
-    impl schema_guard::extract::Tree for Mem<'_> {
-        fn paths(&self) -> Vec<String> {
-            self.1.clone()
-        }
-        fn read(&self, path: &str) -> Option<Vec<u8>> {
-            self.0.file(path).map(<[u8]>::to_vec)
-        }
-    }
-    let mut paths: Vec<String> = source
-        .entries
-        .iter()
-        .filter(|e| matches!(e.kind, PackKind::File { .. }))
-        .filter(|e| {
-            !e.path.split('/').any(|seg| {
-                seg == "node_modules" || seg.starts_with('.') || seg == "test" || seg == "tests"
-            }) || e.path == ".schema-guard.yaml"
-        })
-        .map(|e| e.path.clone())
-        .collect();
-    paths.sort();
-    let mut envs: Vec<String> = paths
-        .iter()
-        .filter_map(|p| p.strip_prefix("deploy/env/")?.strip_suffix(".yaml"))
-        .filter(|e| !e.contains('/'))
-        .map(str::to_string)
-        .collect();
-    let tree = Mem(source, paths);
-    let mut out = serde_json::Map::new();
-    let mut warnings = Vec::new();
-    if envs.is_empty() {
-        envs.push(String::new());
-    }
-    for env in envs {
-        let opts = schema_guard::extract::StaticOptions {
-            env: (!env.is_empty()).then(|| env.clone()),
-            ..Default::default()
-        };
-        let name = if env.is_empty() {
-            "default".to_string()
-        } else {
-            env
-        };
-        match schema_guard::extract::static_manifest_tree(&tree, &opts) {
-            Ok(mut m) => {
-                m.commit = Some(source.info.commit.clone());
-                out.insert(name, m.to_value());
-            }
-            Err(e) => warnings.push(format!("storage manifest of env {name}: {e}")),
-        }
-    }
-    if out.is_empty() {
-        return (None, warnings);
-    }
-    (
-        Some(serde_json::json!({"format": 1, "envs": serde_json::Value::Object(out)})),
-        warnings,
-    )
-}
-
 /// Manifest label: digest of the source tree outside `deploy/` (the code).
 pub const LABEL_CODE_DIGEST: &str = "content.code";
 /// Manifest label: digest of `deploy/` (service definition and per-environment config).
@@ -427,11 +359,8 @@ pub fn build(
         threads: opts.pack_threads.max(1),
         ..PackOptions::default()
     };
-    let (storage, storage_warnings) = storage_manifest(&src);
+    let storage_source = crate::storage::StorageSource::new(&src);
     let (code_digest, config_digest) = content_digests(&src);
-    for w in &storage_warnings {
-        progress.warn(w);
-    }
     let source_path = tmp.path().join("source.tar.gz");
     let source_info = src.info.clone();
     let skipped_submodules = src.skipped_submodules.clone();
@@ -646,6 +575,14 @@ pub fn build(
         }
     }
 
+    // Storage manifests: captured with the commit's dependency layer, else static.
+    let built = tmp.path().join("npm").join("node_modules");
+    let layer = deps_record.as_ref().map(|(rec, _)| &rec.layer);
+    let (storage, storage_warnings) =
+        storage_source.manifests(&opts.node, &built, layer, store, tmp.path());
+    for w in &storage_warnings {
+        progress.warn(w);
+    }
     let (platform, deps_info) = match &deps_record {
         Some((rec, _)) => (
             rec.native.then(|| rec.platform.clone()),

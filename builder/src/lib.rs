@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod progress;
 pub mod service;
 pub mod source;
+pub mod storage;
 
 pub use error::{Error, ErrorKind};
 
