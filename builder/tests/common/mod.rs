@@ -206,3 +206,15 @@ pub fn keygen(dir: &Path, name: &str) -> String {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// A new git repository at `dir` with `files` committed.
+pub fn git_init_with(dir: &Path, files: &[(&str, &str)]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    for (p, content) in files {
+        write(dir, p, content);
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "files"]);
+    git(dir, &["rev-parse", "HEAD"])
+}
