@@ -326,7 +326,10 @@ mod location_tests {
         };
         assert_eq!(parse_location("s3://bkt").unwrap(), s3("bkt", ""));
         assert_eq!(parse_location("s3://bkt/").unwrap(), s3("bkt", ""));
-        assert_eq!(parse_location("s3://my.bkt-1/a/b/").unwrap(), s3("my.bkt-1", "a/b"));
+        assert_eq!(
+            parse_location("s3://my.bkt-1/a/b/").unwrap(),
+            s3("my.bkt-1", "a/b")
+        );
     }
 
     #[test]
