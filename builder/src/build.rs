@@ -21,13 +21,15 @@ use artifact::manifest::{BuildRecord, DepsInfo, Layer, LayerKind, MANIFEST_FORMA
 use artifact::pack::{self, LAYER_MEDIA_TYPE, LayerInfo, PackEntry, PackKind, PackOptions};
 use artifact::store::{PutBody, PutOutcome, Store};
 use artifact::{Digest, keys};
-use serde::Serialize;
 
 use crate::blobs::{self, get_json};
 pub use crate::blobs::{commit_record, load_manifest};
+pub use crate::content::{LABEL_CODE_DIGEST, LABEL_CONFIG_DIGEST, content_digests};
 use crate::deps::{self, DepsFiles, DepsRecord, NpmOptions};
 use crate::deps_layer::{DepsStep, Pending};
 use crate::progress::{CountingWriter, Progress, Step};
+use crate::report::report_from_manifest;
+pub use crate::report::{BuildReport, DepsReport, LayerReport, Outcome, Timing, human_bytes};
 use crate::service::{self, SERVICE_YAML};
 use crate::source::{self, SourceTree};
 use crate::{Error, VERSION};
@@ -80,66 +82,6 @@ impl BuildOptions {
             pack_threads: PackOptions::default().threads,
         }
     }
-}
-
-/// How the build ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// This build created `commits/<sha>`.
-    Built,
-    /// `commits/<sha>` already existed (from an earlier or a concurrent build) and this build
-    /// produced the same manifest.
-    Identical,
-    /// `commits/<sha>` already existed; nothing was built.
-    AlreadyBuilt,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LayerReport {
-    pub kind: LayerKind,
-    pub digest: Digest,
-    pub size: u64,
-    pub diff_id: Digest,
-    pub entries: u64,
-    /// True if this build uploaded the blob; false if the store had it.
-    pub uploaded: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct DepsReport {
-    pub key: String,
-    /// True if the layer came from an earlier build (`deps/<key>`) and npm did not run.
-    pub reused: bool,
-    /// True if npm ran for a key that was already recorded and produced the same layer.
-    pub reproduced: bool,
-    pub native: bool,
-    pub lockfile_generated: bool,
-    pub npm_args: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Timing {
-    pub step: &'static str,
-    pub seconds: f64,
-}
-
-/// What a build did.
-#[derive(Clone, Debug, Serialize)]
-pub struct BuildReport {
-    /// The artifact id: the manifest digest.
-    pub id: Digest,
-    pub commit: String,
-    pub service: String,
-    pub store: String,
-    pub outcome: Outcome,
-    pub layers: Vec<LayerReport>,
-    pub deps: Option<DepsReport>,
-    pub manifest_uploaded: bool,
-    /// Blobs whose stored bytes did not match their digest and were replaced (rebuilds only).
-    pub repaired: Vec<String>,
-    pub skipped_submodules: Vec<String>,
-    pub timings: Vec<Timing>,
 }
 
 /// The storage manifests of the source tree, for [`Manifest::storage`]: schema-guard's static
@@ -210,45 +152,6 @@ pub fn storage_manifest(source: &SourceTree) -> (Option<serde_json::Value>, Vec<
     )
 }
 
-/// Manifest label: digest of the source tree outside `deploy/` (the code).
-pub const LABEL_CODE_DIGEST: &str = "content.code";
-/// Manifest label: digest of `deploy/` (service definition and per-environment config).
-pub const LABEL_CONFIG_DIGEST: &str = "content.config";
-
-/// Digests of the code and of the deploy config in the source tree, so the applier can tell a
-/// config-only deploy from a code deploy without reading layers. Each digest covers the sorted
-/// (path, kind, content) of its files.
-pub fn content_digests(source: &SourceTree) -> (Digest, Digest) {
-    let mut entries: Vec<&PackEntry> = source.entries.iter().collect();
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let (mut code, mut config) = (
-        artifact::digest::Hasher::new(),
-        artifact::digest::Hasher::new(),
-    );
-    for e in entries {
-        let h = if e.path == "deploy" || e.path.starts_with("deploy/") {
-            &mut config
-        } else {
-            &mut code
-        };
-        let (kind, body): (&[u8], &[u8]) = match &e.kind {
-            PackKind::Dir => (b"d", b""),
-            PackKind::File {
-                data: pack::PackData::Bytes(b),
-                executable,
-            } => (if *executable { b"x" } else { b"f" }, b),
-            // The source layer is read from git objects, so files are always in memory.
-            PackKind::File { .. } => (b"f", b""),
-            PackKind::Symlink { target } => (b"l", target.as_bytes()),
-        };
-        for part in [e.path.as_bytes(), kind, body] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-    }
-    (code.finish().0, config.finish().0)
-}
-
 struct Timer(Vec<Timing>);
 impl Timer {
     fn time<T>(
@@ -297,45 +200,6 @@ pub(crate) fn pack_to_file(
         ),
     );
     Ok(info)
-}
-
-fn report_from_manifest(
-    id: Digest,
-    m: &Manifest,
-    store: &dyn Store,
-    outcome: Outcome,
-) -> BuildReport {
-    BuildReport {
-        id,
-        commit: m.source.commit.clone(),
-        service: m.service.clone(),
-        store: store.location(),
-        outcome,
-        layers: m
-            .layers
-            .iter()
-            .map(|l| LayerReport {
-                kind: l.kind,
-                digest: l.digest,
-                size: l.size,
-                diff_id: l.diff_id,
-                entries: l.entries,
-                uploaded: false,
-            })
-            .collect(),
-        deps: m.deps.as_ref().map(|d| DepsReport {
-            key: d.key.clone(),
-            reused: true,
-            reproduced: false,
-            native: d.native,
-            lockfile_generated: d.lockfile_generated,
-            npm_args: d.npm_args.clone(),
-        }),
-        manifest_uploaded: false,
-        repaired: Vec::new(),
-        skipped_submodules: Vec::new(),
-        timings: Vec::new(),
-    }
 }
 
 /// Checks the blobs of an already built artifact before reporting it as built: the manifest
@@ -694,20 +558,4 @@ pub fn build(
         skipped_submodules,
         timings: timer.0,
     })
-}
-
-/// `1.2 MB`-style sizes for humans (decimal units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

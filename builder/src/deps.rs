@@ -23,7 +23,7 @@ use std::process::Command;
 
 use artifact::Digest;
 use artifact::manifest::Platform;
-use artifact::pack::{LayerInfo, PackData, PackEntry, PackKind};
+use artifact::pack::{LayerInfo, PackEntry};
 use model::canonical_json;
 use serde::{Deserialize, Serialize};
 
@@ -163,19 +163,7 @@ fn local_digest(entries: &[PackEntry]) -> Option<Digest> {
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
     let mut h = artifact::digest::Hasher::new();
     for e in sorted {
-        let (kind, body): (&[u8], &[u8]) = match &e.kind {
-            PackKind::Dir => (b"d", b""),
-            PackKind::File {
-                data: PackData::Bytes(b),
-                executable,
-            } => (if *executable { b"x" } else { b"f" }, b),
-            PackKind::File { .. } => (b"f", b""),
-            PackKind::Symlink { target } => (b"l", target.as_bytes()),
-        };
-        for part in [e.path.as_bytes(), kind, body] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
+        crate::content::hash_entry(&mut h, e);
     }
     Some(h.finish().0)
 }
@@ -453,6 +441,7 @@ pub fn install(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use artifact::pack::{PackData, PackKind};
 
     fn facts() -> NodeFacts {
         NodeFacts {

@@ -16,12 +16,14 @@ pub mod blobs;
 pub mod build;
 pub mod compare;
 pub mod config;
+pub mod content;
 pub mod deps;
 mod deps_layer;
 mod error;
 pub mod inspect;
 pub mod npm_dir;
 pub mod progress;
+pub mod report;
 pub mod service;
 pub mod source;
 

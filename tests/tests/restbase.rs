@@ -98,7 +98,10 @@ fn restbase() -> Option<&'static Restbase> {
         let mut text = std::fs::read_to_string(&readme).unwrap();
         text.push_str("\nDeployed with the deploy toolchain.\n");
         std::fs::write(&readme, text).unwrap();
-        git(&repo, &["commit", "-q", "-am", "README: how it is deployed"]);
+        git(
+            &repo,
+            &["commit", "-q", "-am", "README: how it is deployed"],
+        );
         let second_commit = git(&repo, &["rev-parse", "HEAD"]);
         let second = build(&repo, &store, &npm_cache, &second_commit);
         Some(Restbase {
@@ -130,7 +133,10 @@ fn restbase_builds_with_native_modules_and_a_source_only_change_reuses_its_depen
     assert_eq!(&first["commit"], commit);
     assert_eq!(first["service"], "restbase");
     assert_eq!(first["deps"]["reused"], false);
-    assert_eq!(first["deps"]["native"], true, "sqlite3 and friends are native");
+    assert_eq!(
+        first["deps"]["native"], true,
+        "sqlite3 and friends are native"
+    );
     let second = &rb.second.1;
     assert_eq!(second["deps"]["reused"], true, "{second}");
     assert_eq!(second["layers"][1]["digest"], first["layers"][1]["digest"]);
@@ -142,7 +148,11 @@ fn restbase_builds_with_native_modules_and_a_source_only_change_reuses_its_depen
                 .arg(&rb.store)
                 .arg(id.as_str().unwrap()),
         );
-        assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 4, "{out}");
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("ok ")).count(),
+            4,
+            "{out}"
+        );
     }
 }
 
@@ -292,7 +302,8 @@ fn restbase_deploys_to_three_hosts_then_rolls_a_source_only_change() {
     let (first, second) = (&rb.first, &rb.second);
 
     let started = Instant::now();
-    let (code, evs, err) = hosts.applier(&["deploy", first.1["id"].as_str().unwrap(), "--env", "rb"]);
+    let (code, evs, err) =
+        hosts.applier(&["deploy", first.1["id"].as_str().unwrap(), "--env", "rb"]);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     eprintln!(
         "restbase: first deploy to 3 hosts in {:.1}s",
@@ -317,7 +328,10 @@ fn restbase_deploys_to_three_hosts_then_rolls_a_source_only_change() {
     // Rolling: canary first, then one host at a time; a host is stopped only after the one
     // before it is done.
     let done = events(&evs, "host_done");
-    let order: Vec<&str> = done.iter().map(|(_, e)| e["host"].as_str().unwrap()).collect();
+    let order: Vec<&str> = done
+        .iter()
+        .map(|(_, e)| e["host"].as_str().unwrap())
+        .collect();
     assert_eq!(order, ["h1", "h2", "h3"]);
     let stops: Vec<(usize, &str)> = events(&evs, "step")
         .into_iter()
@@ -326,12 +340,20 @@ fn restbase_deploys_to_three_hosts_then_rolls_a_source_only_change() {
         .collect();
     assert_eq!(stops.iter().map(|(_, h)| *h).collect::<Vec<_>>(), order);
     for w in 1..3 {
-        assert!(stops[w].0 > done[w - 1].0, "{} stopped before {} was done", stops[w].1, order[w - 1]);
+        assert!(
+            stops[w].0 > done[w - 1].0,
+            "{} stopped before {} was done",
+            stops[w].1,
+            order[w - 1]
+        );
     }
 
     let (code, evs, err) = hosts.applier(&["status", "--env", "rb"]);
     assert_eq!(code, 0, "{err}");
     let status = evs[0].as_array().unwrap();
     assert_eq!(status.len(), 3);
-    assert!(status.iter().all(|h| h["current"] == second.0.as_str()), "{status:#?}");
+    assert!(
+        status.iter().all(|h| h["current"] == second.0.as_str()),
+        "{status:#?}"
+    );
 }
