@@ -81,7 +81,13 @@ fn restbase() -> Option<&'static Restbase> {
         }
         let _heavy = heavy();
         let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        // Kept for the run (a static is never dropped); the npm cache is kept across runs.
+        // What an earlier run of this binary kept (a static is never dropped).
+        for e in std::fs::read_dir(target).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("restbase-e2e-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        // Kept for the run; the npm cache is kept across runs.
         let dir = tempfile::Builder::new()
             .prefix("restbase-e2e-")
             .tempdir_in(target)
