@@ -170,3 +170,29 @@ fn a_failed_pack_leaves_neither_output_nor_temp_file() {
     );
     assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
 }
+
+#[test]
+fn an_unreachable_store_exits_3_with_a_hint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let out = run(builder(&[
+        "ls",
+        "--store",
+        "s3://no-such-server",
+        "--s3-endpoint",
+        &endpoint,
+    ])
+    .env("AWS_ACCESS_KEY_ID", "test")
+    .env("AWS_SECRET_ACCESS_KEY", "test")
+    .env("AWS_REGION", "us-east-1"));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("hint: check --s3-endpoint"),
+        "{}",
+        stderr(&out)
+    );
+}
