@@ -14,8 +14,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use artifact::manifest::{BuildRecord, DepsInfo, Layer, LayerKind, MANIFEST_FORMAT, Manifest};
-use artifact::pack::{self, LAYER_MEDIA_TYPE, LayerInfo, PackEntry, PackKind, PackOptions};
+use artifact::manifest::{BuildRecord, DepsInfo, Layer, LayerKind, Manifest};
+use artifact::pack::{self, LayerCompression, LayerInfo, PackEntry, PackKind, PackOptions};
 use artifact::store::{PutBody, PutOutcome, Store};
 use artifact::{Digest, keys};
 use serde::Serialize;
@@ -49,6 +49,8 @@ pub struct BuildOptions {
     pub rebuild: bool,
     /// Compression threads (the bytes do not depend on it).
     pub pack_threads: usize,
+    /// Layer compression (zstd by default); part of the dependency key.
+    pub compression: LayerCompression,
 }
 
 impl BuildOptions {
@@ -64,6 +66,7 @@ impl BuildOptions {
             work_dir: None,
             rebuild: false,
             pack_threads: PackOptions::default().threads,
+            compression: LayerCompression::default(),
         }
     }
 }
@@ -84,6 +87,7 @@ pub enum Outcome {
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerReport {
     pub kind: LayerKind,
+    pub media_type: String,
     pub digest: Digest,
     pub size: u64,
     pub diff_id: Digest,
@@ -338,6 +342,7 @@ fn report_from_manifest(
             .iter()
             .map(|l| LayerReport {
                 kind: l.kind,
+                media_type: l.media_type.clone(),
                 digest: l.digest,
                 size: l.size,
                 diff_id: l.diff_id,
@@ -425,7 +430,7 @@ pub fn build(
     let source_opts = PackOptions {
         mtime: src.info.commit_time.max(0) as u64,
         threads: opts.pack_threads.max(1),
-        ..PackOptions::default()
+        ..PackOptions::with_compression(opts.compression)
     };
     let (storage, storage_warnings) = storage_manifest(&src);
     let (code_digest, config_digest) = content_digests(&src);
@@ -449,6 +454,7 @@ pub fn build(
     // Dependency layer.
     let mut layers = vec![LayerReport {
         kind: LayerKind::Source,
+        media_type: opts.compression.media_type().to_string(),
         digest: source_layer.digest,
         size: source_layer.size,
         diff_id: source_layer.diff_id,
@@ -478,7 +484,9 @@ pub fn build(
                 .unwrap_or_default(),
         )?;
         let recorded_args = deps::recorded_npm_args(&user_args);
-        let key = KeyInputs::new(&files, &recorded_args, &node).key();
+        let mut key_inputs = KeyInputs::new(&files, &recorded_args, &node);
+        key_inputs.layer_format = opts.compression.format_version();
+        let key = key_inputs.key();
         let dkey = keys::deps(&key);
 
         let existing: Option<DepsRecord> = get_json(store, &dkey)?;
@@ -574,7 +582,7 @@ pub fn build(
                     DepsRecord {
                         format: deps::DEPS_RECORD_FORMAT,
                         key: key.clone(),
-                        media_type: LAYER_MEDIA_TYPE.to_string(),
+                        media_type: opts.compression.media_type().to_string(),
                         layer: info,
                         lockfile_blob: lock_digest,
                         lockfile_generated: installed.lockfile_generated,
@@ -591,6 +599,7 @@ pub fn build(
         let (rec, built) = deps_record.as_ref().expect("set above");
         layers.push(LayerReport {
             kind: LayerKind::Deps,
+            media_type: rec.media_type.clone(),
             digest: rec.layer.digest,
             size: rec.layer.size,
             diff_id: rec.layer.diff_id,
@@ -673,21 +682,22 @@ pub fn build(
     {
         labels.insert("source.dir".to_string(), dir.to_string());
     }
+    let manifest_layers: Vec<Layer> = layers
+        .iter()
+        .map(|l| Layer {
+            kind: l.kind,
+            media_type: l.media_type.clone(),
+            digest: l.digest,
+            size: l.size,
+            diff_id: l.diff_id,
+            entries: l.entries,
+        })
+        .collect();
     let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+        format: Manifest::format_for(&manifest_layers),
         service: service_name,
         source: source_info,
-        layers: layers
-            .iter()
-            .map(|l| Layer {
-                kind: l.kind,
-                media_type: LAYER_MEDIA_TYPE.to_string(),
-                digest: l.digest,
-                size: l.size,
-                diff_id: l.diff_id,
-                entries: l.entries,
-            })
-            .collect(),
+        layers: manifest_layers,
         platform,
         deps: deps_info,
         storage,

@@ -99,8 +99,12 @@ enum Command {
         prefix: String,
         #[arg(long)]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 6)]
-        level: u32,
+        /// Layer compression: zstd or gzip.
+        #[arg(long, default_value_t = artifact::pack::LayerCompression::default())]
+        compression: artifact::pack::LayerCompression,
+        /// Compression level [default: 3 for zstd, 6 for gzip]
+        #[arg(long)]
+        level: Option<u32>,
     },
 }
 
@@ -133,6 +137,10 @@ struct BuildArgs {
     /// Directory for temporary files [default: the system temp directory]
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Layer compression: zstd (layer format 2, the default) or gzip (format 1, readable by
+    /// appliers that predate zstd).
+    #[arg(long, env = "BUILDER_COMPRESSION", default_value_t = artifact::pack::LayerCompression::default())]
+    compression: artifact::pack::LayerCompression,
     /// Sign the artifact with this secret key file (also when the commit was already built).
     #[arg(long, env = "BUILDER_SIGN_KEY", value_name = "FILE")]
     sign_key: Option<PathBuf>,
@@ -196,10 +204,11 @@ fn run(cli: Cli, terminal: bool) -> anyhow::Result<ExitCode> {
         out,
         prefix,
         threads,
+        compression,
         level,
     } = command
     {
-        return pack_dir(dir, out, prefix, *threads, *level);
+        return pack_dir(dir, out, prefix, *threads, *compression, *level);
     }
     if let Command::Keygen { out } = command {
         return cmd_keygen(out, cli.format);
@@ -262,6 +271,7 @@ fn cmd_build(
     opts.npm_cache = args.npm_cache.clone();
     opts.work_dir = args.work_dir.clone();
     opts.rebuild = args.rebuild;
+    opts.compression = args.compression;
     if let Some(c) = &opts.npm_cache {
         std::fs::create_dir_all(c)
             .with_context(|| format!("creating npm cache {}", c.display()))?;
@@ -629,13 +639,13 @@ fn pack_dir(
     out: &std::path::Path,
     prefix: &str,
     threads: Option<usize>,
-    level: u32,
+    compression: artifact::pack::LayerCompression,
+    level: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let mut opts = artifact::pack::PackOptions {
-        mtime: 0,
-        level,
-        ..Default::default()
-    };
+    let mut opts = artifact::pack::PackOptions::with_compression(compression);
+    if let Some(l) = level {
+        opts.level = l;
+    }
     if let Some(t) = threads {
         opts.threads = t.max(1);
     }
@@ -650,6 +660,7 @@ fn pack_dir(
     std::io::Write::flush(&mut w)?;
     print_json(&serde_json::json!({
         "layer": info,
+        "media_type": compression.media_type(),
         "threads": opts.threads,
         "seconds": started.elapsed().as_secs_f64(),
     }))?;
