@@ -440,10 +440,18 @@ impl Unpacker {
 
     /// Refuses the layer if any symlink of the release now resolves outside it.
     fn check_links(&self) -> Result<(), UnpackError> {
-        for (p, n) in &self.nodes {
-            if let Node::Symlink(t) = n
-                && self.escapes(p, t)
-            {
+        // In path order, so the same archive is always refused naming the same entry.
+        let mut links: Vec<(&Vec<u8>, &Vec<u8>)> = self
+            .nodes
+            .iter()
+            .filter_map(|(p, n)| match n {
+                Node::Symlink(t) => Some((p, t)),
+                _ => None,
+            })
+            .collect();
+        links.sort_unstable();
+        for (p, t) in links {
+            if self.escapes(p, t) {
                 return Err(UnpackError::Refused {
                     path: String::from_utf8_lossy(p).into_owned(),
                     reason: format!(

@@ -26,7 +26,7 @@ const GOLDEN_GZIP_DIGEST: &str =
     "sha256:f4007d718309968bc5a7ae9e1c2fb79bada716448de23ad6f96a3b187efd8ba0";
 /// zstd level 3, layer format 2.
 const GOLDEN_ZSTD_DIGEST: &str =
-    "sha256:9b7c1b22198739b4a6bb6c09db5793c4e1f56f548717ef8a88f9059e9f33af38";
+    "sha256:1b07085cd448e27071c8c347d957ad71b68fd8dc6d02300fc01f66fc30ff3fc1";
 
 const BOTH: [LayerCompression; 2] = [LayerCompression::Gzip, LayerCompression::Zstd];
 

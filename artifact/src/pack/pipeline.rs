@@ -4,7 +4,7 @@
 //! gzip (layer format 1): [`CHUNK_SIZE`] chunks of raw deflate, non-final chunks ending with a
 //! sync flush so their concatenation is one deflate stream, in a single gzip member with the
 //! crc32 combined from the chunks. zstd (layer format 2): [`ZSTD_CHUNK_SIZE`] chunks, each one
-//! complete zstd frame (content size in the header, no checksum: sha256 covers it); the layer is
+//! complete zstd frame (content size in the header, xxh64 checksum at the end); the layer is
 //! the concatenation of the frames, which any zstd decoder reads as one stream. Chunk
 //! boundaries depend only on the tar bytes, so the output does not depend on the thread count.
 
@@ -238,7 +238,11 @@ impl Codec {
             LayerCompression::Gzip => Codec::Gzip(Compress::new(Compression::new(level), false)),
             LayerCompression::Zstd => {
                 let level = i32::try_from(level).map_err(io::Error::other)?;
-                Codec::Zstd(zstd::bulk::Compressor::new(level)?)
+                let mut c = zstd::bulk::Compressor::new(level)?;
+                // Each frame carries its own checksum (xxh64, 4 bytes): a zstd layer checks
+                // itself like a gzip one does, also where no digest is known (`zstd -t`).
+                c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+                Codec::Zstd(c)
             }
         })
     }
