@@ -29,15 +29,22 @@
 //!   symlinks are created on the calling thread.
 //!
 //! Durability: [`Unpacker::finish`] makes the whole staging tree durable before the rename
-//! that makes it visible under its final name, so a release directory that exists after a
-//! crash is complete. It does so with one `syncfs` of the file system holding the staging
-//! directory (one writeback pass and one journal commit for every file, where an `fsync` per
-//! file and directory costs a journal commit each: 3-5x slower for 14,000 files here), then
-//! renames with `RENAME_NOREPLACE` and fsyncs the parent directory. A caller that switches a
-//! `current` link to the release does so only after `finish` returned, so `current` never
-//! points at a release a crash could leave incomplete. `syncfs` also writes back other
-//! programs' dirty data on the same file system; [`Unpacker::with_writeback`] starts the
-//! writeback while the files are still being written, so little is left for the last pass.
+//! that gives it its final name, so a release directory that exists after a crash is complete.
+//! It waits for every writer thread, then calls `syncfs` once on the file system holding the
+//! staging directory (one writeback pass and one journal commit for all files, where an
+//! `fsync` per file and directory costs a journal commit each: several times slower for
+//! 14,000 files on ext4 here), renames with `RENAME_NOREPLACE` and fsyncs the parent
+//! directory. A caller that switches a `current` link to the release does so only after
+//! `finish` returned (the release is also recorded as fetched only then), so `current` never
+//! points at a release a crash could leave incomplete; a crash before the rename leaves only a
+//! `.partial-` staging directory, which nothing points at.
+//!
+//! To keep that last pass short, a writeback thread calls `syncfs` every 50 ms while layers
+//! are extracted ([`Unpacker::with_early_writeback`]), so the disk writes in parallel with
+//! extraction instead of after it (on a 181 MB, 14,000-file layer the final pass went from
+//! 1-2.5 s to 0.01-0.1 s). Those passes are an optimisation only; their errors are ignored
+//! and correctness rests on the final one. `syncfs` also writes back other programs' dirty
+//! data on the same file system, which the kernel would write within 30 s anyway.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -129,6 +136,10 @@ pub struct Unpacker {
     writers: usize,
     /// Started at the first layer, joined before a layer returns.
     pool: Option<writer::Pool>,
+    /// Whether to start writing back to disk while extracting.
+    early_writeback: bool,
+    /// Running from the first layer until `finish` (or a failure).
+    writeback: Option<writer::Writeback>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +199,8 @@ impl Unpacker {
             nodes: HashMap::new(),
             writers: default_writers(),
             pool: None,
+            early_writeback: true,
+            writeback: None,
         })
     }
 
@@ -195,6 +208,14 @@ impl Unpacker {
     /// on the calling thread). What is extracted and every check are the same either way.
     pub fn with_writers(mut self, writers: usize) -> Self {
         self.writers = writers;
+        self
+    }
+
+    /// Whether to flush to disk while extracting (default: yes) or only in
+    /// [`Unpacker::finish`]. Either way `finish` makes everything durable before the rename;
+    /// early writeback only lets the disk work in parallel with extraction.
+    pub fn with_early_writeback(mut self, on: bool) -> Self {
+        self.early_writeback = on;
         self
     }
 
@@ -216,6 +237,10 @@ impl Unpacker {
         if self.spent || self.finished {
             return Err(UnpackError::Spent);
         }
+        if self.early_writeback && self.writeback.is_none() {
+            // Best effort: without it, finish still flushes everything.
+            self.writeback = writer::Writeback::start(&self.staging).ok();
+        }
         let extracted = self.extract(reader, expected);
         // Wait for the writers whatever happened: nothing may still be writing into the
         // staging directory when it is removed or checked.
@@ -227,6 +252,7 @@ impl Unpacker {
             Ok(stats) => Ok(stats),
             Err(e) => {
                 self.spent = true;
+                self.writeback = None;
                 let _ = std::fs::remove_dir_all(&self.staging);
                 Err(e)
             }
@@ -235,13 +261,17 @@ impl Unpacker {
 
     /// Makes the staging directory durable and renames it to the destination.
     ///
-    /// One `syncfs` covers every file and directory of the release (see the module doc). The
+    /// One `syncfs`, after every file was written, covers every file and directory of the
+    /// release (see the module doc). The
     /// rename never replaces anything (`renameat2(RENAME_NOREPLACE)`, with an existence check
     /// first where the file system lacks it); the parent directory is fsynced after.
     pub fn finish(mut self) -> Result<UnpackStats, UnpackError> {
         if self.spent {
             return Err(UnpackError::Spent);
         }
+        // Every writer has finished (each layer joins them); stop the early passes so the
+        // decisive one below runs alone.
+        self.writeback = None;
         let st = &self.staging;
         std::fs::set_permissions(st, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| io_error(format!("chmod {}", st.display()), e))?;
@@ -504,12 +534,15 @@ impl std::fmt::Debug for Unpacker {
             .field("spent", &self.spent)
             .field("nodes", &self.nodes.len())
             .field("writers", &self.writers)
+            .field("early_writeback", &self.early_writeback)
             .finish()
     }
 }
 
 impl Drop for Unpacker {
     fn drop(&mut self) {
+        self.writeback = None;
+        self.pool = None;
         if !self.finished {
             let _ = std::fs::remove_dir_all(&self.staging);
         }

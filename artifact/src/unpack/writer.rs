@@ -159,3 +159,47 @@ pub(super) fn set_mode(
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(|e| io_error(format!("chmod {}", path.display()), e))
 }
+
+/// Early writeback: a thread that flushes the file system holding the staging directory
+/// (`syncfs`) over and over while files are being written, so the disk works in parallel with
+/// extraction and the final, decisive `syncfs` in [`super::Unpacker::finish`] has little left
+/// to do. Only an optimisation: durability never depends on these passes, and their errors
+/// are ignored (the final pass reports any).
+pub(super) struct Writeback {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Pause between two early passes.
+const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Writeback {
+    pub fn start(dir: &std::path::Path) -> Result<Writeback, UnpackError> {
+        let d = std::fs::File::open(dir)
+            .map_err(|e| io_error(format!("opening {}", dir.display()), e))?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("unpack-writeback".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(WRITEBACK_PAUSE)
+                {
+                    let _ = rustix::fs::syncfs(&d);
+                }
+            })
+            .map_err(|e| io_error("starting the writeback thread".into(), e))?;
+        Ok(Writeback {
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.stop = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
