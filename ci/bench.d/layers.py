@@ -27,7 +27,10 @@ def cmd_time(results, name, cmd):
     if rc == 0:
         with open(results, "a") as f:
             f.write(f"{name}\t{wall:.3f}\t{cpu:.3f}\n")
-    print(f"{wall:.3f}s wall, {cpu:.3f}s cpu" + ("" if rc == 0 else f" (exit {rc})"))
+    try:
+        print(f"{wall:.3f}s wall, {cpu:.3f}s cpu" + ("" if rc == 0 else f" (exit {rc})"))
+    except BrokenPipeError:
+        pass
     return rc
 
 

@@ -31,8 +31,8 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 type Source<R> = BufReader<Chain<Cursor<Vec<u8>>, Tap<R>>>;
 
 enum Decoder<R: Read> {
-    Gzip(MultiGzDecoder<Source<R>>),
-    Zstd(zstd::stream::read::Decoder<'static, Source<R>>),
+    Gzip(Box<MultiGzDecoder<Source<R>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, Source<R>>>),
 }
 
 impl<R: Read> Read for Decoder<R> {
@@ -92,13 +92,13 @@ impl<R: Read> TarReader<R> {
         magic.truncate(got);
         let source = BufReader::with_capacity(128 << 10, Cursor::new(magic.clone()).chain(tap));
         let decoder = if magic.starts_with(&GZIP_MAGIC) {
-            Decoder::Gzip(MultiGzDecoder::new(source))
+            Decoder::Gzip(Box::new(MultiGzDecoder::new(source)))
         } else if magic == ZSTD_MAGIC {
             let mut d = zstd::stream::read::Decoder::with_buffer(source)
                 .map_err(|e| io_error("starting the zstd decoder".into(), e))?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| io_error("starting the zstd decoder".into(), e))?;
-            Decoder::Zstd(d)
+            Decoder::Zstd(Box::new(d))
         } else if got == 0 {
             return Err(UnpackError::Corrupt("empty layer".into()));
         } else {
