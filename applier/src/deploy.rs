@@ -9,7 +9,6 @@
 //! idempotent) and which were never touched.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -587,26 +586,22 @@ fn most_common(it: impl Iterator<Item = Digest>) -> Option<Digest> {
     counts.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d)
 }
 
-/// Reads `deploy/service.yaml` straight out of the source layer in the store (for plans).
+/// Reads `deploy/service.yaml` straight out of the source layer in the store (for plans),
+/// verifying the layer's digests; gzip or zstd layers.
 pub fn service_spec_from_store(store: &dyn Store, manifest: &Manifest) -> Option<ServiceSpec> {
     let layer = manifest.layer(LayerKind::Source)?;
     let got = store.get(&keys::blob(&layer.digest)).ok()?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(got.reader));
-    for entry in ar.entries().ok()? {
-        let mut entry = entry.ok()?;
-        let path = entry
-            .path()
-            .ok()?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
-        if path == "deploy/service.yaml" {
-            let mut s = String::new();
-            entry.by_ref().take(1 << 20).read_to_string(&mut s).ok()?;
-            return ServiceSpec::parse(&s).ok();
-        }
+    let expected = artifact::unpack::Expected {
+        digest: Some(layer.digest),
+        size: Some(layer.size),
+        diff_id: Some(layer.diff_id),
+    };
+    match artifact::unpack::read_layer_file(got.reader, &expected, "deploy/service.yaml", 1 << 20)
+        .ok()?
+    {
+        Some(b) => ServiceSpec::parse(std::str::from_utf8(&b).ok()?).ok(),
+        None => Some(ServiceSpec::default()),
     }
-    Some(ServiceSpec::default())
 }
 
 fn check_list(ctx: &EnvContext, spec: &ServiceSpec) -> Vec<CheckSpec> {

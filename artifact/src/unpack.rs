@@ -341,34 +341,7 @@ impl Unpacker {
         // A later entry may change what an earlier symlink resolves to: check them all.
         self.check_links()?;
         let got = tar.finish()?;
-        let checks = [
-            (
-                "size",
-                expected.size.map(|s| s.to_string()),
-                got.size.to_string(),
-            ),
-            (
-                "digest",
-                expected.digest.map(|d| d.to_string()),
-                got.digest.to_string(),
-            ),
-            (
-                "diff_id",
-                expected.diff_id.map(|d| d.to_string()),
-                got.diff_id.to_string(),
-            ),
-        ];
-        for (what, want, actual) in checks {
-            if let Some(expected) = want
-                && expected != actual
-            {
-                return Err(UnpackError::DigestMismatch {
-                    what,
-                    expected,
-                    actual,
-                });
-            }
-        }
+        check_expected(expected, &got)?;
         Ok(layer)
     }
 
@@ -426,7 +399,7 @@ impl Unpacker {
                     Some(Node::Dir) => {}
                     Some(_) => return Err(refuse("already exists and is not a directory")),
                     None => {
-                        mkdir(&full)?;
+                        writer::mkdir(&full)?;
                         self.nodes.insert(rel, Node::Dir);
                     }
                 }
@@ -511,7 +484,7 @@ impl Unpacker {
                 Some(Node::Symlink(_)) => return Err(refuse("path goes through a symlink")),
                 Some(Node::File) => return Err(refuse("path goes through a file")),
                 None => {
-                    mkdir(&self.staging.join(OsStr::from_bytes(anc)))?;
+                    writer::mkdir(&self.staging.join(OsStr::from_bytes(anc)))?;
                     self.nodes.insert(anc.to_vec(), Node::Dir);
                 }
             }
@@ -553,12 +526,68 @@ impl Drop for Unpacker {
     }
 }
 
-fn mkdir(full: &Path) -> Result<(), UnpackError> {
-    DirBuilder::new()
-        .mode(0o755)
-        .create(full)
-        .and_then(|()| std::fs::set_permissions(full, std::fs::Permissions::from_mode(0o755)))
-        .map_err(|e| io_error(format!("creating directory {}", full.display()), e))
+/// Reads one regular file (`path`, `/`-separated, as in the layer) out of a gzip or zstd
+/// layer without extracting anything, verifying `expected` over the whole layer. `None` when
+/// the layer has no such file; [`UnpackError::TooLarge`] when it is bigger than `max` bytes.
+/// For readers of a single file, e.g. a plan reading `deploy/service.yaml`.
+pub fn read_layer_file<R: Read>(
+    reader: R,
+    expected: &Expected,
+    path: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, UnpackError> {
+    let mut tar = tar::TarReader::new(reader, expected.size)?;
+    let mut found = None;
+    while let Some(e) = tar.next_entry()? {
+        let regular = matches!(e.typeflag, b'0' | 0 | b'7');
+        if found.is_none() && regular && normalise(&e.name).is_ok_and(|n| n == path.as_bytes()) {
+            if e.size > max {
+                return Err(UnpackError::TooLarge {
+                    what: "bytes in the file read from the layer",
+                    limit: max,
+                });
+            }
+            found = Some(tar.read_data(e.size)?);
+        } else {
+            tar.skip_data(e.size)?;
+        }
+    }
+    let got = tar.finish()?;
+    check_expected(expected, &got)?;
+    Ok(found)
+}
+
+/// `expected` against what a layer hashed to.
+fn check_expected(expected: &Expected, got: &tar::Digests) -> Result<(), UnpackError> {
+    let checks = [
+        (
+            "size",
+            expected.size.map(|s| s.to_string()),
+            got.size.to_string(),
+        ),
+        (
+            "digest",
+            expected.digest.map(|d| d.to_string()),
+            got.digest.to_string(),
+        ),
+        (
+            "diff_id",
+            expected.diff_id.map(|d| d.to_string()),
+            got.diff_id.to_string(),
+        ),
+    ];
+    for (what, want, actual) in checks {
+        if let Some(expected) = want
+            && expected != actual
+        {
+            return Err(UnpackError::DigestMismatch {
+                what,
+                expected,
+                actual,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn io_error(context: String, source: io::Error) -> UnpackError {

@@ -10,9 +10,9 @@
 //! Memory is bounded: a job holds at most [`INLINE_MAX`] bytes and the queue at most
 //! [`QUEUE`] jobs; bigger files are written by the reading thread itself.
 
-use std::fs::OpenOptions;
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -125,6 +125,15 @@ fn run(rx: &Mutex<Receiver<Job>>, error: &Mutex<Option<UnpackError>>) {
             // error on its next submit.
         }
     }
+}
+
+/// Creates a directory with mode 0755 exactly.
+pub(super) fn mkdir(full: &std::path::Path) -> Result<(), UnpackError> {
+    DirBuilder::new()
+        .mode(0o755)
+        .create(full)
+        .and_then(|()| std::fs::set_permissions(full, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|e| io_error(format!("creating directory {}", full.display()), e))
 }
 
 /// Creates a new regular file `path` (never following or replacing anything) with `data`.
