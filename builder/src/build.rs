@@ -17,8 +17,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use artifact::manifest::{BuildRecord, DepsInfo, Layer, LayerKind, MANIFEST_FORMAT, Manifest};
-use artifact::pack::{self, LAYER_MEDIA_TYPE, LayerInfo, PackEntry, PackOptions};
+use artifact::manifest::{BuildRecord, DepsInfo, Layer, LayerKind, Manifest};
+use artifact::pack::{self, LayerCompression, LayerInfo, PackEntry, PackOptions};
 use artifact::store::{PutBody, PutOutcome, Store};
 use artifact::{Digest, keys};
 
@@ -61,6 +61,8 @@ pub struct BuildOptions {
     pub rebuild: bool,
     /// Compression threads (the bytes do not depend on it).
     pub pack_threads: usize,
+    /// Layer compression (zstd by default); part of the dependency key.
+    pub compression: LayerCompression,
 }
 
 /// The default work directory: a fixed path, not `$TMPDIR`, so that builders agree on the
@@ -80,6 +82,7 @@ impl BuildOptions {
             work_dir: PathBuf::from(DEFAULT_WORK_DIR),
             rebuild: false,
             pack_threads: PackOptions::default().threads,
+            compression: LayerCompression::default(),
         }
     }
 }
@@ -230,7 +233,7 @@ pub fn build(
     let source_opts = PackOptions {
         mtime: src.info.commit_time.max(0) as u64,
         threads: opts.pack_threads.max(1),
-        ..PackOptions::default()
+        ..PackOptions::with_compression(opts.compression)
     };
     let storage_source = crate::storage::StorageSource::new(&src);
     let (code_digest, config_digest) = content_digests(&src);
@@ -251,6 +254,7 @@ pub fn build(
     // Dependency layer.
     let mut layers = vec![LayerReport {
         kind: LayerKind::Source,
+        media_type: opts.compression.media_type().to_string(),
         digest: source_layer.digest,
         size: source_layer.size,
         diff_id: source_layer.diff_id,
@@ -302,6 +306,7 @@ pub fn build(
         let rec = &got.record;
         layers.push(LayerReport {
             kind: LayerKind::Deps,
+            media_type: rec.media_type.clone(),
             digest: rec.layer.digest,
             size: rec.layer.size,
             diff_id: rec.layer.diff_id,
@@ -409,21 +414,22 @@ pub fn build(
     {
         labels.insert("source.dir".to_string(), dir.to_string());
     }
+    let manifest_layers: Vec<Layer> = layers
+        .iter()
+        .map(|l| Layer {
+            kind: l.kind,
+            media_type: l.media_type.clone(),
+            digest: l.digest,
+            size: l.size,
+            diff_id: l.diff_id,
+            entries: l.entries,
+        })
+        .collect();
     let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+        format: Manifest::format_for(&manifest_layers),
         service: service_name,
         source: source_info,
-        layers: layers
-            .iter()
-            .map(|l| Layer {
-                kind: l.kind,
-                media_type: LAYER_MEDIA_TYPE.to_string(),
-                digest: l.digest,
-                size: l.size,
-                diff_id: l.diff_id,
-                entries: l.entries,
-            })
-            .collect(),
+        layers: manifest_layers,
         platform,
         deps: deps_info,
         storage,

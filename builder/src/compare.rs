@@ -8,7 +8,7 @@
 use std::io::{self, Read};
 
 use artifact::Digest;
-use flate2::read::MultiGzDecoder;
+use artifact::pack::LayerCompression;
 
 /// One entry as far as a comparison cares.
 #[derive(PartialEq, Eq)]
@@ -50,11 +50,15 @@ fn read_entry<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Entry> {
     })
 }
 
-/// Describes the first entry in which layer `recorded` and layer `produced` (both gzip'd tar
-/// streams) differ, or `None` if every entry is the same.
-pub fn first_difference(recorded: impl Read, produced: impl Read) -> io::Result<Option<String>> {
-    let mut a = tar::Archive::new(MultiGzDecoder::new(recorded));
-    let mut b = tar::Archive::new(MultiGzDecoder::new(produced));
+/// Describes the first entry in which layer `recorded` and layer `produced` (tar streams both
+/// compressed as `compression`) differ, or `None` if every entry is the same.
+pub fn first_difference(
+    compression: LayerCompression,
+    recorded: impl Read,
+    produced: impl Read,
+) -> io::Result<Option<String>> {
+    let mut a = tar::Archive::new(compression.decoder(recorded)?);
+    let mut b = tar::Archive::new(compression.decoder(produced)?);
     let mut ea = a.entries()?;
     let mut eb = b.entries()?;
     loop {
@@ -138,18 +142,27 @@ mod tests {
     fn names_the_first_differing_entry() {
         let a = layer(&[("m/a", "1"), ("m/b/config.gypi", "/tmp/x"), ("m/c", "3")]);
         let same = layer(&[("m/a", "1"), ("m/b/config.gypi", "/tmp/x"), ("m/c", "3")]);
-        assert_eq!(first_difference(&a[..], &same[..]).unwrap(), None);
+        assert_eq!(
+            first_difference(LayerCompression::default(), &a[..], &same[..]).unwrap(),
+            None
+        );
         let b = layer(&[("m/a", "1"), ("m/b/config.gypi", "/tmp/y"), ("m/c", "4")]);
-        let d = first_difference(&a[..], &b[..]).unwrap().unwrap();
+        let d = first_difference(LayerCompression::default(), &a[..], &b[..])
+            .unwrap()
+            .unwrap();
         assert_eq!(
             d,
             "m/b/config.gypi: content differs (6 bytes recorded, 6 built)"
         );
         let c = layer(&[("m/a", "1"), ("m/c", "3")]);
-        let d = first_difference(&a[..], &c[..]).unwrap().unwrap();
+        let d = first_difference(LayerCompression::default(), &a[..], &c[..])
+            .unwrap()
+            .unwrap();
         assert_eq!(d, "m/b is only in the recorded layer");
-        let d = first_difference(&c[..], &a[..]).unwrap().unwrap();
+        let d = first_difference(LayerCompression::default(), &c[..], &a[..])
+            .unwrap()
+            .unwrap();
         assert_eq!(d, "m/b is only in the new layer");
-        assert!(first_difference(&b"not gzip"[..], &a[..]).is_err());
+        assert!(first_difference(LayerCompression::default(), &b"not gzip"[..], &a[..]).is_err());
     }
 }

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use artifact::pack::{self, LAYER_MEDIA_TYPE, PackKind, PackOptions};
+use artifact::pack::{self, PackKind, PackOptions};
 use artifact::store::{PutBody, Store};
 use artifact::{Digest, keys};
 
@@ -83,7 +83,9 @@ fn check_recorded(store: &dyn Store, rec: &DepsRecord) -> Result<Reuse, Error> {
 impl DepsStep<'_> {
     /// The key of this step's inputs.
     pub fn key(&self) -> String {
-        KeyInputs::new(self.files, self.recorded_args, self.node).key()
+        let mut inputs = KeyInputs::new(self.files, self.recorded_args, self.node);
+        inputs.layer_format = self.pack.compression.format_version();
+        inputs.key()
     }
 
     fn reuse(rec: DepsRecord) -> DepsLayer {
@@ -192,7 +194,7 @@ impl DepsStep<'_> {
             let record = DepsRecord {
                 format: DEPS_RECORD_FORMAT,
                 key: key.clone(),
-                media_type: LAYER_MEDIA_TYPE.to_string(),
+                media_type: self.pack.compression.media_type().to_string(),
                 layer: info.clone(),
                 lockfile_blob: lock_digest,
                 lockfile_generated: installed.lockfile_generated,
@@ -304,7 +306,7 @@ impl DepsStep<'_> {
             Ok(f) => std::io::BufReader::new(f),
             Err(e) => return format!("the new layer cannot be read ({e})"),
         };
-        match compare::first_difference(recorded, produced) {
+        match compare::first_difference(self.pack.compression, recorded, produced) {
             Ok(Some(d)) => d,
             Ok(None) => "no file differs (the tar headers do)".into(),
             Err(e) => format!("the layers cannot be compared ({e})"),

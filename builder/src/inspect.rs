@@ -8,7 +8,6 @@ use artifact::manifest::{BuildRecord, LayerKind, Manifest};
 use artifact::resolve::ResolveError;
 use artifact::store::Store;
 use artifact::{Digest, keys};
-use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 
 use crate::Error;
@@ -117,11 +116,12 @@ struct Hashes {
     diff_id: Option<Digest>,
 }
 
-/// Streams a blob, hashing the stored bytes, and (for a layer) the decompressed tar.
+/// Streams a blob, hashing the stored bytes, and (for a layer: `decompress` names its
+/// compression) the decompressed tar.
 fn hash_blob(
     store: &dyn Store,
     key: &str,
-    decompress: bool,
+    decompress: Option<artifact::pack::LayerCompression>,
 ) -> Result<Result<Hashes, String>, Error> {
     let got = match store.get(key) {
         Ok(g) => g,
@@ -129,11 +129,16 @@ fn hash_blob(
         Err(e) => return Err(e.into()),
     };
     let mut outer = artifact::digest::HashingReader::new(got.reader);
-    if decompress {
-        let mut inner = artifact::digest::HashingReader::new(MultiGzDecoder::new(&mut outer));
+    if let Some(compression) = decompress {
+        let decoder: Box<dyn Read + '_> = match compression.decoder(&mut outer) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(format!("{}: {e}", compression.name()))),
+        };
+        let mut inner = artifact::digest::HashingReader::new(decoder);
         if let Err(e) = io::copy(&mut inner, &mut io::sink()) {
-            return Ok(Err(format!("not a valid gzip stream: {e}")));
+            return Ok(Err(format!("not a valid {compression} stream: {e}")));
         }
+        // `finish` consumes `inner`, which releases the borrow of `outer`.
         let (diff_id, _) = inner.finish();
         // Anything after the gzip members still counts towards the stored digest.
         if let Err(e) = io::copy(&mut outer, &mut io::sink()) {
@@ -212,7 +217,7 @@ pub fn verify(store: &dyn Store, id: &Digest) -> Result<VerifyReport, Error> {
             LayerKind::Deps => "deps layer",
         };
         let key = keys::blob(&layer.digest);
-        let problem = match hash_blob(store, &key, true)? {
+        let problem = match hash_blob(store, &key, layer.compression())? {
             Err(p) => Some(p),
             Ok(h) => {
                 let mut p = Vec::new();
@@ -246,7 +251,7 @@ pub fn verify(store: &dyn Store, id: &Digest) -> Result<VerifyReport, Error> {
     }
     if let Some(deps) = &manifest.deps {
         let key = keys::blob(&deps.lockfile_blob);
-        let problem = match hash_blob(store, &key, false)? {
+        let problem = match hash_blob(store, &key, None)? {
             Err(p) => Some(p),
             Ok(h) if h.digest != deps.lockfile_blob => Some(format!(
                 "content hashes to {}, not {}",

@@ -104,8 +104,12 @@ enum Command {
         prefix: String,
         #[arg(long)]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 6)]
-        level: u32,
+        /// Layer compression: zstd or gzip.
+        #[arg(long, default_value_t = artifact::pack::LayerCompression::default())]
+        compression: artifact::pack::LayerCompression,
+        /// Compression level [default: 3 for zstd, 6 for gzip]
+        #[arg(long)]
+        level: Option<u32>,
     },
 }
 
@@ -151,6 +155,10 @@ struct ToolArgs {
     /// path, so builders that must agree use the same one.
     #[arg(long, value_name = "DIR", default_value = build::DEFAULT_WORK_DIR)]
     work_dir: PathBuf,
+    /// Layer compression: zstd (layer format 2, the default) or gzip (format 1, readable by
+    /// appliers that predate zstd). Part of the dependency key.
+    #[arg(long, env = "BUILDER_COMPRESSION", default_value_t = artifact::pack::LayerCompression::default())]
+    compression: artifact::pack::LayerCompression,
 }
 
 impl ToolArgs {
@@ -158,6 +166,7 @@ impl ToolArgs {
         let mut opts = BuildOptions::new(repo, rev);
         opts.node = self.node.clone();
         opts.npm = self.npm.clone();
+        opts.compression = self.compression;
         opts.work_dir = std::path::absolute(&self.work_dir)?;
         if let Some(c) = &self.npm_cache {
             std::fs::create_dir_all(c)
@@ -219,8 +228,9 @@ fn run(cli: Cli, terminal: bool) -> anyhow::Result<ExitCode> {
             out,
             prefix,
             threads,
+            compression,
             level,
-        } => return pack_dir(dir, out, prefix, *threads, *level),
+        } => return pack_dir(dir, out, prefix, *threads, *compression, *level),
         Command::Keygen { out } => return keys::cmd_keygen(out, json),
         _ => {}
     }
@@ -423,13 +433,14 @@ fn pack_dir(
     out: &Path,
     prefix: &str,
     threads: Option<usize>,
-    level: u32,
+    compression: artifact::pack::LayerCompression,
+    level: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let mut opts = artifact::pack::PackOptions {
-        mtime: 0,
-        level,
-        ..Default::default()
-    };
+    let mut opts = artifact::pack::PackOptions::with_compression(compression);
+    opts.mtime = 0;
+    if let Some(l) = level {
+        opts.level = l;
+    }
     if let Some(t) = threads {
         opts.threads = t.max(1);
     }
@@ -446,6 +457,7 @@ fn pack_dir(
     .with_context(|| format!("packing {} into {}", dir.display(), out.display()))?;
     print_json(&serde_json::json!({
         "layer": info,
+        "media_type": compression.media_type(),
         "threads": opts.threads,
         "seconds": started.elapsed().as_secs_f64(),
     }))?;

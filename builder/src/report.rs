@@ -22,6 +22,7 @@ pub enum Outcome {
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerReport {
     pub kind: LayerKind,
+    pub media_type: String,
     pub digest: Digest,
     pub size: u64,
     pub diff_id: Digest,
@@ -83,6 +84,7 @@ pub(crate) fn report_from_manifest(
             .iter()
             .map(|l| LayerReport {
                 kind: l.kind,
+                media_type: l.media_type.clone(),
                 digest: l.digest,
                 size: l.size,
                 diff_id: l.diff_id,

@@ -99,7 +99,7 @@ fn unpack(store: &Path, report: &Value, dest: &Path) {
             .strip_prefix("sha256:")
             .unwrap();
         let st = Command::new("tar")
-            .arg("-xzf")
+            .arg("-xf")
             .arg(store.join("blobs/sha256").join(hex))
             .arg("-C")
             .arg(dest)

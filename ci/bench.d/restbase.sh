@@ -112,8 +112,8 @@ t0=$(date +%s%N)
 for h in f1 f2 f3; do
   d=$work/floor/$h
   mkdir -p "$d"
-  tar -xzf "$(blob "$d_src")" -C "$d"
-  tar -xzf "$(blob "$d_deps")" -C "$d"
+  tar -xf "$(blob "$d_src")" -C "$d"
+  tar -xf "$(blob "$d_deps")" -C "$d"
   p=$(ci_free_port)
   sed -e "s/port: 7231/port: $p/" -e "s#/var/lib/restbase/db.sqlite3#$d/db.sqlite3#" "$d/deploy/env/test.yaml" >"$d/config.yaml"
   (cd "$d" && exec node server.js -c config.yaml >"$d/log" 2>&1) &
