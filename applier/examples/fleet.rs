@@ -231,7 +231,11 @@ fn open_store(args: &Args) -> (Arc<dyn Store>, Option<tempfile::TempDir>, String
                 s3_force_path_style: true,
                 ..Default::default()
             };
-            let kind = if loc.starts_with("s3://") { "s3" } else { "dir" };
+            let kind = if loc.starts_with("s3://") {
+                "s3"
+            } else {
+                "dir"
+            };
             (
                 artifact::store::open(loc, &opts).expect("opening the store"),
                 None,
@@ -263,7 +267,8 @@ fn memory_fleet(args: &Args, n: usize, tap: Arc<tap::TapStore>) -> (EnvContext, 
         }
     }
     for op in ["depool", "repool"] {
-        bed.pool.set_latency(op, lat.get(op).copied().unwrap_or(other));
+        bed.pool
+            .set_latency(op, lat.get(op).copied().unwrap_or(other));
     }
     let cfg = json!({
         "groups": [
@@ -439,7 +444,11 @@ fn main() {
     // at least the sum of every host's own time.
     let serial_s: f64 = timed.keys().map(|h| own(h)).sum();
     let journal_writes = counts.requests["put_cas envs/segments"]
-        + counts.requests.get("put_cas envs/deploys").copied().unwrap_or(0);
+        + counts
+            .requests
+            .get("put_cas envs/deploys")
+            .copied()
+            .unwrap_or(0);
     let naive = naive_journal(ctx.store.as_ref(), &journal, journal_writes);
     let report = json!({
         "fleet": if args.hosts.is_some() { "memory" } else { "local processes" },

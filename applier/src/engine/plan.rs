@@ -145,7 +145,12 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         manifest: digest,
     };
     // Each host's restore target, asking the hosts a few at a time.
-    let names: Vec<String> = ctx.cfg.batches().into_iter().flat_map(|(_, hs)| hs).collect();
+    let names: Vec<String> = ctx
+        .cfg
+        .batches()
+        .into_iter()
+        .flat_map(|(_, hs)| hs)
+        .collect();
     let froms = super::run::bounded(ctx.cfg.prefetch_parallelism, &names, |h| {
         host_from(ctx, h, &env_state)
     });

@@ -177,7 +177,11 @@ fn waves(
     }
     let note = (waves.len() > 1 || !outside.is_empty()).then(|| {
         let sizes: Vec<String> = waves.iter().map(|w| w.len().to_string()).collect();
-        let mut n = format!("{} waves ({}): max_out {max_out}", waves.len(), sizes.join("+"));
+        let mut n = format!(
+            "{} waves ({}): max_out {max_out}",
+            waves.len(),
+            sizes.join("+")
+        );
         if waves.len() == 1 {
             n = format!("at once: max_out {max_out}");
         }
@@ -264,8 +268,7 @@ fn eta(history: &[Journal], hosts: usize, waves: usize, bake_s: u64) -> Eta {
         prefetch_per_host_s: prefetch,
         waves,
         bake_s,
-        total_s: per_host.map(|p| {
-            p * waves as f64 + prefetch.unwrap_or(0.0) * hosts as f64 + bake_s as f64
-        }),
+        total_s: per_host
+            .map(|p| p * waves as f64 + prefetch.unwrap_or(0.0) * hosts as f64 + bake_s as f64),
     }
 }

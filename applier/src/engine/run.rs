@@ -7,8 +7,8 @@
 //! order. A lost lease or an unwritable journal stops the run at the next batch.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use artifact::Digest;

@@ -34,7 +34,10 @@ fn plan_cuts_batches_into_the_waves_the_capacity_guard_allows_and_changes_nothin
     let opts = DeployOptions::default();
     let p = preview(&ctx, &target, &opts).unwrap();
     assert_eq!(
-        p.batches.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+        p.batches
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>(),
         ["canary", "rest#1", "rest#2"]
     );
     assert_eq!(
@@ -88,7 +91,11 @@ fn plan_cuts_batches_into_the_waves_the_capacity_guard_allows_and_changes_nothin
     assert!(p.batches.iter().all(|b| b.waves.is_empty()));
     assert_eq!(p.batches[2].capacity.as_deref(), Some("not reached"));
     let o = deploy(&tight, &NullSink, &r[1]);
-    assert!(o.message.contains("already out of the pool: h7"), "{}", o.message);
+    assert!(
+        o.message.contains("already out of the pool: h7"),
+        "{}",
+        o.message
+    );
 
     // The previews wrote nothing to the store (the deploy above did: lease and journal).
     let c = store.counts();
@@ -128,7 +135,7 @@ fn the_eta_comes_from_the_hosts_of_past_succeeded_deploys() {
     assert_eq!(bad.status, JournalStatus::RolledBack);
     let p = preview(&ctx, &r[3].manifest.to_string(), &DeployOptions::default()).unwrap();
     let e = &p.eta;
-    assert_eq!(e.from_deploys, [o.deploy_id.clone()]);
+    assert_eq!(e.from_deploys, std::slice::from_ref(&o.deploy_id));
     assert_eq!(e.host_samples, 4);
     let per = e.per_host_s.unwrap();
     assert!((0.06..2.0).contains(&per), "{e:?}");
@@ -278,11 +285,17 @@ ETA: 42.0s = 4 waves x 10.0s per host + 5 hosts x 0.4s preflight and prefetch + 
         out.ends_with("ETA: no history (no succeeded run in fresh yet)\n"),
         "{out}"
     );
-    let (_, out, _) = applier(&config, &["--format", "json", "plan", &digest, "--env", "fresh"]);
+    let (_, out, _) = applier(
+        &config,
+        &["--format", "json", "plan", &digest, "--env", "fresh"],
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["eta"]["total_s"], Value::Null);
     // Nothing was deployed or recorded.
-    assert_eq!(records::history(bed.store.as_ref(), "fresh").unwrap().len(), 0);
+    assert_eq!(
+        records::history(bed.store.as_ref(), "fresh").unwrap().len(),
+        0
+    );
     assert!(!roots.path().join("h1").join("current").exists());
 
     // An artifact that is not in the store is refused, as by deploy.
