@@ -91,20 +91,20 @@ impl StorageSource {
         Ok(())
     }
 
-    /// The storage manifests of every env and the warnings to show. `built` is where npm put
-    /// `node_modules` in this build (if it ran); `layer` the commit's dependency layer, unpacked
-    /// from `store` under `work` when npm did not run here.
+    /// The storage manifests of every env and the warnings to show. `built` is a `node_modules`
+    /// the caller still holds (if any); else `layer`, the commit's dependency layer, is unpacked
+    /// from `store` under `work`.
     pub fn manifests(
         &self,
         node: &Path,
-        built: &Path,
+        built: Option<&Path>,
         layer: Option<&LayerInfo>,
         store: &dyn Store,
         work: &Path,
     ) -> (Option<serde_json::Value>, Vec<String>) {
         let mut warnings = Vec::new();
         let unpacked = work.join("capture-deps");
-        let node_modules = if built.is_dir() {
+        let node_modules = if let Some(built) = built.filter(|b| b.is_dir()) {
             Some(built.to_path_buf())
         } else if let Some(layer) = layer {
             match unpack_layer(store, layer, &unpacked) {
