@@ -5,12 +5,14 @@
 //!
 //! - [`model`]: the [`Report`] built from a journal (timeline, checks, rollback path, storage
 //!   guard, canary analyses); every renderer draws from it.
-//! - [`html`]: the HTML report; [`markup`]: the escaping writer it is made with.
+//! - [`html`]: the HTML report (its canary charts in `canary`); [`markup`]: the escaping
+//!   writer it is made with.
 //! - [`text`]: `applier show`.
 //! - [`history`]: history rows and filters.
 //!
 //! Journals are read by the caller through [`crate::records`]; nothing here touches the store.
 
+mod canary;
 pub mod history;
 pub mod html;
 pub mod markup;
