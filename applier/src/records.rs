@@ -149,6 +149,8 @@ pub enum Step {
     PromotionCheck,
     /// The `require_signature` gate passed.
     Signature,
+    /// The storage guard's findings and acknowledgements, when it had any.
+    Guard,
     /// `applier resume` continued the deploy.
     Resume,
     /// `applier resume --rollback` rolled it back.
@@ -187,6 +189,7 @@ impl Step {
         match self {
             Step::PromotionCheck => "promotion_check",
             Step::Signature => "signature",
+            Step::Guard => "guard",
             Step::Resume => "resume",
             Step::ResumeRollback => "resume_rollback",
             Step::Preflight => "preflight",
@@ -305,7 +308,12 @@ pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Journal>, RecordError
     let prefix = keys::deploys_prefix(env);
     let mut out = Vec::new();
     for meta in store.list(&prefix)? {
-        let Some(id) = meta.key[prefix.len()..].strip_suffix(".json") else {
+        let Some(id) = meta
+            .key
+            .strip_prefix(prefix.as_str())
+            .and_then(|k| k.strip_suffix(".json"))
+            .filter(|id| !id.contains('/'))
+        else {
             continue;
         };
         out.push(read_journal(store, env, id)?);
@@ -342,6 +350,7 @@ mod tests {
     const STEPS: &[Step] = &[
         Step::PromotionCheck,
         Step::Signature,
+        Step::Guard,
         Step::Resume,
         Step::ResumeRollback,
         Step::Preflight,
