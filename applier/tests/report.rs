@@ -72,7 +72,12 @@ fn text(s: &Session<'_>, script: &str) -> String {
 fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
     let fx = fx!();
     let browser = testkit::require!(Browser::start());
-    let env = Env::new(fx, "rep", "");
+    let reports = tempfile::tempdir().unwrap();
+    let env = Env::new(
+        fx,
+        "rep",
+        &format!("report_dir: {}", reports.path().display()),
+    );
     let (code, evs, err) = env.deploy(fx.digest("good"));
     assert_eq!(code, 0, "{err}");
     let good = finished_id(&evs);
@@ -88,6 +93,10 @@ fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
             "a report loads and runs nothing, yet has {bad}"
         );
     }
+    // The deploy wrote the same report into the env's report_dir when it ended.
+    let auto = reports.path().join(format!("rep-{bad}.html"));
+    assert_eq!(std::fs::read_to_string(&auto).ok().as_deref(), Some(&*doc));
+    assert!(reports.path().join(format!("rep-{good}.html")).exists());
     // `--latest` is the same deploy.
     let latest = env.dir.path().join("latest.html");
     let (code, _, err) = plain(
