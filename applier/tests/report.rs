@@ -298,6 +298,29 @@ fn hostile_names_in_a_journal_are_text_in_the_report_and_off_the_terminal() {
         table.contains(&id) && !table.contains('\u{1b}'),
         "{table:?}"
     );
+
+    // A journal that does not parse is refused, named, and no report file is left.
+    let cut = journal_file(&env, "cut-short");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = env.dir.path().join("cut.html");
+    let (code, _, err) = plain(
+        &env,
+        &[
+            "report",
+            "cut-short",
+            "--env",
+            "hostile",
+            "-o",
+            &out.to_string_lossy(),
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("cut-short.json") && err.contains("unreadable"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a report of a journal that did not read");
 }
 
 /// A tmux server of the test's own (its socket in a tempdir), killed when dropped.
