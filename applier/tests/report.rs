@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -169,6 +170,14 @@ fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
     let shot = s.screenshot(&ci_artifacts().join("report-rolled-back.png"));
     std::fs::copy(&out, ci_artifacts().join("report-rolled-back.html")).unwrap();
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // Printed (A4): a PDF of its own, kept with the screenshots.
+    let pdf = s.print_pdf();
+    assert!(
+        pdf.starts_with(b"%PDF-") && pdf.len() > 10_000,
+        "{} bytes",
+        pdf.len()
+    );
+    std::fs::write(ci_artifacts().join("report-rolled-back.pdf"), &pdf).unwrap();
     // A narrow screen: nothing wider than the window.
     let narrow = browser.session(390, 800, true);
     narrow.open(&out);
@@ -348,8 +357,9 @@ impl Tmux {
         out
     }
 
-    /// Runs `argv` on a 120x40 terminal until it exits; returns the visible screen then.
-    fn screen_after(&self, argv: &[String]) -> String {
+    /// Runs `argv` on a 120x40 terminal until it exits; returns the visible screen then, and
+    /// every distinct line seen on the screen while it ran.
+    fn screen_after(&self, argv: &[String]) -> (String, BTreeSet<String>) {
         let words: Vec<String> = argv.iter().map(|a| testkit::bed::shell_word(a)).collect();
         let line = format!(
             "env -u APPLIER_CONFIG -u APPLIER_STORE {}; echo EXIT=$?; exec sleep 600",
@@ -367,13 +377,15 @@ impl Tmux {
             &line,
         ]);
         let mut screen = String::new();
+        let mut seen = BTreeSet::new();
         let done = testkit::wait_until(std::time::Duration::from_secs(120), || {
             screen = self.tmux(&["capture-pane", "-p", "-t", "t"]);
+            seen.extend(screen.lines().map(|l| l.trim_end().to_string()));
             screen.contains("EXIT=")
         });
         assert!(done, "the run did not end on the terminal:\n{screen}");
         self.tmux(&["kill-session", "-t", "t"]);
-        screen
+        (screen, seen)
     }
 }
 
@@ -399,9 +411,9 @@ fn row<'a>(screen: &'a str, host: &str) -> &'a str {
 #[test]
 fn the_live_view_on_a_terminal_ends_with_every_hosts_final_state() {
     let fx = fx!();
-    let env = Env::new(fx, "live", "");
+    let env = Env::new(fx, "live", "canary_bake: 3s");
     let tmux = testkit::require!(Tmux::start(env.dir.path()));
-    let run = |target: &str| -> String {
+    let run = |target: &str| -> (String, BTreeSet<String>) {
         let argv: Vec<String> = [
             env!("CARGO_BIN_EXE_applier"),
             "--config",
@@ -417,8 +429,14 @@ fn the_live_view_on_a_terminal_ends_with_every_hosts_final_state() {
         tmux.screen_after(&argv)
     };
     let good = &fx.commit("good")[..12];
-    let screen = run(fx.digest("good"));
+    let (screen, seen) = run(fx.digest("good"));
     assert!(screen.contains("EXIT=0"), "{screen}");
+    // While the canary baked, the table counted down (two different times left were seen).
+    let bake: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("canary bake of canary: ") && l.ends_with(" left"))
+        .collect();
+    assert!(bake.len() >= 2, "no bake countdown seen: {seen:#?}");
     // Redrawn in place: one table on the screen, not one per event.
     assert_eq!(screen.matches("HOST  ").count(), 1, "{screen}");
     for h in ["h1", "h2", "h3"] {
@@ -436,7 +454,7 @@ fn the_live_view_on_a_terminal_ends_with_every_hosts_final_state() {
         "the countdown ends with the run: {screen}"
     );
 
-    let screen = run(fx.digest("bad_5xx"));
+    let (screen, _) = run(fx.digest("bad_5xx"));
     assert!(screen.contains("EXIT=1"), "{screen}");
     assert_eq!(screen.matches("HOST  ").count(), 1, "{screen}");
     assert!(
