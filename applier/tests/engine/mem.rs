@@ -434,6 +434,16 @@ impl Bed {
 
     /// Stores a small artifact of `commit` (a 40-hex id) whose service logs `log`.
     pub fn artifact(&self, commit: &str, log: &str) -> ReleaseRef {
+        self.artifact_with(commit, log, None)
+    }
+
+    /// [`Bed::artifact`] with a storage manifest (schema-guard's format) in its manifest.
+    pub fn artifact_with(
+        &self,
+        commit: &str,
+        log: &str,
+        storage: Option<serde_json::Value>,
+    ) -> ReleaseRef {
         let layer = source_layer(commit);
         let ld = Digest::of(&layer);
         put(&*self.store, &keys::blob(&ld), &layer);
@@ -457,7 +467,7 @@ impl Bed {
             }],
             platform: None,
             deps: None,
-            storage: None,
+            storage,
             labels: Default::default(),
         };
         let bytes = m.to_canonical_json();
@@ -533,6 +543,91 @@ impl Bed {
             (Some(commit.into()), Some(commit.into()), true, None),
             "{h} should serve {commit}"
         );
+    }
+}
+
+/// A store whose every call blocks while it is paused: what a deployer stopped with SIGSTOP
+/// looks like from the store (its lease renewals and journal writes stop too).
+#[derive(Debug)]
+pub struct PausableStore {
+    inner: Arc<dyn Store>,
+    paused: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl PausableStore {
+    pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(PausableStore {
+            inner,
+            paused: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub fn set_paused(&self, p: bool) {
+        *self.paused.lock().unwrap() = p;
+        self.cv.notify_all();
+    }
+
+    fn gate(&self) {
+        let g = self.paused.lock().unwrap();
+        let _g = self.cv.wait_while(g, |p| *p).unwrap();
+    }
+}
+
+impl Store for PausableStore {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put_if_absent(
+        &self,
+        key: &str,
+        body: PutBody,
+        digest: Option<&Digest>,
+    ) -> Result<artifact::store::PutOutcome, artifact::StoreError> {
+        self.gate();
+        self.inner.put_if_absent(key, body, digest)
+    }
+    fn put_cas(
+        &self,
+        key: &str,
+        data: &[u8],
+        expected: Option<&artifact::store::ETag>,
+    ) -> Result<artifact::store::ETag, artifact::StoreError> {
+        self.gate();
+        self.inner.put_cas(key, data, expected)
+    }
+    fn get(&self, key: &str) -> Result<artifact::store::GetResult, artifact::StoreError> {
+        self.gate();
+        self.inner.get(key)
+    }
+    fn head(&self, key: &str) -> Result<Option<artifact::store::ObjectMeta>, artifact::StoreError> {
+        self.gate();
+        self.inner.head(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<artifact::store::ObjectMeta>, artifact::StoreError> {
+        self.gate();
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), artifact::StoreError> {
+        self.gate();
+        self.inner.delete(key)
+    }
+    fn delete_if(
+        &self,
+        key: &str,
+        expected: &artifact::store::ETag,
+    ) -> Result<(), artifact::StoreError> {
+        self.gate();
+        self.inner.delete_if(key, expected)
+    }
+    fn presign_get(
+        &self,
+        key: &str,
+        expires: Duration,
+    ) -> Result<Option<String>, artifact::StoreError> {
+        self.gate();
+        self.inner.presign_get(key, expires)
     }
 }
 
