@@ -95,6 +95,26 @@ pub fn run(spec: &CheckSpec, ctx: &CheckContext<'_>) -> CheckResult {
     }
 }
 
+/// The placeholders of check templates and their values for this instance.
+fn values(ctx: &CheckContext<'_>) -> Vec<(&'static str, String)> {
+    let since = ctx
+        .started_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    vec![
+        ("release", ctx.release.clone()),
+        ("host", ctx.host.name().to_string()),
+        ("address", ctx.address.clone()),
+        ("port", ctx.port.to_string()),
+        ("instance", format!("{}:{}", ctx.address, ctx.port)),
+        ("name", ctx.service_name.clone()),
+        ("since", since.to_string()),
+    ]
+}
+
+/// Substitutes the placeholders into a URL path or a query (not a shell command: those go
+/// through [`crate::shell::fill`]).
 fn subst(s: &str, ctx: &CheckContext<'_>) -> String {
     s.replace("{release}", &ctx.release)
         .replace("{host}", ctx.host.name())
@@ -255,14 +275,11 @@ fn logs(c: &LogsCheck, ctx: &CheckContext<'_>) -> (Outcome, String) {
         }
     }
     let text = if let Some(cmd) = &c.command {
-        let since = ctx
-            .started_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let cmd = subst(cmd, ctx).replace("{since}", &since.to_string());
+        // Values reach the shell quoted, and as variables ($APPLIER_HOST, $APPLIER_SINCE, ...).
+        let filled = crate::shell::fill(cmd, &values(ctx));
+        let (cmd, env) = (filled.cmd, filled.env);
         let timeout = c.timeout.unwrap_or(ctx.settings.timeout).0;
-        match ctx.host.exec(&cmd, timeout) {
+        match ctx.host.exec(&cmd, &env, timeout) {
             Ok(out) if out.status == 0 => out.stdout,
             Ok(out) => {
                 return (

@@ -3,13 +3,18 @@
 //!
 //! Drivers: `none` (no load balancer) and `command` (shell commands such as
 //! `confctl select name={host} set/pooled=no`, with optional confirmation and state commands).
+//! A command's `{host}`, `{address}`, `{port}` and `{env}` become shell-quoted words, and the
+//! same values are in its environment as `APPLIER_HOST`, `APPLIER_ADDRESS`, `APPLIER_PORT` and
+//! `APPLIER_ENV` (the operator's own environment otherwise: pool commands run on the deploy
+//! host as the operator).
 //! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`].
 
 use std::time::Duration;
 
 use crate::config::PoolConfig;
 use crate::host::Host;
-use crate::target::exec;
+use crate::shell::fill;
+use crate::target::{CommandEnv, exec};
 
 #[derive(Debug, thiserror::Error)]
 #[error("pool {action} of {host}: {detail}")]
@@ -66,17 +71,27 @@ impl CommandPool {
         (name, address): (&str, &str),
         port: Option<u16>,
     ) -> Result<(i32, String), PoolError> {
-        let cmd = template
-            .replace("{host}", name)
-            .replace("{address}", address)
-            .replace("{port}", &port.map(|p| p.to_string()).unwrap_or_default())
-            .replace("{env}", &self.env);
-        let out = exec(&cmd, self.timeout).map_err(|e| PoolError {
-            action,
-            host: name.to_string(),
-            detail: e.to_string(),
-        })?;
-        Ok((out.status, format!("{cmd:?}: {}", out.stderr.trim())))
+        let filled = fill(
+            template,
+            &[
+                ("host", name.to_string()),
+                ("address", address.to_string()),
+                ("port", port.map(|p| p.to_string()).unwrap_or_default()),
+                ("env", self.env.clone()),
+            ],
+        );
+        let out =
+            exec(&filled.cmd, self.timeout, CommandEnv::Inherit(&filled.env)).map_err(|e| {
+                PoolError {
+                    action,
+                    host: name.to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
+        Ok((
+            out.status,
+            format!("{:?}: {}", filled.cmd, out.stderr.trim()),
+        ))
     }
 
     fn run(

@@ -505,7 +505,20 @@ fn host_protocol_over_ssh_answers_health_and_keeps_error_kinds() {
         local.running().unwrap().map(|r| r.pid),
         "{health:?}"
     );
-    let e = host.switch(&"0".repeat(40)).unwrap_err();
+    let nowhere = applier::protocol::ReleaseRef {
+        commit: model::names::CommitId::parse(&"0".repeat(40)).unwrap(),
+        manifest: artifact::Digest::of(b"no such build"),
+    };
+    // Unfenced (an operator's own request): this test must not raise the host's fence.
+    let e = host
+        .call(applier::protocol::HostRequest::Switch(
+            applier::protocol::ReleaseRequest {
+                release: nowhere,
+                fence: None,
+            },
+        ))
+        .and_then(|r| r.into_result())
+        .unwrap_err();
     assert_eq!(e.kind(), applier::protocol::ErrorKind::NotFetched, "{e}");
     assert_eq!(
         local.current(),

@@ -305,10 +305,16 @@ impl Mem {
         self.specs.get(commit).unwrap_or(&self.default_spec).clone()
     }
 
-    fn fetched(&self, commit: &str) -> Result<&Release, HostError> {
-        self.releases
-            .get(commit)
-            .ok_or_else(|| HostError::NotFetched(commit.to_string()))
+    /// The release, if it is on the host as that very build (the target's `.release.json`).
+    fn verified(&self, release: &ReleaseRef) -> Result<&Release, HostError> {
+        match self.releases.get(release.commit.as_str()) {
+            Some(r) if r.manifest == release.manifest => Ok(r),
+            Some(r) => Err(HostError::NotFetched(format!(
+                "{} as the build {} (the host holds {})",
+                release.commit, release.manifest, r.manifest
+            ))),
+            None => Err(HostError::NotFetched(release.commit.to_string())),
+        }
     }
 
     fn running(&self) -> Option<RunInfo> {
@@ -334,6 +340,23 @@ impl Mem {
     fn handle(&mut self, root: &str, req: HostRequest) -> Result<HostResponse, HostError> {
         Ok(match req {
             HostRequest::Hello(h) => HostResponse::Hello(h.answer()?),
+            _ if req.fence().is_some() => {
+                // The target's fence check: a token older than the newest seen is refused.
+                let f = req.fence().expect("checked").clone();
+                if let Some(seen) = &self.state.fence
+                    && *seen != f
+                    && f.token <= seen.token
+                {
+                    return Err(HostError::Fenced {
+                        got: f,
+                        seen: seen.clone(),
+                    });
+                }
+                self.state.fence = Some(f);
+                let mut req = req;
+                clear_fence(&mut req);
+                return self.handle(root, req);
+            }
             HostRequest::Preflight(r) => {
                 if self.free_bytes < r.min_free_bytes {
                     return Err(HostError::Preflight(format!(
@@ -353,7 +376,10 @@ impl Mem {
             }
             HostRequest::FetchUrls(r) => {
                 let m = r.verified_manifest()?;
-                let commit = m.source.commit.clone();
+                let commit = ReleaseRef::of(r.digest, &m)
+                    .map_err(|e| HostError::Preflight(e.to_string()))?
+                    .commit
+                    .to_string();
                 let report = |cached: bool| FetchReport {
                     release: commit.clone(),
                     cached,
@@ -388,27 +414,26 @@ impl Mem {
                 }
             }
             HostRequest::ServiceSpec(r) => {
-                self.fetched(&r.commit)?;
-                HostResponse::ServiceSpec(self.spec(&r.commit))
+                self.verified(&r.release)?;
+                HostResponse::ServiceSpec(self.spec(&r.release.commit))
             }
             HostRequest::Render(r) => {
-                self.fetched(&r.commit)?;
-                let port = r.port.or(self.spec(&r.commit).port);
-                let config = format!("{root}/releases/{}/config.yaml", r.commit);
-                if let Some(rel) = self.releases.get_mut(&r.commit) {
+                self.verified(&r.release)?;
+                let commit = r.release.commit.to_string();
+                let port = r.port.or(self.spec(&commit).port);
+                let config = format!("{root}/releases/{commit}/config.yaml");
+                if let Some(rel) = self.releases.get_mut(&commit) {
                     rel.rendered = Some(r);
                 }
                 HostResponse::Render(RenderReport { config, port })
             }
             HostRequest::Switch(r) => {
-                let manifest = self.fetched(&r.commit)?.manifest;
-                let from = self.current.replace(r.commit.clone());
-                self.state.current = Some(ReleaseRef {
-                    commit: r.commit.clone(),
-                    manifest,
-                });
+                self.verified(&r.release)?;
+                let commit = r.release.commit.to_string();
+                let from = self.current.replace(commit.clone());
+                self.state.current = Some(r.release);
                 self.touch();
-                HostResponse::Switch(SwitchReport { from, to: r.commit })
+                HostResponse::Switch(SwitchReport { from, to: commit })
             }
             HostRequest::Start(r) => {
                 let commit = self
@@ -474,7 +499,7 @@ impl Mem {
                     Some(_) => HostResponse::WaitReady(ReadyReport { after_ms: 0 }),
                 }
             }
-            HostRequest::Stop => {
+            HostRequest::Stop(_) => {
                 let stopped = self.running().map(|i| i.pid);
                 self.instance = None;
                 HostResponse::Stop(StopReport {
@@ -483,7 +508,9 @@ impl Mem {
                 })
             }
             HostRequest::Status => HostResponse::Status(self.status()),
-            HostRequest::MarkGood(release) => {
+            HostRequest::MarkGood(r) => {
+                self.verified(&r.release)?;
+                let release = r.release;
                 if self.state.last_good.as_ref() != Some(&release) {
                     self.state.previous_good = self.state.last_good.take();
                     self.state.last_good = Some(release);
@@ -527,7 +554,7 @@ impl Mem {
         .into_iter()
         .flatten()
         {
-            protect.push(r.commit.clone());
+            protect.push(r.commit.to_string());
         }
         protect.extend(self.running().map(|r| r.release));
         let mut all: Vec<(u64, String)> = self
@@ -546,6 +573,20 @@ impl Mem {
             }
         }
         PruneReport { removed, kept }
+    }
+}
+
+/// The request without its fence (once admitted).
+fn clear_fence(req: &mut HostRequest) {
+    match req {
+        HostRequest::Preflight(r) => r.fence = None,
+        HostRequest::FetchUrls(r) => r.fence = None,
+        HostRequest::Render(r) => r.fence = None,
+        HostRequest::Switch(r) | HostRequest::MarkGood(r) => r.fence = None,
+        HostRequest::Start(r) => r.fence = None,
+        HostRequest::Stop(r) => r.fence = None,
+        HostRequest::Prune(r) => r.fence = None,
+        _ => {}
     }
 }
 

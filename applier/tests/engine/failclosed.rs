@@ -141,11 +141,24 @@ fn a_deployer_paused_past_its_lease_cannot_change_a_host_the_next_deploy_finishe
     for h in hs {
         bed.assert_serves(h, D);
     }
-    // Nothing it sent after it resumed was carried out.
+    // Nothing it sent after it resumed was carried out: its stop reached h2 with the older
+    // token and was refused, and nothing else was sent.
     let after = changes_since(&bed, n);
     assert!(
         after.iter().all(|c| c == "h2 stop"),
         "the first deploy changed hosts after it lost its lease: {after:?}"
+    );
+    let fences = bed.host("h2").fences();
+    let (first_gen, second_gen) = (fences[0], *fences.iter().max().unwrap());
+    assert!(second_gen > first_gen, "{fences:?}");
+    assert_eq!(fences.last(), Some(&first_gen), "{fences:?}");
+    assert!(o1.message.contains("stopped at once"), "{}", o1.message);
+    let j = journal(&bed.ctx("fence", groups(&hs, 1)), &o1.deploy_id);
+    assert!(
+        j.steps.iter().any(|s| s.step == records::Step::Stop
+            && !s.ok
+            && s.detail.as_deref().unwrap_or("").contains("fencing token")),
+        "{j:#?}"
     );
 }
 
@@ -180,7 +193,7 @@ fn a_journal_cannot_pair_a_signed_digest_with_an_unsigned_commit() {
         env: "sig".into(),
         kind: DeployKind::Deploy,
         artifact: Some(signed.manifest),
-        commit: Some(signed.commit.clone()),
+        commit: Some(signed.commit.to_string()),
         who: "mallory@store".into(),
         reason: String::new(),
         started_at: "2026-01-01T00:00:00Z".into(),
@@ -197,7 +210,7 @@ fn a_journal_cannot_pair_a_signed_digest_with_an_unsigned_commit() {
                 (
                     h.to_string(),
                     HostEntry {
-                        group: "canary".into(),
+                        group: if *h == "h1" { "canary" } else { "rest" }.into(),
                         from: Some(forged.clone()),
                         to: signed.clone(),
                         phase: HostPhase::Done,

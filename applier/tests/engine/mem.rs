@@ -1,7 +1,9 @@
 //! A test-only in-memory fleet for the engine tests: hosts that implement `applier`'s `Host`
 //! trait with state in memory (releases, `current`, the running instance, the host journal
-//! with its step in progress), a pool that counts who is out, injectable failures, latencies,
-//! hooks and crashes, and a directory store in a tempdir holding small artifacts.
+//! with its step in progress and the newest fencing token), a pool that counts who is out,
+//! injectable failures, latencies, hooks and crashes, and a directory store in a tempdir
+//! holding small artifacts. Like a real target, a host refuses a request whose fence is older
+//! than the newest it has seen, and acts on a release only as the build it fetched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex};
@@ -11,9 +13,9 @@ use applier::config::{EnvConfig, HostConfig};
 use applier::engine::EnvContext;
 use applier::host::Host;
 use applier::hostops::{
-    ExecOutput, FetchReport, HostError, HostState, HostStatus, PreflightReport, PreflightRequest,
-    PruneReport, ReadyReport, ReadyRequest, ReleaseRef, RenderReport, RenderRequest, RunInfo,
-    StartRequest, StepInProgress, StopReport, SwitchReport,
+    ExecOutput, Fence, FetchReport, HostError, HostState, HostStatus, PreflightReport,
+    PreflightRequest, PruneReport, ReadyReport, ReadyRequest, ReleaseRef, RenderReport,
+    RenderRequest, RunInfo, StartRequest, StepInProgress, StopReport, SwitchReport,
 };
 use applier::pool::{Pool, PoolError};
 use applier::protocol::{HostRequest, HostResponse};
@@ -115,7 +117,8 @@ impl Fleet {
 /// One in-memory host.
 #[derive(Debug, Default)]
 pub struct HostMem {
-    pub fetched: BTreeSet<String>,
+    /// commit -> the manifest digest it was fetched as.
+    pub fetched: BTreeMap<String, Digest>,
     pub current: Option<String>,
     pub running: Option<RunInfo>,
     pub state: HostState,
@@ -126,6 +129,7 @@ pub struct MemHost {
     cfg: HostConfig,
     fleet: Arc<Fleet>,
     pub mem: Mutex<HostMem>,
+    fences_seen: Mutex<Vec<u64>>,
 }
 
 impl std::fmt::Debug for MemHost {
@@ -144,17 +148,24 @@ impl MemHost {
                 .unwrap(),
             fleet,
             mem: Mutex::new(HostMem::default()),
+            fences_seen: Mutex::new(Vec::new()),
         }
     }
 
     /// Puts `release` on the host as if an earlier deploy had: fetched, current, running, good.
     pub fn install(&self, release: &ReleaseRef) {
         let mut m = self.mem.lock().unwrap();
-        m.fetched.insert(release.commit.clone());
-        m.current = Some(release.commit.clone());
+        m.fetched
+            .insert(release.commit.to_string(), release.manifest);
+        m.current = Some(release.commit.to_string());
         m.state.current = Some(release.clone());
         m.state.last_good = Some(release.clone());
         m.running = Some(self.run_info(&release.commit));
+    }
+
+    /// Every fence this host was sent, in order (refused ones too).
+    pub fn fences(&self) -> Vec<u64> {
+        self.fences_seen.lock().unwrap().clone()
     }
 
     /// The service dies (as if it crashed).
@@ -173,30 +184,58 @@ impl MemHost {
         }
     }
 
-    /// Records `op` as the step in progress (as `HostRoot` does), runs it, clears it.
+    /// The target's fence check: refused if older than the newest seen, recorded otherwise.
+    fn admit(&self, fence: Option<&Fence>) -> Result<(), HostError> {
+        let Some(f) = fence else { return Ok(()) };
+        self.fences_seen.lock().unwrap().push(f.token);
+        let mut m = self.mem.lock().unwrap();
+        if let Some(seen) = &m.state.fence
+            && seen != f
+            && f.token <= seen.token
+        {
+            return Err(HostError::Fenced {
+                got: f.clone(),
+                seen: seen.clone(),
+            });
+        }
+        m.state.fence = Some(f.clone());
+        Ok(())
+    }
+
+    /// Runs `op` as `HostRoot` does: the step in progress recorded, the op run, the step
+    /// cleared. A fenced op whose fence the host refuses changes nothing (the fence is checked
+    /// after the fleet's hooks, which is where a test parks a "stopped" deployer).
     fn op<T>(
         &self,
         op: &str,
         release: Option<&str>,
+        fence: Option<&Fence>,
         f: impl FnOnce(&mut HostMem) -> Result<T, HostError>,
     ) -> Result<T, HostError> {
-        self.mem.lock().unwrap().state.step = Some(StepInProgress {
+        let before = self.mem.lock().unwrap().state.step.replace(StepInProgress {
             op: op.into(),
             release: release.map(str::to_string),
             started_at: String::new(),
         });
         self.fleet.enter(&self.name, op)?;
+        if let Err(e) = self.admit(fence) {
+            self.mem.lock().unwrap().state.step = before;
+            return Err(e);
+        }
         let mut m = self.mem.lock().unwrap();
         let r = f(&mut m)?;
         m.state.step = None;
         Ok(r)
     }
 
-    fn fetched(m: &HostMem, commit: &str) -> Result<(), HostError> {
-        if m.fetched.contains(commit) {
-            Ok(())
-        } else {
-            Err(HostError::NotFetched(commit.into()))
+    /// The release is on the host as that very build.
+    fn fetched(m: &HostMem, release: &ReleaseRef) -> Result<(), HostError> {
+        match m.fetched.get(release.commit.as_str()) {
+            Some(d) if *d == release.manifest => Ok(()),
+            _ => Err(HostError::NotFetched(format!(
+                "{} as {}",
+                release.commit, release.manifest
+            ))),
         }
     }
 }
@@ -219,8 +258,9 @@ impl Host for MemHost {
     fn config(&self) -> &HostConfig {
         &self.cfg
     }
-    fn preflight(&self, _: &PreflightRequest) -> Result<PreflightReport, HostError> {
+    fn preflight(&self, req: &PreflightRequest) -> Result<PreflightReport, HostError> {
         self.fleet.enter(&self.name, "preflight")?;
+        self.admit(req.fence.as_ref())?;
         let m = self.mem.lock().unwrap();
         Ok(PreflightReport {
             root: format!("/mem/{}", self.name),
@@ -231,10 +271,15 @@ impl Host for MemHost {
             current: m.current.clone(),
         })
     }
-    fn fetch(&self, _: &Digest, manifest: &Manifest) -> Result<FetchReport, HostError> {
+    fn fetch(
+        &self,
+        fence: &Fence,
+        digest: &Digest,
+        manifest: &Manifest,
+    ) -> Result<FetchReport, HostError> {
         let commit = &manifest.source.commit;
-        self.op("fetch", Some(commit), |m| {
-            let cached = !m.fetched.insert(commit.clone());
+        self.op("fetch", Some(commit), Some(fence), |m| {
+            let cached = m.fetched.insert(commit.clone(), *digest) == Some(*digest);
             Ok(FetchReport {
                 release: commit.clone(),
                 cached,
@@ -243,33 +288,33 @@ impl Host for MemHost {
             })
         })
     }
-    fn service_spec(&self, commit: &str) -> Result<ServiceSpec, HostError> {
+    fn service_spec(&self, release: &ReleaseRef) -> Result<ServiceSpec, HostError> {
         self.fleet.enter(&self.name, "service_spec")?;
-        Self::fetched(&self.mem.lock().unwrap(), commit)?;
+        Self::fetched(&self.mem.lock().unwrap(), release)?;
         Ok(ServiceSpec::parse(SPEC).unwrap())
     }
     fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
-        self.op("render", Some(&req.commit), |m| {
-            Self::fetched(m, &req.commit)?;
+        let commit = req.release.commit.to_string();
+        self.op("render", Some(&commit), req.fence.as_ref(), |m| {
+            Self::fetched(m, &req.release)?;
             Ok(RenderReport {
-                config: format!("releases/{}/config.yaml", req.commit),
+                config: format!("releases/{commit}/config.yaml"),
                 port: req.port,
             })
         })
     }
-    fn switch(&self, commit: &str) -> Result<SwitchReport, HostError> {
-        self.op("switch", Some(commit), |m| {
-            Self::fetched(m, commit)?;
-            let from = m.current.replace(commit.to_string());
-            Ok(SwitchReport {
-                from,
-                to: commit.into(),
-            })
+    fn switch(&self, fence: &Fence, release: &ReleaseRef) -> Result<SwitchReport, HostError> {
+        let commit = release.commit.to_string();
+        self.op("switch", Some(&commit.clone()), Some(fence), |m| {
+            Self::fetched(m, release)?;
+            let from = m.current.replace(commit.clone());
+            m.state.current = Some(release.clone());
+            Ok(SwitchReport { from, to: commit })
         })
     }
-    fn start(&self, _: &StartRequest) -> Result<RunInfo, HostError> {
+    fn start(&self, req: &StartRequest) -> Result<RunInfo, HostError> {
         let current = self.mem.lock().unwrap().current.clone();
-        self.op("start", current.as_deref(), |m| {
+        self.op("start", current.as_deref(), req.fence.as_ref(), |m| {
             let commit = m.current.clone().ok_or(HostError::Remote {
                 kind: applier::protocol::ErrorKind::NotFetched,
                 message: "no current".into(),
@@ -280,13 +325,13 @@ impl Host for MemHost {
         })
     }
     fn wait_ready(&self, _: &ReadyRequest) -> Result<ReadyReport, HostError> {
-        self.op("wait_ready", None, |m| match m.running {
+        self.op("wait_ready", None, None, |m| match m.running {
             Some(_) => Ok(ReadyReport { after_ms: 0 }),
             None => Err(HostError::Died("not running".into())),
         })
     }
-    fn stop(&self) -> Result<StopReport, HostError> {
-        self.op("stop", None, |m| {
+    fn stop(&self, fence: &Fence) -> Result<StopReport, HostError> {
+        self.op("stop", None, Some(fence), |m| {
             Ok(StopReport {
                 stopped: m.running.take().map(|r| r.pid),
                 killed: false,
@@ -300,11 +345,12 @@ impl Host for MemHost {
             current: m.current.clone(),
             state: m.state.clone(),
             running: m.running.clone(),
-            releases: m.fetched.iter().cloned().collect(),
+            releases: m.fetched.keys().cloned().collect(),
         })
     }
-    fn mark_good(&self, release: &ReleaseRef) -> Result<HostState, HostError> {
-        self.op("mark_good", Some(&release.commit), |m| {
+    fn mark_good(&self, fence: &Fence, release: &ReleaseRef) -> Result<HostState, HostError> {
+        self.op("mark_good", Some(&release.commit), Some(fence), |m| {
+            Self::fetched(m, release)?;
             if m.state.last_good.as_ref() != Some(release) {
                 m.state.previous_good = m.state.last_good.replace(release.clone());
             }
@@ -312,8 +358,9 @@ impl Host for MemHost {
             Ok(m.state.clone())
         })
     }
-    fn prune(&self, _: usize) -> Result<PruneReport, HostError> {
+    fn prune(&self, fence: &Fence, _: usize) -> Result<PruneReport, HostError> {
         self.fleet.enter(&self.name, "prune")?;
+        self.admit(Some(fence))?;
         Ok(PruneReport {
             removed: vec![],
             kept: vec![],
@@ -335,7 +382,12 @@ impl Host for MemHost {
             .unwrap_or_default();
         Ok(log.into_bytes())
     }
-    fn exec(&self, _: &str, _: Duration) -> Result<ExecOutput, HostError> {
+    fn exec(
+        &self,
+        _: &str,
+        _: &BTreeMap<String, String>,
+        _: Duration,
+    ) -> Result<ExecOutput, HostError> {
         Err(HostError::Remote {
             kind: applier::protocol::ErrorKind::Protocol,
             message: "no exec on an in-memory host".into(),
@@ -490,10 +542,7 @@ impl Bed {
                 log: log.to_string(),
             },
         );
-        ReleaseRef {
-            commit: commit.into(),
-            manifest: d,
-        }
+        ReleaseRef::of(d, &m).unwrap()
     }
 
     /// The env `name` over this bed's hosts; `cfg` is merged over defaults (groups must be given).

@@ -8,12 +8,12 @@ use applier::records::Journal;
 use crate::cli::{Cli, Cmd, Format};
 use crate::context::{env_ctx, open_store, resolve_config};
 use crate::exit::{Exit, Failure};
-use crate::render::{Render, Sink, short};
+use crate::render::{Render, Sink, out, short};
 
 pub fn run(cli: Cli) -> Result<Exit, Failure> {
     if cli.show_config {
         let r = resolve_config(&cli)?;
-        print!("{}", r.show());
+        out!("{}", r.show().trim_end());
         return Ok(Exit::Ok);
     }
     let Some(cmd) = &cli.cmd else {
@@ -30,7 +30,8 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env)?;
             let sink = Sink::new(render);
-            let res = engine::deploy(&ctx, &sink, target, &flags.options());
+            let opts = flags.options()?;
+            let res = engine::deploy(&ctx, &sink, target, &opts);
             finish(&sink, res)
         }
         Cmd::Promote { from, to, flags } => {
@@ -39,10 +40,11 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             let from_hosts: Option<Vec<String>> = r
                 .config
                 .envs
-                .get(from)
+                .get(from.as_str())
                 .map(|e| e.hosts.keys().cloned().collect());
+            let opts = flags.options()?;
             let sink = Sink::new(render);
-            let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &flags.options());
+            let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &opts);
             finish(&sink, res)
         }
         Cmd::Rollback {
@@ -64,6 +66,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 },
                 force_schema_rollback: *force_schema_rollback,
                 skip_promotion_check: false,
+                schema_baseline: None,
             };
             finish(&sink, engine::rollback(&ctx, &sink, &opts))
         }
@@ -75,7 +78,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         } => {
             let r = resolve_config(&cli)?;
             let env = match env {
-                Some(e) => e.clone(),
+                Some(e) => e.to_string(),
                 None => {
                     let store = open_store(&r)?;
                     let envs: Vec<String> = r.config.envs.keys().cloned().collect();
@@ -109,9 +112,32 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Cmd::History { env, limit } => {
             let r = resolve_config(&cli)?;
             let store = open_store(&r)?;
-            let all = applier::records::history(store.as_ref(), env).map_err(Failure::refused)?;
+            let h =
+                applier::records::read_history(store.as_ref(), env).map_err(Failure::refused)?;
+            for u in &h.unreadable {
+                eprintln!("applier: skipped {} (unreadable): {}", u.key, u.error);
+            }
+            let all = &h.journals;
             let skip = all.len().saturating_sub(*limit);
             print_history(&all[skip..], render);
+            Ok(Exit::Ok)
+        }
+        Cmd::Unlock { env, reason } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env)?;
+            let rep = engine::unlock(&ctx, reason).map_err(Failure::deploy)?;
+            if render == Render::Json {
+                out!("{}", serde_json::to_string(&rep).expect("serialises"));
+            } else {
+                out!(
+                    "{} unlock: removed {}; fencing generation now {}",
+                    rep.deploy_id,
+                    rep.removed
+                        .as_deref()
+                        .unwrap_or("nothing (no lock was held)"),
+                    rep.generation
+                );
+            }
             Ok(Exit::Ok)
         }
     }
@@ -123,7 +149,7 @@ fn finish(sink: &Sink, res: Result<Outcome, DeployError>) -> Result<Exit, Failur
     match res {
         Ok(o) => {
             if sink.render != Render::Json {
-                println!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
+                out!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
             }
             Ok(Exit::of_status(o.status))
         }
@@ -150,12 +176,16 @@ fn finish(sink: &Sink, res: Result<Outcome, DeployError>) -> Result<Exit, Failur
 
 fn print_status(hosts: &[HostReport], render: Render) {
     if render == Render::Json {
-        println!("{}", serde_json::to_string(hosts).expect("serialises"));
+        out!("{}", serde_json::to_string(hosts).expect("serialises"));
         return;
     }
-    println!(
+    out!(
         "{:<16} {:<12} {:<12} {:<12} {:<8} drift",
-        "host", "current", "recorded", "last-good", "pid"
+        "host",
+        "current",
+        "recorded",
+        "last-good",
+        "pid"
     );
     for h in hosts {
         let s = |o: &Option<String>| o.as_deref().map(short).unwrap_or("-").to_string();
@@ -166,7 +196,7 @@ fn print_status(hosts: &[HostReport], render: Render) {
         } else {
             h.drift.join("; ")
         };
-        println!(
+        out!(
             "{:<16} {:<12} {:<12} {:<12} {:<8} {d}",
             h.host,
             s(&h.current),
@@ -180,10 +210,10 @@ fn print_status(hosts: &[HostReport], render: Render) {
 fn print_history(shown: &[Journal], render: Render) {
     for j in shown {
         if render == Render::Json {
-            println!("{}", serde_json::to_string(j).expect("serialises"));
+            out!("{}", serde_json::to_string(j).expect("serialises"));
             continue;
         }
-        println!(
+        out!(
             "{}  {:<8} {:<11} {:<12} {}  by {}{}",
             j.id,
             j.kind.as_str(),
