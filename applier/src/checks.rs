@@ -480,4 +480,40 @@ mod tests {
             None
         );
     }
+
+    /// A logs check's `command` gets the instance's values quoted and as variables: a host
+    /// name that is shell text reaches it as data and runs nothing.
+    #[test]
+    fn a_logs_command_with_hostile_values_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("MARKER");
+        let hostile = format!("h;touch {}", marker.display());
+        let store: std::sync::Arc<dyn artifact::Store> =
+            std::sync::Arc::new(artifact::store::fs::FsStore::open(dir.path().join("s")).unwrap());
+        let cfg: crate::config::HostConfig = serde_json::from_value(serde_json::json!({
+            "root": dir.path().join("root"),
+            "address": "127.0.0.1"
+        }))
+        .unwrap();
+        let host = crate::host::LocalHost::new(&hostile, &cfg, store);
+        let settings = CheckSettings::default();
+        let ctx = CheckContext {
+            host: &host,
+            address: "127.0.0.1".into(),
+            port: 7231,
+            release: "$(touch /nonexistent/x)".into(),
+            service_name: format!("`touch {}`", marker.display()),
+            started_at: SystemTime::UNIX_EPOCH,
+            log_file: None,
+            settings: &settings,
+        };
+        let spec: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "logs",
+            "command": "echo {host} {name} {release}; echo \"$APPLIER_HOST\"; echo '{\"level\":50,\"msg\":\"x\"}' >&2",
+        }))
+        .unwrap();
+        let r = run_all(&[spec], &ctx);
+        assert!(r[0].passed, "{:?}", r[0]);
+        assert!(!marker.exists(), "a hostile value ran a command");
+    }
 }

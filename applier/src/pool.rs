@@ -180,3 +180,59 @@ pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::memory::MemoryHost;
+
+    /// Host names and addresses a config could never hold reach the pool command as quoted
+    /// words and as `$APPLIER_*`: each command runs once, as written, and runs nothing else.
+    #[test]
+    fn hostile_names_in_pool_commands_run_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("MARKER");
+        let log = dir.path().join("log");
+        let m = marker.display().to_string();
+        let hostile = [
+            format!("a;touch {m}"),
+            format!("$(touch {m})"),
+            format!("`touch {m}`"),
+            format!("a\ntouch {m}"),
+            format!("a' ; touch {m}; echo '"),
+            format!("a\" ; touch {m}; echo \""),
+            format!("-rf || touch {m}"),
+            format!("a&&touch {m}"),
+            format!("a|touch {m}"),
+            format!("$IFS;touch${{IFS}}{m}"),
+        ];
+        let l = log.display();
+        let pool = CommandPool {
+            env: "staging".into(),
+            depool: format!("printf '%s|%s\\n' {{host}} \"$APPLIER_ADDRESS\" >> {l}"),
+            repool: format!("printf '%s|%s\\n' {{address}} \"$APPLIER_HOST\" >> {l}"),
+            confirm_depooled: None,
+            is_depooled: Some(format!("test {{host}} = {{env}} && touch {m}; exit 1")),
+            timeout: Duration::from_secs(5),
+        };
+        for h in &hostile {
+            let cfg: crate::config::HostConfig =
+                serde_json::from_value(serde_json::json!({"root": "/x", "address": h})).unwrap();
+            let host = MemoryHost::new(h, &cfg);
+            pool.depool(&host, Some(1)).unwrap();
+            pool.repool(&host, Some(1)).unwrap();
+            assert!(
+                pool.out_of_pool(std::slice::from_ref(h))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        assert!(!marker.exists(), "a hostile name ran a command");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut want = String::new();
+        for h in &hostile {
+            want.push_str(&format!("{h}|{h}\n{h}|{h}\n"));
+        }
+        assert_eq!(text, want, "each value reached the command whole, as data");
+    }
+}

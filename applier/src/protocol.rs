@@ -142,18 +142,24 @@ impl HostRequest {
     }
 }
 
-/// A fencing token: the generation of the environment lease the sender holds (it grows on
-/// every acquire and takeover), and the deploy holding it.
+/// A fencing token: the environment, the generation of its lease the sender holds (it grows
+/// on every acquire and takeover), and the deploy holding it. Generations are counted per
+/// environment, so a host compares a token with the newest of the same environment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fence {
+    pub env: Name,
     pub token: u64,
     pub deploy_id: DeployId,
 }
 
 impl std::fmt::Display for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (deploy {})", self.token, self.deploy_id)
+        write!(
+            f,
+            "{} of {} (deploy {})",
+            self.token, self.env, self.deploy_id
+        )
     }
 }
 
@@ -253,9 +259,10 @@ pub struct HostState {
     pub last_good: Option<ReleaseRef>,
     pub previous_good: Option<ReleaseRef>,
     pub step: Option<StepInProgress>,
-    /// The highest fencing token a request carried; a lower one is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fence: Option<Fence>,
+    /// The newest fencing token a request carried, per environment; an older one of the same
+    /// environment is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fences: BTreeMap<String, Fence>,
     #[serde(default)]
     pub updated_at: String,
 }

@@ -20,12 +20,13 @@ fn release() -> ReleaseRef {
 
 fn fence() -> Fence {
     Fence {
+        env: Name::parse("staging").unwrap(),
         token: 7,
         deploy_id: DeployId::parse("20260101T000000Z-0a1b2c").unwrap(),
     }
 }
 
-const F: &str = r#""fence":{"token":7,"deploy_id":"20260101T000000Z-0a1b2c"}"#;
+const F: &str = r#""fence":{"env":"staging","token":7,"deploy_id":"20260101T000000Z-0a1b2c"}"#;
 
 /// `value` serialises to `json` exactly, and `json` parses back to `value`.
 fn golden<T>(value: &T, json: &str)
@@ -188,11 +189,11 @@ fn answers_on_the_wire() {
             release: Some(c.clone()),
             started_at: "2024-01-01T00:00:00.000Z".into(),
         }),
-        fence: Some(fence()),
+        fences: [("staging".to_string(), fence())].into(),
         updated_at: "2024-01-01T00:00:01.000Z".into(),
     };
     let state_json = format!(
-        r#"{{"current":{{"commit":"{c}","manifest":"{D}"}},"last_good":null,"previous_good":null,"step":{{"op":"switch","release":"{c}","started_at":"2024-01-01T00:00:00.000Z"}},{F},"updated_at":"2024-01-01T00:00:01.000Z"}}"#
+        r#"{{"current":{{"commit":"{c}","manifest":"{D}"}},"last_good":null,"previous_good":null,"step":{{"op":"switch","release":"{c}","started_at":"2024-01-01T00:00:00.000Z"}},"fences":{{"staging":{{"env":"staging","token":7,"deploy_id":"20260101T000000Z-0a1b2c"}}}},"updated_at":"2024-01-01T00:00:01.000Z"}}"#
     );
     let run_json = format!(
         r#""pid":42,"release":"{c}","port":7231,"log":"/srv/x/logs/c-1.log","started_at":"2024-01-01T00:00:00.000Z","started_unix_ms":1704067200000"#
@@ -505,7 +506,7 @@ fn hostile_names_in_requests_are_protocol_errors_and_write_nothing() {
             r#"{{"op":"render","release":{{"commit":"{c}","manifest":"{D}"}},"env":"a;b","port":1}}"#
         ),
         format!(r#"{{"op":"service-spec","release":{{"commit":"{c}/..","manifest":"{D}"}}}}"#),
-        r#"{"op":"stop","fence":{"token":1,"deploy_id":"$(touch x)"}}"#.to_string(),
+        r#"{"op":"stop","fence":{"env":"e","token":1,"deploy_id":"$(touch x)"}}"#.to_string(),
         format!(r#"{{"op":"mark-good","release":{{"commit":"{c}","manifest":"sha256:../../x"}}}}"#),
     ];
     for bad in &cases {

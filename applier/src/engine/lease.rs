@@ -407,8 +407,13 @@ impl LeaseKeeper {
                 detail: e.to_string(),
             }
         })?;
+        let env = model::names::Name::parse(&lease.env).map_err(|e| LeaseError::Corrupt {
+            env: lease.env.clone(),
+            detail: e.to_string(),
+        })?;
         Ok(LeaseKeeper {
             fence: Fence {
+                env,
                 token: lease.info.generation,
                 deploy_id,
             },

@@ -403,7 +403,7 @@ pub fn unlock(ctx: &EnvContext, reason: &str) -> Result<UnlockReport, DeployErro
         .hosts
         .values()
         .filter_map(|h| h.status().ok())
-        .filter_map(|s| s.state.fence.map(|f| f.token))
+        .filter_map(|s| s.state.fences.get(ctx.name.as_str()).map(|f| f.token))
         .max()
         .unwrap_or(0);
     let id = records::new_deploy_id();

@@ -343,7 +343,7 @@ impl Mem {
             _ if req.fence().is_some() => {
                 // The target's fence check: a token older than the newest seen is refused.
                 let f = req.fence().expect("checked").clone();
-                if let Some(seen) = &self.state.fence
+                if let Some(seen) = self.state.fences.get(f.env.as_str())
                     && *seen != f
                     && f.token <= seen.token
                 {
@@ -352,7 +352,7 @@ impl Mem {
                         seen: seen.clone(),
                     });
                 }
-                self.state.fence = Some(f);
+                self.state.fences.insert(f.env.to_string(), f);
                 let mut req = req;
                 clear_fence(&mut req);
                 return self.handle(root, req);

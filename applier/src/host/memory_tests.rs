@@ -47,6 +47,7 @@ fn manifest(c: char) -> (Digest, Manifest) {
 /// The fence of deploy `d-<token>`.
 fn fence(token: u64) -> Fence {
     Fence {
+        env: model::names::Name::parse("e").unwrap(),
         token,
         deploy_id: model::names::DeployId::parse(&format!("d-{token}")).unwrap(),
     }
@@ -323,7 +324,7 @@ fn an_older_fence_is_refused_and_changes_nothing() {
         assert_eq!(e.unwrap_err().kind(), ErrorKind::Fenced);
     }
     assert_eq!(h.snapshot(), before, "a refused request changed the host");
-    assert_eq!(h.snapshot().state.fence, Some(fence(2)));
+    assert_eq!(h.snapshot().state.fences.get("e"), Some(&fence(2)));
     // The same token from another deploy is refused too; a newer one is taken.
     let mut other = fence(2);
     other.deploy_id = model::names::DeployId::parse("someone-else").unwrap();

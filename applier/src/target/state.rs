@@ -88,7 +88,7 @@ impl HostRoot {
     /// same token from another deploy), recorded as the newest otherwise. Hold [`Self::lock`].
     pub fn admit(&self, fence: &Fence) -> Result<(), HostError> {
         let st = self.state()?;
-        if let Some(seen) = &st.fence {
+        if let Some(seen) = st.fences.get(fence.env.as_str()) {
             if fence == seen {
                 return Ok(());
             }
@@ -99,7 +99,9 @@ impl HostRoot {
                 });
             }
         }
-        self.update_state(|s| s.fence = Some(fence.clone()))?;
+        self.update_state(|s| {
+            s.fences.insert(fence.env.to_string(), fence.clone());
+        })?;
         Ok(())
     }
 

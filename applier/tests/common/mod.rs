@@ -250,7 +250,7 @@ impl Env {
             .collect();
         // `<name>-solo`: h3 alone, to put it on a release of its own.
         let text = format!(
-            "store: {store}\nlease_ttl: 6s\nenvs:\n{}{}",
+            "store: {store}\nlease_ttl: 10s\nenvs:\n{}{}",
             block(
                 name,
                 "      - {name: canary, hosts: [h1]}\n      - {name: rest, hosts: [h2, h3]}\n",

@@ -236,3 +236,312 @@ fn a_journal_cannot_pair_a_signed_digest_with_an_unsigned_commit() {
     let e = r.expect_err("a rollback onto a release no policy was applied to must be refused");
     assert!(e.record().unwrap_or_default().contains(&j.id), "{e}");
 }
+
+/// Corrupts a store record in place (the directory store's file).
+fn corrupt(bed: &Bed, key: &str, bytes: &[u8]) {
+    let p = bed._dir.path().join(key);
+    let _ = std::fs::remove_file(&p);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+}
+
+fn bump_bed() -> (Bed, ReleaseRef, ReleaseRef) {
+    let hs = ["h1", "h2", "h3"];
+    let bed = Bed::new(&hs);
+    let old = bed.artifact_with(A, "", Some(storage(1, json!({"title": "string"}))));
+    let new = bed.artifact_with(
+        B,
+        "",
+        Some(storage(2, json!({"title": "string", "body": "blob"}))),
+    );
+    (bed, old, new)
+}
+
+#[test]
+fn the_guard_prints_the_exact_ack_and_records_every_ack_and_baseline() {
+    let (bed, old, new) = bump_bed();
+    let hs = ["h1", "h2", "h3"];
+    let ctx = bed.ctx("acks", groups(&hs, 1));
+    deploy(&ctx, &NullSink, &old);
+    let to = new.manifest.to_string();
+    let e = engine::deploy(&ctx, &NullSink, &to, &DeployOptions::default()).unwrap_err();
+    let way = e.way_out().unwrap();
+    assert!(way.contains("--ack 'SG002 pages 1->2 <reason>'"), "{way}");
+    assert!(
+        !way.contains("trailer"),
+        "the applier reads no trailers: {way}"
+    );
+    // A malformed ack, or one without a reason, is a usage error before anything is read.
+    for bad in [
+        "SG002 pages",
+        "SG002 pages 1->2",
+        "SG002 pages 1->2 <reason>",
+        "x\nSG002 pages 1->2 r",
+    ] {
+        let opts = DeployOptions {
+            guard: applier::guard::GuardOptions {
+                acks: vec![bad.into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = engine::deploy(&ctx, &NullSink, &to, &opts).unwrap_err();
+        assert_eq!(e.kind(), engine::ErrorKind::Usage, "{bad:?}: {e}");
+    }
+    let opts = DeployOptions {
+        guard: applier::guard::GuardOptions {
+            acks: vec!["SG002 pages 1->2 adds body, reviewed".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let o = engine::deploy(&ctx, &NullSink, &to, &opts).unwrap();
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    let j = journal(&ctx, &o.deploy_id);
+    assert_eq!(j.deploy_type, Some(applier::guard::DeployType::Schema));
+    let details: Vec<String> = j
+        .steps
+        .iter()
+        .filter(|s| s.step == records::Step::Override)
+        .filter_map(|s| s.detail.clone())
+        .collect();
+    assert_eq!(details, ["--ack 'SG002 pages 1->2 adds body, reviewed'"]);
+    assert!(j.steps.iter().any(|s| {
+        s.step == records::Step::StorageGuard
+            && s.detail
+                .as_deref()
+                .unwrap()
+                .starts_with("schema deploy; compared with")
+    }));
+}
+
+#[test]
+fn schema_baseline_is_the_way_past_an_unreadable_current_manifest_and_is_recorded() {
+    let (bed, old, new) = bump_bed();
+    let hs = ["h1", "h2", "h3"];
+    let ctx = bed.ctx("base", groups(&hs, 1));
+    deploy(&ctx, &NullSink, &old);
+    corrupt(&bed, &artifact::keys::blob(&old.manifest), b"garbage");
+    let to = new.manifest.to_string();
+    // With an explicit baseline the guard compares with it: the bump is seen (not a `code`
+    // deploy) and still needs its ack.
+    let base = |acks: Vec<String>| DeployOptions {
+        schema_baseline: Some(new.manifest.to_string()),
+        guard: applier::guard::GuardOptions {
+            acks,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let o = engine::deploy(&ctx, &NullSink, &to, &base(vec![])).unwrap();
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    let j = journal(&ctx, &o.deploy_id);
+    assert!(
+        j.steps.iter().any(|s| s.step == records::Step::Override
+            && s.detail
+                .as_deref()
+                .unwrap()
+                .starts_with("--schema-baseline sha256:")),
+        "{j:#?}"
+    );
+    // A baseline that cannot be verified is a refusal too.
+    let bad = DeployOptions {
+        schema_baseline: Some(old.manifest.to_string()),
+        ..Default::default()
+    };
+    let e = engine::deploy(&ctx, &NullSink, &to, &bad).unwrap_err();
+    assert!(e.record().unwrap().contains("--schema-baseline"), "{e}");
+}
+
+#[test]
+fn an_unreadable_journal_is_skipped_by_history_rollback_and_the_promotion_gate() {
+    let hs = ["h1", "h2"];
+    let (bed, r) = bed(&hs);
+    let staging = bed.ctx("staging", groups(&hs, 1));
+    let prod = bed.ctx(
+        "prod",
+        with(
+            groups(&hs, 1),
+            json!({"promotion": {"requires": ["staging"]}}),
+        ),
+    );
+    assert_eq!(
+        deploy(&staging, &NullSink, &r[1]).status,
+        JournalStatus::Succeeded
+    );
+    // A truncated journal, one with a path for a commit, one filed under another env.
+    let d = applier::keys::deploys_prefix("staging");
+    corrupt(
+        &bed,
+        &format!("{d}20250101T000000Z-000001.json"),
+        b"{\"id\": \"2025",
+    );
+    let mut j = journal(
+        &staging,
+        &records::history(bed.store.as_ref(), "staging").unwrap()[0].id,
+    );
+    let mut v = serde_json::to_value(&j).unwrap();
+    v["id"] = "20250101T000000Z-000002".into();
+    v["hosts"]["h1"]["from"] = json!({"commit": "../../../etc", "manifest": r[0].manifest});
+    corrupt(
+        &bed,
+        &format!("{d}20250101T000000Z-000002.json"),
+        v.to_string().as_bytes(),
+    );
+    j.id = "20250101T000000Z-000003".into();
+    j.env = "prod".into();
+    corrupt(
+        &bed,
+        &format!("{d}{}.json", j.id),
+        &serde_json::to_vec(&j).unwrap(),
+    );
+    let h = records::read_history(bed.store.as_ref(), "staging").unwrap();
+    assert_eq!(h.journals.len(), 1);
+    assert_eq!(h.unreadable.len(), 3, "{:?}", h.unreadable);
+    // The promotion gate counts the one verifiable deploy and says what it did not count.
+    let o = deploy(&prod, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    let pj = journal(&prod, &o.deploy_id);
+    let note = pj
+        .steps
+        .iter()
+        .find(|s| s.step == records::Step::PromotionCheck)
+        .unwrap();
+    assert!(
+        note.detail.as_deref().unwrap().contains("3 unreadable"),
+        "{note:?}"
+    );
+    // Rollback in staging: back to A, the corrupt journals reported in its journal.
+    let o = engine::rollback(&staging, &NullSink, &DeployOptions::default()).unwrap();
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    for h in hs {
+        bed.assert_serves(h, A);
+    }
+    let rj = journal(&staging, &o.deploy_id);
+    assert_eq!(
+        rj.steps
+            .iter()
+            .filter(|s| s.step == records::Step::Skipped)
+            .count(),
+        3,
+        "{rj:#?}"
+    );
+}
+
+/// A host-reported restore target that is not signed is not switched to when the deploy
+/// fails: the host is taken out of the pool instead, and the journal says why.
+#[test]
+fn an_unsigned_restore_target_is_never_switched_to() {
+    let hs = ["h1", "h2"];
+    let bed = Bed::new(&hs);
+    let unsigned = bed.artifact(A, "");
+    let bad = bed.artifact(C, BAD_LOG);
+    let key = SecretKey::generate();
+    sign_artifact(bed.store.as_ref(), &bad.manifest, &key).unwrap();
+    for h in hs {
+        bed.host(h).install(&unsigned);
+    }
+    let ctx = bed.ctx(
+        "sigrb",
+        with(
+            groups(&hs, 1),
+            json!({"require_signature": {"trusted_keys": [key.public().to_text().trim()]}}),
+        ),
+    );
+    let o = deploy(&ctx, &NullSink, &bad);
+    assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
+    let (cur, running, pooled, _) = bed.on("h1");
+    assert_eq!(
+        (running, pooled),
+        (None, false),
+        "h1 must be left out, not restored"
+    );
+    assert_ne!(
+        cur.as_deref(),
+        Some(A),
+        "switched back to the unsigned release"
+    );
+    let j = journal(&ctx, &o.deploy_id);
+    assert!(
+        j.steps.iter().any(|s| s.step == records::Step::Skipped
+            && s.detail.as_deref().unwrap().contains("h1: restore target")),
+        "{j:#?}"
+    );
+    bed.assert_serves("h2", A);
+}
+
+#[test]
+fn a_host_record_pairing_a_digest_with_another_commit_is_not_rolled_back_to() {
+    let hs = ["h1"];
+    let bed = Bed::new(&hs);
+    let a = bed.artifact(A, "");
+    let b = bed.artifact(B, "");
+    bed.host("h1").install(&a);
+    bed.host("h1").install(&b);
+    // The host's own journal claims its previous good is A's manifest under B's... commit D.
+    bed.host("h1").mem.lock().unwrap().state.previous_good = Some(ReleaseRef {
+        commit: model::names::CommitId::parse(D).unwrap(),
+        manifest: a.manifest,
+    });
+    let ctx = bed.ctx(
+        "hostrec",
+        json!({"groups": [{"name": "g", "hosts": ["h1"]}]}),
+    );
+    let e = engine::rollback(&ctx, &NullSink, &DeployOptions::default()).unwrap_err();
+    assert!(e.record().unwrap().contains("state.json of host h1"), "{e}");
+    assert!(e.to_string().contains("inconsistent"), "{e}");
+    bed.assert_serves("h1", B);
+}
+
+#[test]
+fn unlock_breaks_a_corrupt_lock_fences_out_its_holder_and_is_in_the_history() {
+    let hs = ["h1", "h2"];
+    let (bed, r) = bed(&hs);
+    let ctx = bed.ctx("unl", groups(&hs, 1));
+    assert_eq!(
+        deploy(&ctx, &NullSink, &r[1]).status,
+        JournalStatus::Succeeded
+    );
+    corrupt(
+        &bed,
+        &applier::keys::env_lock("unl"),
+        b"\x00\x01 not a lease",
+    );
+    let e = engine::deploy(
+        &ctx,
+        &NullSink,
+        &r[3].manifest.to_string(),
+        &DeployOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.way_out().unwrap().contains("applier unlock --env unl"),
+        "{e}"
+    );
+    assert!(engine::unlock(&ctx, "  ").is_err(), "a reason is required");
+    let u = engine::unlock(&ctx, "the lock file was truncated by a full disk").unwrap();
+    assert!(
+        u.removed.as_deref().unwrap().contains("unreadable"),
+        "{u:?}"
+    );
+    let hist = records::history(bed.store.as_ref(), "unl").unwrap();
+    let uj = hist
+        .iter()
+        .find(|j| j.kind == records::DeployKind::Unlock)
+        .unwrap();
+    assert_eq!(uj.reason, "the lock file was truncated by a full disk");
+    // The next deploy's generation is past everything the hosts have seen.
+    let seen = bed.host("h1").fences().into_iter().max().unwrap();
+    assert!(u.generation > seen);
+    assert_eq!(
+        deploy(&ctx, &NullSink, &r[3]).status,
+        JournalStatus::Succeeded
+    );
+    for h in hs {
+        bed.assert_serves(h, D);
+    }
+    // Rollback still finds the last deploy (the unlock journal is not one).
+    let o = engine::rollback(&ctx, &NullSink, &DeployOptions::default()).unwrap();
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    bed.assert_serves("h1", B);
+}

@@ -189,7 +189,7 @@ impl MemHost {
         let Some(f) = fence else { return Ok(()) };
         self.fences_seen.lock().unwrap().push(f.token);
         let mut m = self.mem.lock().unwrap();
-        if let Some(seen) = &m.state.fence
+        if let Some(seen) = m.state.fences.get(f.env.as_str())
             && seen != f
             && f.token <= seen.token
         {
@@ -198,7 +198,7 @@ impl MemHost {
                 seen: seen.clone(),
             });
         }
-        m.state.fence = Some(f.clone());
+        m.state.fences.insert(f.env.to_string(), f.clone());
         Ok(())
     }
 

@@ -27,14 +27,15 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
     match cmd {
         Cmd::Host { root, op } => crate::host::run(root, op.as_deref()),
         Cmd::Deploy { target, env, flags } => {
+            let opts = flags.options()?;
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env)?;
             let sink = Sink::new(render);
-            let opts = flags.options()?;
             let res = engine::deploy(&ctx, &sink, target, &opts);
             finish(&sink, res)
         }
         Cmd::Promote { from, to, flags } => {
+            let opts = flags.options()?;
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, to)?;
             let from_hosts: Option<Vec<String>> = r
@@ -42,7 +43,6 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 .envs
                 .get(from.as_str())
                 .map(|e| e.hosts.keys().cloned().collect());
-            let opts = flags.options()?;
             let sink = Sink::new(render);
             let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &opts);
             finish(&sink, res)
