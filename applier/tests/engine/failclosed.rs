@@ -545,3 +545,42 @@ fn unlock_breaks_a_corrupt_lock_fences_out_its_holder_and_is_in_the_history() {
     assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
     bed.assert_serves("h1", B);
 }
+
+/// Real targets (directories): one host's `state.json` is corrupt. The deploy is refused at
+/// preflight, before any host is depooled, fetched to or changed.
+#[test]
+fn a_corrupt_host_state_fails_preflight_before_any_host_is_depooled() {
+    let hs = ["h1", "h2", "h3"];
+    let (bed, r) = bed(&hs);
+    let mut ctx = bed.ctx("local", groups(&hs, 1));
+    let roots = tempfile::tempdir().unwrap();
+    ctx.hosts = hs
+        .iter()
+        .map(|h| {
+            let cfg: applier::config::HostConfig =
+                serde_json::from_value(json!({"root": roots.path().join(h)})).unwrap();
+            let host: Arc<dyn applier::host::Host> =
+                Arc::new(applier::host::LocalHost::new(h, &cfg, bed.store.clone()));
+            (h.to_string(), host)
+        })
+        .collect();
+    // The release is already on every host (a fetch finds it cached and reads no state).
+    let m = artifact::resolve::load_verified(bed.store.as_ref(), &r[1].manifest).unwrap();
+    for h in hs {
+        applier::target::HostRoot::new(roots.path().join(h))
+            .fetch(bed.store.as_ref(), &r[1].manifest, &m, Default::default())
+            .unwrap();
+    }
+    std::fs::write(roots.path().join("h2/state.json"), b"{\"current\": {\"comm").unwrap();
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::Refused, "{}", o.message);
+    assert!(o.message.contains("preflight h2"), "{}", o.message);
+    assert!(o.message.contains("state.json"), "{}", o.message);
+    assert_eq!(*bed.pool.max_seen.lock().unwrap(), 0, "a host was depooled");
+    for h in hs {
+        assert!(
+            !roots.path().join(h).join("current").exists(),
+            "{h} was switched"
+        );
+    }
+}

@@ -498,6 +498,14 @@ impl Bed {
     ) -> ReleaseRef {
         let layer = source_layer(commit);
         let ld = Digest::of(&layer);
+        // The content digest: of the uncompressed tar (what a real target checks on unpack).
+        let mut tar_bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&layer[..]),
+            &mut tar_bytes,
+        )
+        .unwrap();
+        let diff_id = Digest::of(&tar_bytes);
         put(&*self.store, &keys::blob(&ld), &layer);
         let m = Manifest {
             format: artifact::manifest::MANIFEST_FORMAT,
@@ -514,8 +522,8 @@ impl Bed {
                 media_type: "application/vnd.restbase-deploy.layer.v1.tar+gzip".into(),
                 digest: ld,
                 size: layer.len() as u64,
-                diff_id: ld,
-                entries: 1,
+                diff_id,
+                entries: 2,
             }],
             platform: None,
             deps: None,
