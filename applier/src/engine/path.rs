@@ -457,11 +457,26 @@ impl Run<'_> {
     pub(super) fn restore(&self, host: &str) -> bool {
         let e = self.journal.entry(host);
         self.set_phase(host, HostPhase::RollingBack, e.detail.clone());
-        let r = match &e.from {
+        let from = e
+            .from
+            .as_ref()
+            .filter(|_| !self.no_restore.contains_key(host));
+        let r = match from {
             Some(from) => self.converge(host, from).map(|()| {
                 self.record_env(host, from);
                 None
             }),
+            None if e.from.is_some() => {
+                let h = self.ctx.host(host);
+                let spec = h.service_spec(&e.to).ok();
+                let why = self.no_restore.get(host).cloned().unwrap_or_default();
+                self.take_out(host, port_of(h, spec.as_ref())).map(|()| {
+                    Some(format!(
+                        "not switched back to {}: {why}; stopped and left out of the pool",
+                        e.from.as_ref().expect("checked")
+                    ))
+                })
+            }
             None => {
                 let h = self.ctx.host(host);
                 let spec = h.service_spec(&e.to).ok();
@@ -494,7 +509,7 @@ impl Run<'_> {
         );
         self.sink.emit(&Event::Rollback {
             host: host.into(),
-            to: e.from.as_ref().map(|r| r.commit.to_string()),
+            to: from.map(|r| r.commit.to_string()),
             ok,
             detail,
         });

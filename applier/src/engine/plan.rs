@@ -17,7 +17,7 @@ use artifact::store::Store;
 use artifact::{Digest, keys};
 
 use super::gates::{self, Decision, Note, Refusal};
-use super::trust::{baseline, host_from, restore_target, trusted};
+use super::trust::{baseline, host_from, restorable, restore_target, trusted};
 use super::{DeployError, DeployOptions, EnvContext};
 use crate::checks::CheckSpec;
 use crate::events::{Event, EventSink, PlanGroup, PlanHost};
@@ -66,6 +66,9 @@ pub struct Plan {
     pub lease_reason: String,
     /// Break a lease still held by this same deploy (`resume --force`).
     pub break_own_lease: bool,
+    /// Hosts whose restore target the env's policies refuse (host -> why): on failure they are
+    /// taken out of the pool instead of being switched back.
+    pub no_restore: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -194,8 +197,16 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         &mut notes,
     )?;
     let mut targets = BTreeMap::new();
+    let mut no_restore = BTreeMap::new();
     for h in ctx.cfg.batches().into_iter().flat_map(|(_, hs)| hs) {
-        let from = restore_target(ctx, &h, &env_state, &mut manifests, &mut notes);
+        let from = restore_target(
+            ctx,
+            &h,
+            &env_state,
+            &mut manifests,
+            &mut notes,
+            &mut no_restore,
+        );
         targets.insert(h, (from, to.clone()));
     }
     let mut reason = opts.reason.clone();
@@ -222,6 +233,7 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         mode: Mode::Fresh,
         lease_reason: format!("deploy {commit} ({})", opts.reason),
         break_own_lease: false,
+        no_restore,
     })
 }
 
@@ -299,6 +311,7 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
         mode: Mode::Fresh,
         lease_reason: format!("rollback ({})", opts.reason),
         break_own_lease: false,
+        no_restore: BTreeMap::new(),
     })
 }
 
@@ -350,26 +363,26 @@ fn plan_resume(
     // continuing installs the targets, rolling back the restore targets.
     let mut manifests = BTreeMap::new();
     let mut notes = Vec::new();
+    let mut no_restore = BTreeMap::new();
     let hosts: Vec<String> = writer.journal.hosts.keys().cloned().collect();
     for h in hosts {
         let e = writer.journal.hosts[&h].clone();
         let to = trusted(ctx, &e.to, &key, &mut manifests).map_err(DeployError::Refused)?;
-        let mut from = match &e.from {
+        let from = match &e.from {
             Some(f) => Some(trusted(ctx, f, &key, &mut manifests).map_err(DeployError::Refused)?),
             None => None,
         };
         if rollback {
             if let Some(f) = &from
-                && let Err(r) = gates::signature(ctx, f).into_result()
+                && let Err(why) = restorable(ctx, f, &mut notes)
             {
                 notes.push(Note {
                     step: records::Step::Skipped,
                     detail: format!(
-                        "{h}: not restored to {f}: {}; it is taken out of the pool instead",
-                        r.reason
+                        "{h}: not restored to {f}: {why}; it is taken out of the pool instead"
                     ),
                 });
-                from = None;
+                no_restore.insert(h.clone(), why);
             }
         } else {
             gate(gates::signature(ctx, &to), &mut notes)?;
@@ -391,6 +404,7 @@ fn plan_resume(
         },
         lease_reason: format!("resume {id}"),
         break_own_lease: force,
+        no_restore,
     })
 }
 

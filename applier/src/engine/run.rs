@@ -36,6 +36,8 @@ pub(super) struct Run<'a> {
     pub(super) lease: LeaseKeeper,
     /// The last touch order given out (hosts are restored in reverse of it).
     pub(super) touch: AtomicU32,
+    /// Hosts not to be switched back to their restore target (host -> why).
+    pub(super) no_restore: BTreeMap<String, String>,
 }
 
 /// Emits the plan; unless this is a dry run, takes the lease and runs it.
@@ -85,7 +87,8 @@ pub(super) fn run(
             return Err(e.into());
         }
     };
-    let run = Run::new(ctx, sink, plan.writer, plan.manifests, keeper);
+    let mut run = Run::new(ctx, sink, plan.writer, plan.manifests, keeper);
+    run.no_restore = plan.no_restore;
     run.journal.note(|j| {
         j.step(
             None,
@@ -126,6 +129,7 @@ impl<'a> Run<'a> {
             manifests,
             lease,
             touch: AtomicU32::new(touch),
+            no_restore: BTreeMap::new(),
         }
     }
 

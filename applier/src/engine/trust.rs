@@ -114,36 +114,57 @@ pub(super) fn baseline(
     Ok(out)
 }
 
-/// A host's restore target, if one can be trusted: the release it reports (else the env's
-/// records say) it last ran well, verified, under the env's signature policy. One that cannot
-/// be trusted is left out with a journal note: on failure that host is taken out of the pool
-/// instead of being switched to a release no policy was applied to.
+/// A host's restore target: the release it reports (else the env's records say) it last ran
+/// well, verified. One that cannot be verified is left out; one the signature policy refuses
+/// stays the journal's `from` (what the host ran) but goes into `no_restore` with the reason:
+/// on failure that host is taken out of the pool instead of being switched to it. Either way
+/// the journal says why.
 pub(super) fn restore_target(
     ctx: &EnvContext,
     host: &str,
     env_state: &EnvState,
     manifests: &mut BTreeMap<Digest, Manifest>,
     notes: &mut Vec<Note>,
+    no_restore: &mut BTreeMap<String, String>,
 ) -> Option<ReleaseRef> {
     let (from, record) = host_from(ctx, host, env_state)?;
-    let checked = trusted(ctx, &from, &record, manifests).and_then(|r| {
-        gates::signature(ctx, &r).into_result().map(|(_, n)| {
-            note_once(notes, n);
-            r
-        })
-    });
-    match checked {
-        Ok(r) => Some(r),
+    let skip = |notes: &mut Vec<Note>, why: String| {
+        notes.push(Note {
+            step: records::Step::Skipped,
+            detail: format!(
+                "{host}: restore target {why}; if {host} fails it is taken out of the pool instead"
+            ),
+        });
+    };
+    let r = match trusted(ctx, &from, &record, manifests) {
+        Ok(r) => r,
         Err(refusal) => {
-            notes.push(Note {
-                step: records::Step::Skipped,
-                detail: format!(
-                    "{host}: restore target from {}: {}; if {host} fails it is taken out of the pool instead",
-                    refusal.record, refusal.reason
-                ),
-            });
-            None
+            skip(
+                notes,
+                format!("from {}: {}", refusal.record, refusal.reason),
+            );
+            return None;
         }
+    };
+    if let Err(why) = restorable(ctx, &r, notes) {
+        skip(notes, format!("{r}: {why}"));
+        no_restore.insert(host.to_string(), why);
+    }
+    Some(r)
+}
+
+/// Whether `release` may be switched back to under the env's policies (signature).
+pub(super) fn restorable(
+    ctx: &EnvContext,
+    release: &ReleaseRef,
+    notes: &mut Vec<Note>,
+) -> Result<(), String> {
+    match gates::signature(ctx, release).into_result() {
+        Ok((_, n)) => {
+            note_once(notes, n);
+            Ok(())
+        }
+        Err(refusal) => Err(refusal.reason),
     }
 }
 
