@@ -7,7 +7,6 @@
 //!   and the protocol session of `applier host`.
 //! - [`host`]: the [`host::Host`] trait every host operation goes through, and its transports
 //!   (local, ssh, in-memory).
-//! - [`hostops`]: the former path of the protocol and target types (tests still use it).
 //! - [`haproxy`]: the HAProxy runtime-API pool driver.
 //! - [`pool`]: load-balancer control.
 //! - [`checks`]: http, logs and metrics checks.
@@ -30,7 +29,6 @@ pub mod events;
 pub mod guard;
 pub mod haproxy;
 pub mod host;
-pub mod hostops;
 pub mod keys;
 pub mod pool;
 pub mod promotion;

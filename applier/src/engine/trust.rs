@@ -29,7 +29,7 @@ pub(super) fn trusted(
         reason,
         way_out: None,
     };
-    if !manifests.contains_key(&r.manifest) {
+    if let std::collections::btree_map::Entry::Vacant(slot) = manifests.entry(r.manifest) {
         let m = resolve::load_verified(ctx.store.as_ref(), &r.manifest).map_err(|e| {
             refuse(format!(
                 "the release it names, {} (commit {}), cannot be verified: {e}",
@@ -37,7 +37,7 @@ pub(super) fn trusted(
                 r.commit.short()
             ))
         })?;
-        manifests.insert(r.manifest, m);
+        slot.insert(m);
     }
     let real = ReleaseRef::of(r.manifest, &manifests[&r.manifest])
         .map_err(|e| refuse(format!("manifest {}: {e}", r.manifest)))?;

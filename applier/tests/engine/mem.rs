@@ -12,12 +12,12 @@ use std::time::Duration;
 use applier::config::{EnvConfig, HostConfig};
 use applier::engine::EnvContext;
 use applier::host::Host;
-use applier::hostops::{
+use applier::pool::{Pool, PoolError};
+use applier::protocol::{
     ExecOutput, Fence, FetchReport, HostError, HostState, HostStatus, PreflightReport,
     PreflightRequest, PruneReport, ReadyReport, ReadyRequest, ReleaseRef, RenderReport,
     RenderRequest, RunInfo, StartRequest, StepInProgress, StopReport, SwitchReport,
 };
-use applier::pool::{Pool, PoolError};
 use applier::protocol::{HostRequest, HostResponse};
 use applier::service::ServiceSpec;
 use artifact::manifest::{BuildRecord, Layer, LayerKind, Manifest, SourceInfo};
@@ -496,16 +496,8 @@ impl Bed {
         log: &str,
         storage: Option<serde_json::Value>,
     ) -> ReleaseRef {
-        let layer = source_layer(commit);
+        let (layer, diff_id) = source_layer(commit);
         let ld = Digest::of(&layer);
-        // The content digest: of the uncompressed tar (what a real target checks on unpack).
-        let mut tar_bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(&layer[..]),
-            &mut tar_bytes,
-        )
-        .unwrap();
-        let diff_id = Digest::of(&tar_bytes);
         put(&*self.store, &keys::blob(&ld), &layer);
         let m = Manifest {
             format: artifact::manifest::MANIFEST_FORMAT,
@@ -688,12 +680,10 @@ impl Store for PausableStore {
     }
 }
 
-/// A gzipped tar holding `deploy/service.yaml` (what the plan reads its checks from).
-fn source_layer(commit: &str) -> Vec<u8> {
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
+/// A gzipped tar holding `deploy/service.yaml` (what the plan reads its checks from), and the
+/// digest of the tar before compression (the layer's diff id).
+fn source_layer(commit: &str) -> (Vec<u8>, Digest) {
+    let mut tar = tar::Builder::new(Vec::new());
     let mut add = |path: &str, body: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_size(body.len() as u64);
@@ -703,7 +693,10 @@ fn source_layer(commit: &str) -> Vec<u8> {
     };
     add("deploy/service.yaml", SPEC.as_bytes());
     add("REVISION", commit.as_bytes());
-    tar.into_inner().unwrap().finish().unwrap()
+    let plain = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    (gz.finish().unwrap(), Digest::of(&plain))
 }
 
 fn put(store: &dyn Store, key: &str, bytes: &[u8]) {
