@@ -83,7 +83,7 @@ pub fn parse_ack(s: &str) -> Result<Ack, String> {
 /// A recipe as the applier shows it: without schema-guard's advice to add a commit trailer,
 /// which the applier does not read (its refusal prints the `--ack` to give instead).
 fn applier_recipe(recipe: &str) -> String {
-    match recipe.find(" Acknowledge with the commit trailer") {
+    match recipe.find(" Acknowledge with") {
         Some(i) => recipe[..i].to_string(),
         None => recipe.to_string(),
     }

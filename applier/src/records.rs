@@ -472,6 +472,13 @@ pub fn parse_journal(bytes: &[u8], key: &str, env: &str) -> Result<Journal, Reco
     Ok(j)
 }
 
+/// Deploy `id` of `env` as the store holds it, verified like [`parse_journal`].
+pub fn read_journal(store: &dyn Store, env: &str, id: &str) -> Result<Journal, RecordError> {
+    let key = keys::deploy_journal(env, id);
+    let (b, _) = store.get_bytes(&key)?;
+    parse_journal(&b, &key, env)
+}
+
 /// A record that could not be read, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Unreadable {

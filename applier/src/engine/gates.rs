@@ -98,6 +98,7 @@ pub fn storage(
     let mut deploy_type = DeployType::Code;
     let mut config_only = !baseline.is_empty();
     let mut compared = Vec::new();
+    let mut findings: Vec<String> = Vec::new();
     for (cur, cur_storage) in pairs {
         let record = match cur {
             Some(c) => format!(
@@ -144,6 +145,11 @@ pub fn storage(
         if g.deploy_type == DeployType::Schema {
             deploy_type = DeployType::Schema;
         }
+        for f in g.findings {
+            if !findings.contains(&f) {
+                findings.push(f);
+            }
+        }
         if let Some((c, m)) = cur.and_then(|c| baseline.iter().find(|(r, _)| r == c)) {
             config_only &= guard::config_only(m, new.1);
             compared.push(format!("{} (commit {})", c.manifest, c.commit.short()));
@@ -160,11 +166,13 @@ pub fn storage(
     } else {
         format!("compared with {}", compared.join(", "))
     };
-    Decision::noted(
-        deploy_type,
-        Step::StorageGuard,
-        format!("{} deploy; {with}", type_name(deploy_type)),
-    )
+    // One line of decision, then the findings that did not block and the acknowledgements
+    // given, one line each (the report reads them back).
+    let lines: Vec<String> = std::iter::once(format!("{} deploy; {with}", type_name(deploy_type)))
+        .chain(findings)
+        .chain(opts.guard.acks.iter().map(|a| format!("ack: {a}")))
+        .collect();
+    Decision::noted(deploy_type, Step::StorageGuard, lines.join("\n"))
 }
 
 fn type_name(t: DeployType) -> &'static str {
