@@ -1,6 +1,7 @@
 //! Environment records in the store: the env state (`envs/<env>/state.json`, compare-and-swap)
-//! and one journal per deploy (`envs/<env>/deploys/<deploy-id>.json`, rewritten as each step
-//! completes), which `status`, `history`, `rollback` and `resume` read.
+//! and one journal per deploy (a base `envs/<env>/deploys/<deploy-id>.json` and append-only
+//! segments while it runs, [`segments`]), which `status`, `history`, `rollback` and `resume`
+//! read through one reader, [`read_journal`] ([`read_history`] for all of an env's).
 //!
 //! Records are untrusted input: parsing one validates every name and id in it (deploy ids,
 //! env, host and group names through `model::names`, commits and digests through their types),
@@ -8,8 +9,9 @@
 //! that does not parse (or is filed under another env or id) is reported and skipped by
 //! [`read_history`], never a reason for `history`, `rollback` or the promotion gate to fail.
 
+pub mod segments;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use artifact::Digest;
 use artifact::store::{ETag, Store, StoreError};
@@ -21,6 +23,8 @@ use crate::guard::DeployType;
 use crate::keys;
 use crate::protocol::ReleaseRef;
 use crate::target::now_rfc3339;
+
+pub use segments::{Delta, JournalWriter, Loaded, load};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -369,6 +373,17 @@ pub struct Journal {
     pub abort_reason: Option<String>,
     #[serde(default)]
     pub needs_human: Vec<String>,
+    /// The segments this record already holds (`envs/<env>/segments/<id>/` up to this number);
+    /// 0 for a journal without segments.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub segments: u64,
+    /// What the reader could not verify (a torn or corrupt segment) and left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Journal {
@@ -380,63 +395,6 @@ impl Journal {
             ok,
             detail,
         });
-    }
-}
-
-/// A journal and the version of it last written.
-#[derive(Debug)]
-pub struct JournalWriter {
-    store: Arc<dyn Store>,
-    key: String,
-    etag: Option<ETag>,
-    pub journal: Journal,
-}
-
-impl JournalWriter {
-    /// A new journal (written by the first [`JournalWriter::save`]).
-    pub fn create(store: Arc<dyn Store>, journal: Journal) -> Self {
-        let key = keys::deploy_journal(&journal.env, &journal.id);
-        JournalWriter {
-            store,
-            key,
-            etag: None,
-            journal,
-        }
-    }
-
-    /// Opens an existing journal to continue it.
-    pub fn open(store: Arc<dyn Store>, env: &str, id: &str) -> Result<Self, RecordError> {
-        let key = keys::deploy_journal(env, id);
-        let (b, meta) = store.get_bytes(&key)?;
-        let journal = parse_journal(&b, &key, env)?;
-        Ok(JournalWriter {
-            store,
-            key,
-            etag: Some(meta.etag),
-            journal,
-        })
-    }
-
-    pub fn save(&mut self) -> Result<(), RecordError> {
-        let bytes = serde_json::to_vec_pretty(&self.journal).expect("journal serialises");
-        self.save_bytes(&bytes)
-    }
-
-    /// Writes an already serialised journal (a snapshot taken by the caller, so the journal can
-    /// keep changing while the write is in flight).
-    pub fn save_bytes(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
-        let etag = match self.store.put_cas(&self.key, bytes, self.etag.as_ref()) {
-            Ok(e) => e,
-            // Only the lease holder writes its journal: a conflict means our last write landed
-            // without us learning its version (an error after the write). Re-read and retry once.
-            Err(StoreError::Conflict { .. }) => {
-                let current = self.store.head(&self.key)?.map(|m| m.etag);
-                self.store.put_cas(&self.key, bytes, current.as_ref())?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.etag = Some(etag);
-        Ok(())
     }
 }
 
@@ -472,11 +430,10 @@ pub fn parse_journal(bytes: &[u8], key: &str, env: &str) -> Result<Journal, Reco
     Ok(j)
 }
 
-/// Deploy `id` of `env` as the store holds it, verified like [`parse_journal`].
+/// Deploy `id` of `env` as the store holds it (base and segments; see [`segments`]), the base
+/// verified like [`parse_journal`].
 pub fn read_journal(store: &dyn Store, env: &str, id: &str) -> Result<Journal, RecordError> {
-    let key = keys::deploy_journal(env, id);
-    let (b, _) = store.get_bytes(&key)?;
-    parse_journal(&b, &key, env)
+    Ok(segments::load(store, env, id)?.journal)
 }
 
 /// A record that could not be read, and why.
@@ -497,15 +454,17 @@ pub struct History {
 /// are listed in [`History::unreadable`]. Only a store that cannot be listed is an error.
 pub fn read_history(store: &dyn Store, env: &str) -> Result<History, RecordError> {
     let mut h = History::default();
-    for meta in store.list(&keys::deploys_prefix(env))? {
-        if !meta.key.ends_with(".json") {
+    let prefix = keys::deploys_prefix(env);
+    for meta in store.list(&prefix)? {
+        let Some(id) = meta
+            .key
+            .strip_prefix(prefix.as_str())
+            .and_then(|k| k.strip_suffix(".json"))
+            .filter(|id| !id.contains('/'))
+        else {
             continue;
-        }
-        let read = store
-            .get_bytes(&meta.key)
-            .map_err(RecordError::from)
-            .and_then(|(b, _)| parse_journal(&b, &meta.key, env));
-        match read {
+        };
+        match read_journal(store, env, id) {
             Ok(j) => h.journals.push(j),
             Err(e) => h.unreadable.push(Unreadable {
                 key: meta.key.clone(),

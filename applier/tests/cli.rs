@@ -77,6 +77,8 @@ fn journal(env: &str, i: usize) -> Journal {
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        segments: 0,
+        damaged: vec![],
     }
 }
 
@@ -164,8 +166,9 @@ fn a_closed_stdout_ends_the_output_quietly() {
     let bed = Bed::new();
     let store: Arc<dyn Store> = Arc::new(artifact::store::fs::FsStore::open(bed.store()).unwrap());
     for i in 0..300 {
-        JournalWriter::create(store.clone(), journal("e", i))
-            .save()
+        let j = journal("e", i);
+        JournalWriter::create(store.clone(), j.clone())
+            .write_base(&j)
             .unwrap();
     }
     let config = bed.config("h1", "");

@@ -195,17 +195,21 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         gates::storage(ctx, &base_m, (&to, &manifests[&digest]), opts),
         &mut notes,
     )?;
+    // Each host's restore target as its records name it, asking the hosts a few at a time;
+    // then each is verified (one manifest read per release, not per host).
+    let names: Vec<String> = ctx
+        .cfg
+        .batches()
+        .into_iter()
+        .flat_map(|(_, hs)| hs)
+        .collect();
+    let found = super::run::bounded(ctx.cfg.prefetch_parallelism, &names, |h| {
+        host_from(ctx, h, &env_state)
+    });
     let mut targets = BTreeMap::new();
     let mut no_restore = BTreeMap::new();
-    for h in ctx.cfg.batches().into_iter().flat_map(|(_, hs)| hs) {
-        let from = restore_target(
-            ctx,
-            &h,
-            &env_state,
-            &mut manifests,
-            &mut notes,
-            &mut no_restore,
-        );
+    for (h, f) in names.into_iter().zip(found) {
+        let from = restore_target(ctx, &h, f, &mut manifests, &mut notes, &mut no_restore);
         targets.insert(h, (from, to.clone()));
     }
     let mut reason = opts.reason.clone();
@@ -457,6 +461,8 @@ fn new_journal(
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        segments: 0,
+        damaged: vec![],
     };
     for n in h.notes {
         j.step(None, n.step, true, Some(n.detail));

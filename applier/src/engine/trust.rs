@@ -122,12 +122,12 @@ pub(super) fn baseline(
 pub(super) fn restore_target(
     ctx: &EnvContext,
     host: &str,
-    env_state: &EnvState,
+    found: Option<(ReleaseRef, String)>,
     manifests: &mut BTreeMap<Digest, Manifest>,
     notes: &mut Vec<Note>,
     no_restore: &mut BTreeMap<String, String>,
 ) -> Option<ReleaseRef> {
-    let (from, record) = host_from(ctx, host, env_state)?;
+    let (from, record) = found?;
     let skip = |notes: &mut Vec<Note>, why: String| {
         notes.push(Note {
             step: records::Step::Skipped,

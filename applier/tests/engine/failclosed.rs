@@ -10,7 +10,9 @@ use artifact::sign::{SecretKey, sign_artifact};
 use schema_guard::StorageManifest;
 
 use super::*;
-use mem::PausableStore;
+use bed::PausableStore;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A one-table storage manifest (`pages` at `version` with `attrs`) for every env.
 pub(crate) fn storage(version: i64, attrs: Value) -> Value {
@@ -30,17 +32,26 @@ pub(crate) fn storage(version: i64, attrs: Value) -> Value {
     m.to_value()
 }
 
-/// Host ops (other than the read-only `status`) recorded since call number `from`.
-fn changes_since(bed: &Bed, from: usize) -> Vec<String> {
-    bed.fleet.calls.lock().unwrap()[from..]
-        .iter()
-        .filter(|c| !c.ends_with(" status"))
-        .cloned()
-        .collect()
+/// Host ops (other than the read-only `status`) each host recorded since `from` ([`calls`]),
+/// as `<host> <op>`.
+fn changes_since(bed: &Bed, from: &BTreeMap<String, usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (n, h) in &bed.hosts {
+        for c in &h.calls()[from[n]..] {
+            if c != "status" {
+                out.push(format!("{n} {c}"));
+            }
+        }
+    }
+    out
 }
 
-fn calls(bed: &Bed) -> usize {
-    bed.fleet.calls.lock().unwrap().len()
+/// How many calls each host has recorded so far.
+fn calls(bed: &Bed) -> BTreeMap<String, usize> {
+    bed.hosts
+        .iter()
+        .map(|(n, h)| (n.clone(), h.calls().len()))
+        .collect()
 }
 
 /// Why, case 1: the env's current artifact cannot be loaded. The guard used to go on as if the
@@ -63,8 +74,8 @@ fn guard_refuses_when_the_current_manifest_cannot_be_read() {
     );
     // The env's current manifest goes bad in the store.
     let blob = bed
-        ._dir
-        .path()
+        .dir()
+        .unwrap()
         .join("blobs/sha256")
         .join(old.manifest.hex());
     std::fs::remove_file(&blob).unwrap();
@@ -86,7 +97,7 @@ fn guard_refuses_when_the_current_manifest_cannot_be_read() {
             .contains("--schema-baseline"),
         "{e}"
     );
-    assert_eq!(changes_since(&bed, n), Vec::<String>::new());
+    assert_eq!(changes_since(&bed, &n), Vec::<String>::new());
     assert!(
         lease::current(ctx.store.as_ref(), "guard")
             .unwrap()
@@ -113,7 +124,7 @@ fn a_deployer_paused_past_its_lease_cannot_change_a_host_the_next_deploy_finishe
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
     let (cont_tx, cont_rx) = mpsc::channel::<()>();
     let p2 = paused.clone();
-    bed.fleet.hook("h2", "stop", move || {
+    bed.host("h2").on_call("stop", move || {
         p2.set_paused(true);
         stopped_tx.send(()).unwrap();
         cont_rx.recv().unwrap();
@@ -143,7 +154,7 @@ fn a_deployer_paused_past_its_lease_cannot_change_a_host_the_next_deploy_finishe
     }
     // Nothing it sent after it resumed was carried out: its stop reached h2 with the older
     // token and was refused, and nothing else was sent.
-    let after = changes_since(&bed, n);
+    let after = changes_since(&bed, &n);
     assert!(
         after.iter().all(|c| c == "h2 stop"),
         "the first deploy changed hosts after it lost its lease: {after:?}"
@@ -224,6 +235,8 @@ fn a_journal_cannot_pair_a_signed_digest_with_an_unsigned_commit() {
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        segments: 0,
+        damaged: vec![],
     };
     let key = applier::keys::deploy_journal("sig", &j.id);
     bed.store
@@ -239,7 +252,7 @@ fn a_journal_cannot_pair_a_signed_digest_with_an_unsigned_commit() {
 
 /// Corrupts a store record in place (the directory store's file).
 fn corrupt(bed: &Bed, key: &str, bytes: &[u8]) {
-    let p = bed._dir.path().join(key);
+    let p = bed.dir().unwrap().join(key);
     let _ = std::fs::remove_file(&p);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, bytes).unwrap();
@@ -479,9 +492,11 @@ fn a_host_record_pairing_a_digest_with_another_commit_is_not_rolled_back_to() {
     bed.host("h1").install(&a);
     bed.host("h1").install(&b);
     // The host's own journal claims its previous good is A's manifest under B's... commit D.
-    bed.host("h1").mem.lock().unwrap().state.previous_good = Some(ReleaseRef {
-        commit: model::names::CommitId::parse(D).unwrap(),
-        manifest: a.manifest,
+    bed.host("h1").edit_state(|st| {
+        st.previous_good = Some(ReleaseRef {
+            commit: model::names::CommitId::parse(D).unwrap(),
+            manifest: a.manifest,
+        })
     });
     let ctx = bed.ctx(
         "hostrec",
@@ -576,7 +591,7 @@ fn a_corrupt_host_state_fails_preflight_before_any_host_is_depooled() {
     assert_eq!(o.status, JournalStatus::Refused, "{}", o.message);
     assert!(o.message.contains("preflight h2"), "{}", o.message);
     assert!(o.message.contains("state.json"), "{}", o.message);
-    assert_eq!(*bed.pool.max_seen.lock().unwrap(), 0, "a host was depooled");
+    assert_eq!(bed.pool.max_out_seen(), 0, "a host was depooled");
     for h in hs {
         assert!(
             !roots.path().join(h).join("current").exists(),
