@@ -1,9 +1,11 @@
 //! Environment records in the store: the env state (`envs/<env>/state.json`, compare-and-swap)
-//! and one journal per deploy (`envs/<env>/deploys/<deploy-id>.json`, rewritten as each step
-//! completes), which `status`, `history`, `rollback` and `resume` read.
+//! and one journal per deploy (a base `envs/<env>/deploys/<deploy-id>.json` and append-only
+//! segments while it runs, [`segments`]), which `status`, `history`, `rollback` and `resume`
+//! read through one reader, [`read_journal`] ([`history`] for all of an env's).
+
+pub mod segments;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use artifact::Digest;
 use artifact::store::{ETag, Store, StoreError};
@@ -14,6 +16,8 @@ use crate::guard::DeployType;
 use crate::keys;
 use crate::protocol::ReleaseRef;
 use crate::target::now_rfc3339;
+
+pub use segments::{Delta, JournalWriter, Loaded, load};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -269,6 +273,17 @@ pub struct Journal {
     pub abort_reason: Option<String>,
     #[serde(default)]
     pub needs_human: Vec<String>,
+    /// The segments this record already holds (`envs/<env>/segments/<id>/` up to this number);
+    /// 0 for a journal without segments.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub segments: u64,
+    /// What the reader could not verify (a torn or corrupt segment) and left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Journal {
@@ -283,74 +298,9 @@ impl Journal {
     }
 }
 
-/// A journal and the version of it last written.
-#[derive(Debug)]
-pub struct JournalWriter {
-    store: Arc<dyn Store>,
-    key: String,
-    etag: Option<ETag>,
-    pub journal: Journal,
-}
-
-impl JournalWriter {
-    /// A new journal (written by the first [`JournalWriter::save`]).
-    pub fn create(store: Arc<dyn Store>, journal: Journal) -> Self {
-        let key = keys::deploy_journal(&journal.env, &journal.id);
-        JournalWriter {
-            store,
-            key,
-            etag: None,
-            journal,
-        }
-    }
-
-    /// Opens an existing journal to continue it.
-    pub fn open(store: Arc<dyn Store>, env: &str, id: &str) -> Result<Self, RecordError> {
-        let key = keys::deploy_journal(env, id);
-        let (b, meta) = store.get_bytes(&key)?;
-        let journal = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
-            key: key.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok(JournalWriter {
-            store,
-            key,
-            etag: Some(meta.etag),
-            journal,
-        })
-    }
-
-    pub fn save(&mut self) -> Result<(), RecordError> {
-        let bytes = serde_json::to_vec_pretty(&self.journal).expect("journal serialises");
-        self.save_bytes(&bytes)
-    }
-
-    /// Writes an already serialised journal (a snapshot taken by the caller, so the journal can
-    /// keep changing while the write is in flight).
-    pub fn save_bytes(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
-        let etag = match self.store.put_cas(&self.key, bytes, self.etag.as_ref()) {
-            Ok(e) => e,
-            // Only the lease holder writes its journal: a conflict means our last write landed
-            // without us learning its version (an error after the write). Re-read and retry once.
-            Err(StoreError::Conflict { .. }) => {
-                let current = self.store.head(&self.key)?.map(|m| m.etag);
-                self.store.put_cas(&self.key, bytes, current.as_ref())?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.etag = Some(etag);
-        Ok(())
-    }
-}
-
-/// Deploy `id` of `env` as the store holds it.
+/// Deploy `id` of `env` as the store holds it (base and segments; see [`segments`]).
 pub fn read_journal(store: &dyn Store, env: &str, id: &str) -> Result<Journal, RecordError> {
-    let key = keys::deploy_journal(env, id);
-    let (b, _) = store.get_bytes(&key)?;
-    serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
-        key,
-        detail: e.to_string(),
-    })
+    Ok(load(store, env, id)?.journal)
 }
 
 /// Every journal of an environment, oldest first.

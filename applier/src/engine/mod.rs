@@ -11,8 +11,11 @@
 //!   limit, the canary bake, abort (reverse touch order) and the outcome.
 //! - `path`: the per-host steps, one definition for going forward and for restoring a host to
 //!   its own last known good release.
-//! - [`journal`]: every step written durably to `envs/<env>/deploys/<id>.json` as it completes
-//!   (coalesced), which is what `resume` reads.
+//! - [`journal`]: the journal written as the run goes (a base record and append-only
+//!   segments, compacted at the end), which is what `resume` reads.
+//!
+//! Beside them, [`preview`] (`applier plan`): the planner's batches, the capacity guard's waves
+//! and an ETA from the env's history, without running anything.
 //!
 //! This module holds the [`EnvContext`] a run acts on and the public entry points.
 
@@ -21,6 +24,7 @@ pub mod journal;
 pub mod lease;
 mod path;
 pub mod plan;
+pub mod preview;
 mod run;
 
 use std::collections::BTreeMap;
@@ -42,6 +46,7 @@ use lease::LeaseError;
 use plan::Intent;
 
 pub use plan::service_spec_from_store;
+pub use preview::{Preview, preview};
 
 /// An environment ready to act on: its config, store, hosts and pool driver.
 #[derive(Debug)]

@@ -58,6 +58,21 @@ pub enum Cmd {
         #[command(flatten)]
         flags: DeployFlags,
     },
+    /// What a deploy would do, changing nothing: the batches in order, the hosts of each, the
+    /// waves the capacity guard cuts them into (given who is out of the pool now), and an ETA
+    /// from the environment's recent succeeded runs. The gates are checked as for a deploy.
+    Plan {
+        target: String,
+        #[arg(long)]
+        env: String,
+        /// As for `deploy`.
+        #[arg(long = "ack", value_name = "ACK")]
+        acks: Vec<String>,
+        #[arg(long, value_enum, default_value = "cassandra")]
+        backend: BackendArg,
+        #[arg(long)]
+        skip_promotion_check: bool,
+    },
     /// Roll every host back to the release it ran before the last successful deploy.
     Rollback {
         #[arg(long)]

@@ -45,6 +45,33 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &flags.options());
             finish(&sink, &ctx, res)
         }
+        Cmd::Plan {
+            target,
+            env,
+            acks,
+            backend,
+            skip_promotion_check,
+        } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env)?;
+            let opts = DeployOptions {
+                reason: "plan".into(),
+                dry_run: true,
+                guard: applier::guard::GuardOptions {
+                    backend: backend.into(),
+                    acks: acks.clone(),
+                },
+                force_schema_rollback: false,
+                skip_promotion_check: *skip_promotion_check,
+            };
+            let p = engine::preview(&ctx, target, &opts).map_err(Failure::deploy)?;
+            if render == Render::Json {
+                println!("{}", serde_json::to_string(&p).expect("serialises"));
+            } else {
+                print!("{}", crate::plan::text(&p));
+            }
+            Ok(Exit::Ok)
+        }
         Cmd::Rollback {
             env,
             reason,

@@ -7,6 +7,7 @@
 //! - `reports`: the commands that read deploys back (history, show, report) and the report a
 //!   run writes to its env's `report_dir`.
 //! - `host`: `applier host ...`, the target side of a remote transport.
+//! - `plan`: the text form of `applier plan`.
 //! - `live`: the live view's board (the table, the bake countdown, the summary).
 //! - `render`: the live view (a table redrawn in place), plain lines and JSON lines of the
 //!   event stream.
@@ -21,6 +22,7 @@ mod context;
 mod exit;
 mod host;
 mod live;
+mod plan;
 mod render;
 mod reports;
 
