@@ -264,6 +264,10 @@ fn a_report_goes_to_a_plain_file_name_only() {
     let p = write_to_dir(dir.path(), &j).unwrap();
     assert_eq!(p.file_name().unwrap(), "stg-20261201T100000Z-abcdef.html");
     assert_eq!(std::fs::read_to_string(&p).unwrap(), html_of(&j));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "a report is readable by its readers");
+    assert!(super::write_atomic(&dir.path().join("no-such-dir/r.html"), "x").is_err());
     let mut evil = j.clone();
     evil.id = "../../etc/x".into();
     assert!(write_to_dir(dir.path(), &evil).is_err());

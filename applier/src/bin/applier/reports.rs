@@ -136,7 +136,7 @@ pub fn report(
     match out {
         None => out_text(&html),
         Some(p) => {
-            std::fs::write(p, html).map_err(|e| {
+            report::write_atomic(p, &html).map_err(|e| {
                 Failure::usage(anyhow::Error::new(e).context(format!("writing {}", p.display())))
                     .hint("give -o a path in a directory that exists and is writable")
             })?;
