@@ -10,6 +10,7 @@
 //! - [`haproxy`]: the HAProxy runtime-API pool driver.
 //! - [`pool`]: load-balancer control.
 //! - [`checks`]: http, logs and metrics checks.
+//! - [`shell`]: command templates whose values reach `sh -c` quoted and as variables.
 //! - [`engine`]: the deploy engine (plan, gates, lease, run, host path, journal) and its entry
 //!   points deploy, promote, rollback, resume and status.
 //! - [`promotion`]: the `promotion.requires` records and what `promote` takes from an env.
@@ -36,6 +37,7 @@ pub mod protocol;
 pub mod records;
 pub mod report;
 pub mod service;
+pub mod shell;
 pub mod target;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
