@@ -1,6 +1,8 @@
 //! `applier`: rolling, checked, reversible deploys of built artifacts to a fleet.
 //!
 //! - [`config`]: the operator's inventory and settings, layered with provenance.
+//! - [`envconfig`]: the three layers of the service config (artifact, inventory, the host's
+//!   ops file), merged at render, with ownership and masking.
 //! - [`service`]: the service's own `deploy/service.yaml` (inside the artifact).
 //! - [`protocol`]: the host protocol: one typed request and answer per host operation.
 //! - [`target`]: what happens on a target host (fetch, render, switch, start, stop, prune),
@@ -18,6 +20,7 @@
 //! - [`keys`]: where the environment records live in the store.
 //! - [`guard`]: the storage-schema guard seam.
 //! - [`events`]: the progress event stream.
+//! - [`freeze`]: freeze windows (cron fields or dates) in which an env takes no deploys.
 //!
 //! The library never prints or exits, and reads no environment variables of its own: the
 //! binary passes them in (see [`config::Layers`]).
@@ -25,7 +28,9 @@
 pub mod checks;
 pub mod config;
 pub mod engine;
+pub mod envconfig;
 pub mod events;
+pub mod freeze;
 pub mod guard;
 pub mod haproxy;
 pub mod host;

@@ -74,9 +74,43 @@ fn requests_on_the_wire() {
                 env: "staging".into(),
                 port: Some(7231),
                 values: [("services.0.conf.host".to_string(), "127.0.0.1".into())].into(),
+                ops: None,
             }),
             format!(
                 r#"{{"op":"render","commit":"{c}","env":"staging","port":7231,"values":{{"services.0.conf.host":"127.0.0.1"}}}}"#
+            ),
+        ),
+        (
+            HostRequest::Render(RenderRequest {
+                commit: c.clone(),
+                env: "staging".into(),
+                port: None,
+                values: BTreeMap::new(),
+                ops: Some(OpsFileRef {
+                    path: "/etc/svc/ops.yaml".into(),
+                    required: false,
+                }),
+            }),
+            format!(
+                r#"{{"op":"render","commit":"{c}","env":"staging","port":null,"values":{{}},"ops":{{"path":"/etc/svc/ops.yaml","required":false}}}}"#
+            ),
+        ),
+        (
+            HostRequest::RenderPreview(PreviewRequest {
+                render: RenderRequest {
+                    commit: c.clone(),
+                    env: "staging".into(),
+                    port: Some(1),
+                    values: BTreeMap::new(),
+                    ops: None,
+                },
+                inline: Some(InlineConfig {
+                    env_config: "a: 1\n".into(),
+                    config: model::service::ConfigSpec::default(),
+                }),
+            }),
+            format!(
+                r#"{{"op":"render-preview","render":{{"commit":"{c}","env":"staging","port":1,"values":{{}}}},"inline":{{"env_config":"a: 1\n","config":{{"port_path":"services.0.conf.port","env_file":"deploy/env/{{env}}.yaml","ops_owned":[]}}}}}}"#
             ),
         ),
         (
@@ -192,6 +226,14 @@ fn answers_on_the_wire() {
                 port: None,
             }),
             r#"{"op":"render","config":"/srv/x/config.yaml","port":null}"#.into(),
+        ),
+        (
+            HostResponse::RenderPreview(PreviewReport {
+                text: "a: <masked>\n".into(),
+                ops_keys: vec!["/a".into()],
+                ops_file: Some("/etc/svc/ops.yaml".into()),
+            }),
+            r#"{"op":"render-preview","text":"a: <masked>\n","ops_keys":["/a"],"ops_file":"/etc/svc/ops.yaml"}"#.into(),
         ),
         (
             HostResponse::Switch(SwitchReport {

@@ -11,6 +11,8 @@
 //!   limit, the canary bake, abort (reverse touch order) and the outcome.
 //! - `path`: the per-host steps, one definition for going forward and for restoring a host to
 //!   its own last known good release.
+//! - `render_check`: every host renders its target's config in memory before any host is
+//!   touched (operator values the release owns, a missing ops file: refused, nothing changed).
 //! - [`journal`]: every step written durably to `envs/<env>/deploys/<id>.json` as it completes
 //!   (coalesced), which is what `resume` reads.
 //!
@@ -21,6 +23,7 @@ pub mod journal;
 pub mod lease;
 mod path;
 pub mod plan;
+mod render_check;
 mod run;
 
 use std::collections::BTreeMap;

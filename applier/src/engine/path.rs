@@ -15,9 +15,7 @@ use super::run::{Run, check_list};
 use crate::checks::{self, CheckContext, CheckResult};
 use crate::events::Event;
 use crate::host::Host;
-use crate::protocol::{
-    HostError, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest, StartRequest,
-};
+use crate::protocol::{HostError, PreflightRequest, ReadyRequest, ReleaseRef, StartRequest};
 use crate::records::{self, HostEntry, HostPhase, Step};
 use crate::service::ServiceSpec;
 use crate::target::now_rfc3339;
@@ -49,7 +47,7 @@ fn fail(step: Step, detail: String) -> StepFail {
 }
 
 /// The port a release listens on: the host's own, else the service's default.
-fn port_of(h: &dyn Host, spec: Option<&ServiceSpec>) -> Option<u16> {
+pub(super) fn port_of(h: &dyn Host, spec: Option<&ServiceSpec>) -> Option<u16> {
     h.config().port.or(spec.and_then(|s| s.port))
 }
 
@@ -110,7 +108,7 @@ impl Run<'_> {
 
     /// Runs `f` for every host with its entry and target manifest, on the bounded pool;
     /// `Err` joins every host's error.
-    fn each_target(
+    pub(super) fn each_target(
         &self,
         hosts: &[String],
         f: impl Fn(&String, &dyn Host, &HostEntry, &Manifest) -> Result<(), String> + Sync,
@@ -264,12 +262,14 @@ impl Run<'_> {
             |_| None,
         )?;
         self.take_out(host, Some(port))?;
-        let req = RenderRequest {
-            commit: to.commit.clone(),
-            env: self.ctx.service_env().to_string(),
-            port: Some(port),
-            values: h.config().values.clone(),
+        let service = match (&spec.name, self.manifests.get(&to.manifest)) {
+            (Some(n), _) => n.clone(),
+            (None, Some(m)) => m.service.clone(),
+            (None, None) => String::new(),
         };
+        let req = self
+            .ctx
+            .render_request(host, &service, &to.commit, Some(port));
         self.step(host, Step::Render, h.render(&req).map_err(he), |r| {
             Some(r.config.clone())
         })?;

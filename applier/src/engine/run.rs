@@ -227,11 +227,13 @@ impl<'a> Run<'a> {
         if !resume && let Err(reason) = self.preflight(&pending) {
             return Ok(self.refuse(reason));
         }
-        if let Err(reason) = self.prefetch(&pending) {
-            if resume {
-                return Ok(self.abort_and_finish(reason));
+        for check in [Self::prefetch, Self::render_check] {
+            if let Err(reason) = check(self, &pending) {
+                if resume {
+                    return Ok(self.abort_and_finish(reason));
+                }
+                return Ok(self.refuse(reason));
             }
-            return Ok(self.refuse(reason));
         }
         let max_out = self.ctx.cfg.max_out();
         let mut failures = 0usize;

@@ -32,8 +32,8 @@ use super::Host;
 use crate::config::HostConfig;
 use crate::protocol::{
     ErrorKind, ExecOutput, FetchReport, FileText, HealthReport, HostError, HostRequest,
-    HostResponse, HostState, HostStatus, PreflightReport, PruneReport, ReadyReport, ReleaseRef,
-    RenderReport, RenderRequest, RunInfo, StopReport, SwitchReport,
+    HostResponse, HostState, HostStatus, PreflightReport, PreviewReport, PruneReport, ReadyReport,
+    ReleaseRef, RenderReport, RenderRequest, RunInfo, StopReport, SwitchReport,
 };
 use crate::service::ServiceSpec;
 use crate::target::{node_arch, node_os, now_rfc3339};
@@ -399,6 +399,17 @@ impl Mem {
                     rel.rendered = Some(r);
                 }
                 HostResponse::Render(RenderReport { config, port })
+            }
+            // No env files here: the preview is the inventory's values alone.
+            HostRequest::RenderPreview(r) => {
+                if r.inline.is_none() {
+                    self.fetched(&r.render.commit)?;
+                }
+                HostResponse::RenderPreview(PreviewReport {
+                    text: serde_norway::to_string(&r.render.values).unwrap_or_default(),
+                    ops_keys: vec![],
+                    ops_file: None,
+                })
             }
             HostRequest::Switch(r) => {
                 let manifest = self.fetched(&r.commit)?.manifest;

@@ -71,6 +71,7 @@ fn deploy(h: &MemoryHost, c: char) -> Result<RunInfo, HostError> {
         env: "test".into(),
         port: Some(7300),
         values: Default::default(),
+        ops: None,
     })?;
     h.switch(&commit)?;
     let run = h.start(&start(7300))?;

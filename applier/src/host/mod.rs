@@ -29,8 +29,9 @@ use crate::config::HostConfig;
 use crate::protocol::{
     CommitRequest, ExecOutput, ExecRequest, FetchReport, FetchUrlsRequest, HealthReport, HostError,
     HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
-    PruneReport, PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef,
-    RenderReport, RenderRequest, RunInfo, StartRequest, StopReport, SwitchReport,
+    PreviewReport, PreviewRequest, PruneReport, PruneRequest, ReadFileRequest, ReadyReport,
+    ReadyRequest, ReleaseRef, RenderReport, RenderRequest, RunInfo, StartRequest, StopReport,
+    SwitchReport,
 };
 use crate::service::ServiceSpec;
 
@@ -80,6 +81,10 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     }
     fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
         ask!(self, HostRequest::Render(req.clone()), Render)
+    }
+    /// Renders without writing anything; the host's ops values come back masked.
+    fn render_preview(&self, req: &PreviewRequest) -> Result<PreviewReport, HostError> {
+        ask!(self, HostRequest::RenderPreview(req.clone()), RenderPreview)
     }
     fn switch(&self, commit: &str) -> Result<SwitchReport, HostError> {
         let req = CommitRequest {

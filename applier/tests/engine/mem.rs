@@ -16,7 +16,7 @@ use applier::hostops::{
     StartRequest, StepInProgress, StopReport, SwitchReport,
 };
 use applier::pool::{Pool, PoolError};
-use applier::protocol::{HostRequest, HostResponse};
+use applier::protocol::{HostRequest, HostResponse, PreviewReport, PreviewRequest};
 use applier::service::ServiceSpec;
 use artifact::manifest::{BuildRecord, Layer, LayerKind, Manifest, SourceInfo};
 use artifact::store::fs::FsStore;
@@ -255,6 +255,16 @@ impl Host for MemHost {
                 config: format!("releases/{}/config.yaml", req.commit),
                 port: req.port,
             })
+        })
+    }
+    /// The render check before the roll: nothing to merge here, only the release must be on
+    /// the host.
+    fn render_preview(&self, req: &PreviewRequest) -> Result<PreviewReport, HostError> {
+        Self::fetched(&self.mem.lock().unwrap(), &req.render.commit)?;
+        Ok(PreviewReport {
+            text: String::new(),
+            ops_keys: vec![],
+            ops_file: None,
         })
     }
     fn switch(&self, commit: &str) -> Result<SwitchReport, HostError> {
