@@ -5,6 +5,7 @@
 //! envs/<env>/state.json               per-host current / last known good, compare-and-swap
 //! envs/<env>/lock                     lease lock (engine::lease)
 //! envs/<env>/deploys/<deploy-id>.json journal of one deploy
+//! envs/<env>/failure-lock.json        set after a failed deploy, until `applier unlock`
 //! ```
 
 pub fn env_state(env: &str) -> String {
@@ -18,4 +19,7 @@ pub fn deploy_journal(env: &str, deploy_id: &str) -> String {
 }
 pub fn deploys_prefix(env: &str) -> String {
     format!("envs/{env}/deploys/")
+}
+pub fn failure_lock(env: &str) -> String {
+    format!("envs/{env}/failure-lock.json")
 }

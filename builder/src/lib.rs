@@ -4,7 +4,8 @@
 //! packs it as the source layer, resolves `node_modules` with npm into the dependency layer
 //! (reused by key when an earlier build already made it, [`deps`]), writes the manifest and
 //! records `commits/<sha>`. [`inspect`] resolves, lists and verifies what is stored;
-//! [`config`] resolves where the store is (flags > environment > defaults).
+//! [`config`] resolves where the store is (flags > environment > defaults); [`refs`] records
+//! the tags and branches pointing at a built commit.
 //!
 //! The library never prints, exits or reads the environment: the binary passes everything in
 //! and renders what comes back. Progress goes through the [`progress::Progress`] trait.
@@ -15,6 +16,7 @@ pub mod deps;
 mod error;
 pub mod inspect;
 pub mod progress;
+pub mod refs;
 pub mod service;
 pub mod source;
 

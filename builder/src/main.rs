@@ -136,6 +136,16 @@ struct BuildArgs {
     /// Sign the artifact with this secret key file (also when the commit was already built).
     #[arg(long, env = "BUILDER_SIGN_KEY", value_name = "FILE")]
     sign_key: Option<PathBuf>,
+    /// Record every local branch and tag of the repository whose tip is the commit
+    /// (`refs/branches/<name>`, `refs/tags/<name>` in the store), for `applier deploy <tag>`.
+    #[arg(long)]
+    record_refs: bool,
+    /// Record that this branch is at the commit (repeatable; for detached CI checkouts).
+    #[arg(long = "branch", value_name = "NAME")]
+    branches: Vec<String>,
+    /// Record that this tag names the commit (repeatable; refused if it names another).
+    #[arg(long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -281,6 +291,7 @@ fn cmd_build(
         build::build(store, &opts, &LogProgress)?
     };
     print_build_summary(&report, started.elapsed());
+    let refs = record_refs(store, args, &report)?;
     let signature = match &sign_key {
         Some(key) => {
             let s = sign_and_report(store, &report.id, key)?;
@@ -291,11 +302,40 @@ fn cmd_build(
     if format == Format::Json {
         let mut v = serde_json::to_value(&report)?;
         v["signature"] = serde_json::to_value(&signature)?;
+        v["refs"] = serde_json::to_value(&refs)?;
         print_json(&v)?;
     } else {
         println!("{}", report.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records the refs `--record-refs`, `--branch` and `--tag` ask for; prints each on stderr.
+fn record_refs(
+    store: &dyn Store,
+    args: &BuildArgs,
+    report: &BuildReport,
+) -> anyhow::Result<Vec<builder::refs::RefReport>> {
+    let parse = |names: &[String]| -> anyhow::Result<Vec<model::names::RefName>> {
+        names
+            .iter()
+            .map(|n| model::names::RefName::parse(n).map_err(|e| usage(e.to_string())))
+            .collect()
+    };
+    let opts = builder::refs::RefOptions {
+        scan: args.record_refs,
+        branches: parse(&args.branches)?,
+        tags: parse(&args.tags)?,
+    };
+    if opts.is_empty() {
+        return Ok(vec![]);
+    }
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let refs = builder::refs::record(store, &args.repo, &report.commit, &report.id, &opts, &at)?;
+    for r in &refs {
+        eprintln!("  ref {} {}: {}", r.kind.as_str(), r.name, r.outcome);
+    }
+    Ok(refs)
 }
 
 /// What signing an artifact did, for the JSON output.

@@ -73,23 +73,25 @@ impl<T> Decision<T> {
 }
 
 /// The storage guard of a deploy: diffs the storage manifest of what the env runs now
-/// (`current`, `None` on a first deploy) against the new one. Passes with the deploy type.
+/// (`current`, `None` on a first deploy) against the new one, with the env's
+/// `schema_policy`. Passes with the deploy type and the guard's record for the journal.
 pub fn storage(
     ctx: &EnvContext,
     current: Option<(&Digest, &Manifest)>,
     new: (&Digest, &Manifest),
     opts: &DeployOptions,
-) -> Decision<DeployType> {
+) -> Decision<(DeployType, guard::GuardRecord)> {
     let service_env = ctx.service_env();
     let record = match current {
         Some((d, _)) => format!("the storage manifests of {d} (running) and {}", new.0),
         None => format!("the storage manifest of {}", new.0),
     };
     let current_storage = current.map_or(new.1.storage.as_ref(), |(_, m)| m.storage.as_ref());
+    let gopts = guard_options(ctx, opts);
     let g = match guard::check(
         guard::select(current_storage, service_env),
         guard::select(new.1.storage.as_ref(), service_env),
-        &opts.guard,
+        &gopts,
     ) {
         Ok(g) => g,
         Err(e) => return Decision::refuse(record, format!("storage guard: {e}"), None),
@@ -110,7 +112,30 @@ pub fn storage(
     {
         deploy_type = DeployType::Config;
     }
-    Decision::pass(deploy_type)
+    if g.record.changes.is_empty() {
+        return Decision::pass((deploy_type, g.record));
+    }
+    let detail = format!(
+        "{} deploy{}: {}",
+        format!("{deploy_type:?}").to_lowercase(),
+        if g.record.rollback_safe {
+            ""
+        } else {
+            ", not rollback-safe"
+        },
+        g.findings.join("; ")
+    );
+    Decision::noted((deploy_type, g.record), Step::StorageGuard, detail)
+}
+
+/// The guard's settings for a deploy to `ctx`'s env: the run's, plus the env's
+/// `schema_policy`.
+pub fn guard_options(ctx: &EnvContext, opts: &DeployOptions) -> guard::GuardOptions {
+    let mut g = opts.guard.clone();
+    if ctx.cfg.schema_policy == crate::config::policy::SchemaPolicy::Acknowledge {
+        g.policy_ack = Some(format!("envs.{}.schema_policy", ctx.name));
+    }
+    g
 }
 
 /// The storage guard of a rollback of `host` from `from` to `to`: the old code must still

@@ -9,20 +9,20 @@
 //! before the lease is taken or any host is touched.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
-use artifact::manifest::{LayerKind, Manifest};
+use artifact::Digest;
+use artifact::manifest::Manifest;
 use artifact::resolve;
 use artifact::store::Store;
-use artifact::{Digest, keys};
 
-use super::gates::{self, Decision, Note};
+use super::gates::{self, Decision, Note, Refusal};
+use super::policy::{self, Action};
 use super::{DeployError, DeployOptions, EnvContext};
-use crate::guard::DeployType;
+use crate::guard::{DeployType, GuardRecord};
 use crate::protocol::ReleaseRef;
 use crate::records::{
     self, DeployKind, EnvState, HostEntry, HostPhase, Journal, JournalStatus, JournalWriter,
-    RecordError,
+    RecordError, SourceRef,
 };
 use crate::service::ServiceSpec;
 use crate::target::now_rfc3339;
@@ -108,30 +108,56 @@ struct Header {
     deploy_type: DeployType,
     reason: String,
     notes: Vec<Note>,
+    who_source: Option<String>,
+    source_ref: Option<SourceRef>,
+    guard: Option<GuardRecord>,
+    overrides: Vec<String>,
+}
+
+/// Resolves a digest, commit, prefix, tag or branch ([`crate::refs`]) to a verified artifact.
+pub(crate) fn resolve_target(
+    ctx: &EnvContext,
+    target: &str,
+    opts: &DeployOptions,
+) -> Result<(Digest, Manifest, Option<SourceRef>), DeployError> {
+    let t = crate::refs::resolve_target(ctx.store.as_ref(), target, opts.repo.as_deref())
+        .map_err(|e| match e {
+            crate::refs::TargetError::Resolve(r) => DeployError::Resolve(r),
+            e @ crate::refs::TargetError::Unknown { .. } => DeployError::Usage {
+                message: e.to_string(),
+                way_out: Some(
+                    "give a manifest digest (sha256:...), a commit or a unique prefix of at least 4 hex digits, or a tag or branch the builder recorded (`builder build --record-refs`, --tag, --branch)".into(),
+                ),
+            },
+            e => DeployError::Refused(Refusal {
+                record: e.record(target),
+                reason: e.to_string(),
+                way_out: Some(
+                    "name an artifact digest, a commit, `tag:<name>` or `branch:<name>`; `builder build --record-refs` (or --tag/--branch) records refs when it builds".into(),
+                ),
+            }),
+        })?;
+    let (digest, manifest) = resolve::resolve_verified(ctx.store.as_ref(), &t.digest.to_string())?;
+    Ok((digest, manifest, t.source_ref))
 }
 
 fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<Plan, DeployError> {
-    let (digest, manifest) = resolve::resolve_verified(ctx.store.as_ref(), target)?;
+    let passed = policy::check(ctx, opts, Action::Deploy)?;
+    let (digest, manifest, source_ref) = resolve_target(ctx, target, opts)?;
     let commit = manifest.source.commit.clone();
-    let mut notes = Vec::new();
+    let mut notes = passed.notes;
     gate(gates::signature(ctx, &digest, &commit), &mut notes)?;
     let skipped = gate(gates::promotion(ctx, &digest, &commit, opts), &mut notes)?;
     let (env_state, _) = records::load_state(ctx.store.as_ref(), &ctx.name)?;
 
-    // The storage guard compares with what most hosts of the env run now.
-    let current_digest = most_common(
-        env_state
-            .hosts
-            .values()
-            .filter_map(|h| h.current.as_ref().map(|r| r.manifest)),
-    );
+    let current_digest = env_current(&env_state);
     let current = match current_digest {
         Some(d) if d != digest => resolve::load_verified(ctx.store.as_ref(), &d)
             .ok()
             .map(|m| (d, m)),
         _ => None,
     };
-    let deploy_type = gate(
+    let (mut deploy_type, guard) = gate(
         gates::storage(
             ctx,
             current.as_ref().map(|(d, m)| (d, m)),
@@ -140,6 +166,27 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         ),
         &mut notes,
     )?;
+    if let Some(from) = &opts.promoted_from {
+        let (t, detail) = crate::promotion::reuse(from, &ctx.name, deploy_type, &guard)
+            .map_err(|reason| {
+                DeployError::Refused(Refusal {
+                    record: format!(
+                        "{} and the storage manifests of {digest}",
+                        crate::keys::deploy_journal(&from.env, &from.deploy_id)
+                    ),
+                    reason,
+                    way_out: Some(format!(
+                        "compare with `applier diff {digest} --env {}`; deploy it here with its own acknowledgements (`applier deploy {digest} --env {} --ack ...`)",
+                        ctx.name, ctx.name
+                    )),
+                })
+            })?;
+        deploy_type = t;
+        notes.push(Note {
+            step: records::Step::PromotionCheck,
+            detail,
+        });
+    }
 
     let to = ReleaseRef {
         commit: commit.clone(),
@@ -165,6 +212,10 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
             .trim_start()
             .to_string();
     }
+    let mut overrides = passed.overrides;
+    if skipped {
+        overrides.push("skip-promotion-check".into());
+    }
     let header = Header {
         kind: DeployKind::Deploy,
         artifact: Some(digest),
@@ -172,6 +223,10 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         deploy_type,
         reason,
         notes,
+        who_source: opts.who_source.clone(),
+        source_ref,
+        guard: Some(guard),
+        overrides,
     };
     let mut manifests = BTreeMap::new();
     manifests.insert(digest, manifest);
@@ -185,6 +240,21 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
 }
 
 fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployError> {
+    let passed = policy::check(ctx, opts, Action::Rollback)?;
+    // `--to`: one named release for every host, instead of each one's previous.
+    let named = match &opts.rollback_to {
+        Some(t) => {
+            let (digest, m, r) = resolve_target(ctx, t, opts)?;
+            Some((
+                ReleaseRef {
+                    commit: m.source.commit.clone(),
+                    manifest: digest,
+                },
+                r,
+            ))
+        }
+        None => None,
+    };
     let (env_state, _) = records::load_state(ctx.store.as_ref(), &ctx.name)?;
     let last = records::history(ctx.store.as_ref(), &ctx.name)?
         .into_iter()
@@ -192,15 +262,18 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
         .find(|j| j.status == JournalStatus::Succeeded && j.kind == DeployKind::Deploy);
     let mut targets = BTreeMap::new();
     let mut manifests = BTreeMap::new();
-    let mut notes = Vec::new();
+    let mut notes = passed.notes;
     for n in ctx.cfg.batches().into_iter().flat_map(|(_, hs)| hs) {
-        let target = match &last {
-            Some(j) => j.hosts.get(&n).and_then(|e| e.from.clone()),
-            None => ctx
-                .host(&n)
-                .status()
-                .ok()
-                .and_then(|s| s.state.previous_good),
+        let target = match (&named, &last) {
+            (Some((r, _)), _) => Some(r.clone()),
+            (None, last) => match last {
+                Some(j) => j.hosts.get(&n).and_then(|e| e.from.clone()),
+                None => ctx
+                    .host(&n)
+                    .status()
+                    .ok()
+                    .and_then(|s| s.state.previous_good),
+            },
         };
         let Some(target) = target else { continue };
         let from = host_from(ctx, &n, &env_state);
@@ -238,11 +311,15 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
     }
     let header = Header {
         kind: DeployKind::Rollback,
-        artifact: None,
-        commit: None,
+        artifact: named.as_ref().map(|(r, _)| r.manifest),
+        commit: named.as_ref().map(|(r, _)| r.commit.clone()),
         deploy_type: DeployType::Code,
         reason: opts.reason.clone(),
         notes,
+        who_source: opts.who_source.clone(),
+        source_ref: named.and_then(|(_, s)| s),
+        guard: None,
+        overrides: passed.overrides,
     };
     Ok(Plan {
         writer: JournalWriter::create(ctx.store.clone(), new_journal(ctx, header, targets)),
@@ -369,6 +446,10 @@ fn new_journal(
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        who_source: h.who_source,
+        source_ref: h.source_ref,
+        guard: h.guard,
+        overrides: h.overrides,
     };
     for n in h.notes {
         j.step(None, n.step, true, Some(n.detail));
@@ -392,6 +473,16 @@ fn host_from(ctx: &EnvContext, host: &str, env_state: &EnvState) -> Option<Relea
     })
 }
 
+/// What the env runs, for the storage guard: the artifact most of its hosts are on.
+pub fn env_current(env_state: &EnvState) -> Option<Digest> {
+    most_common(
+        env_state
+            .hosts
+            .values()
+            .filter_map(|h| h.current.as_ref().map(|r| r.manifest)),
+    )
+}
+
 fn most_common(it: impl Iterator<Item = Digest>) -> Option<Digest> {
     let mut counts: BTreeMap<Digest, usize> = BTreeMap::new();
     for d in it {
@@ -401,25 +492,12 @@ fn most_common(it: impl Iterator<Item = Digest>) -> Option<Digest> {
 }
 
 /// Reads `deploy/service.yaml` straight out of the source layer in the store, to show each
-/// host's checks in the plan. Read-only (nothing is written), so the `tar` crate's reader
-/// serves; unpacking onto a host goes through `artifact::unpack`.
+/// host's checks in the plan ([`crate::srclayer`], read-only).
 pub fn service_spec_from_store(store: &dyn Store, manifest: &Manifest) -> Option<ServiceSpec> {
-    let layer = manifest.layer(LayerKind::Source)?;
-    let got = store.get(&keys::blob(&layer.digest)).ok()?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(got.reader));
-    for entry in ar.entries().ok()? {
-        let mut entry = entry.ok()?;
-        let path = entry
-            .path()
-            .ok()?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
-        if path == model::service::SERVICE_YAML {
-            let mut s = String::new();
-            entry.by_ref().take(1 << 20).read_to_string(&mut s).ok()?;
-            return ServiceSpec::parse(&s).ok();
-        }
+    let files =
+        crate::srclayer::read(store, manifest, &|p| p == model::service::SERVICE_YAML).ok()?;
+    match files.kept.get(model::service::SERVICE_YAML) {
+        Some(b) => ServiceSpec::parse(&String::from_utf8_lossy(b)).ok(),
+        None => Some(ServiceSpec::default()),
     }
-    Some(ServiceSpec::default())
 }

@@ -486,7 +486,7 @@ impl<'a> Run<'a> {
             j.abort_reason = Some(reason.clone());
             j.step(None, Step::Abort, true, Some(reason.clone()));
         });
-        let (mut touched, deploy_type) = self.journal.read(|j| {
+        let (mut touched, deploy_type, rollback_safe) = self.journal.read(|j| {
             let t: Vec<(u32, String)> = j
                 .hosts
                 .iter()
@@ -501,7 +501,12 @@ impl<'a> Run<'a> {
                 })
                 .map(|(h, e)| (e.touched.unwrap_or(0), h.clone()))
                 .collect();
-            (t, j.deploy_type)
+            // Journals without a guard record predate rollback-safe schema deploys.
+            let safe = j
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.compared && g.rollback_safe);
+            (t, j.deploy_type, safe)
         });
         touched.sort_by(|a, b| b.cmp(a));
         let names: Vec<String> = touched.into_iter().map(|(_, h)| h).collect();
@@ -513,7 +518,7 @@ impl<'a> Run<'a> {
                 names,
             );
         }
-        if deploy_type == Some(DeployType::Schema) {
+        if deploy_type == Some(DeployType::Schema) && !rollback_safe {
             for h in &names {
                 if self.journal.entry(h).phase != HostPhase::Done {
                     self.set_phase(

@@ -2,8 +2,9 @@
 //!
 //! - `cli`: the subcommands and flags.
 //! - `context`: configuration layers, the store and the environment context.
-//! - `commands`: one function per subcommand (deploy, promote, rollback, resume, status,
-//!   history).
+//! - `commands`: one function per subcommand (deploy, promote, rollback, resume, cd, diff,
+//!   unlock, status, history), with the env's notifications beside the renderer.
+//! - `cd`, `diff`, `history`, `unlock`: rendering those commands' results.
 //! - `host`: `applier host ...`, the target side of a remote transport.
 //! - `render`: the live, plain and JSON renderers of the event stream.
 //! - `exit`: the exit codes, decided in one place from the library's outcomes and error kinds.
@@ -11,12 +12,16 @@
 //! An error is printed on stderr as `applier: <error>`, followed by a `hint:` line where the
 //! user can act on it.
 
+mod cd;
 mod cli;
 mod commands;
 mod context;
+mod diff;
 mod exit;
+mod history;
 mod host;
 mod render;
+mod unlock;
 
 use std::process::ExitCode;
 

@@ -68,6 +68,19 @@ impl Sink {
         let _ = so.flush();
     }
 
+    /// A warning on stderr (in every format: stdout stays data).
+    pub fn warn(&self, msg: &str) {
+        match &self.live {
+            Some(l) => {
+                let _ = l.multi.println(format!("warning: {msg}"));
+            }
+            None => {
+                let _g = self.out.lock().unwrap();
+                eprintln!("warning: {msg}");
+            }
+        }
+    }
+
     fn bar(&self, host: &str) -> Option<indicatif::ProgressBar> {
         let l = self.live.as_ref()?;
         let mut bars = l.bars.lock().unwrap();
