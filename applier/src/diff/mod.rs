@@ -49,6 +49,8 @@ pub struct HostConfigDiff {
     pub to: String,
     /// Unified diff of the rendered config (ops values masked); empty: no change.
     pub diff: String,
+    /// The config the target would render here, ops values masked.
+    pub rendered: String,
     /// The host's ops file, if it read one, and the keys it set (values never shown).
     pub ops_file: Option<String>,
     pub ops_keys: Vec<String>,
@@ -239,6 +241,7 @@ fn host_configs(
             from: from.as_ref().map(|r| r.commit.clone()),
             to: new_commit.clone(),
             diff: String::new(),
+            rendered: String::new(),
             ops_file: None,
             ops_keys: vec![],
             error: None,
@@ -291,7 +294,7 @@ fn host_configs(
             let short = |c: &str| c[..c.len().min(12)].to_string();
             d.diff = text::unified(
                 &from_text,
-                &to_text,
+                &to_text.clone(),
                 &format!(
                     "{name} {} config.yaml",
                     from.as_ref()
@@ -301,6 +304,7 @@ fn host_configs(
                 &format!("{name} {} config.yaml", short(&new_commit)),
                 3,
             );
+            d.rendered = to_text;
             d.ops_file = ops_file;
             d.ops_keys = ops_keys;
             Ok(())

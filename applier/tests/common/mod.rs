@@ -60,21 +60,25 @@ fn have(bin: &str) -> bool {
 /// outside CI. With `CI=true` a missing tool fails the test.
 pub fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
-    F.get_or_init(|| {
-        for bin in ["node", "npm", "git"] {
-            if !have(bin) {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("{bin} is required for the applier integration tests (CI=true)");
-                }
-                eprintln!(
-                    "SKIPPED: {bin} not found; the applier integration tests need node, npm and git"
-                );
-                return None;
+    F.get_or_init(|| fixture_tools_present().then(build_fixture))
+        .as_ref()
+}
+
+/// True when node, npm and git are here. Otherwise prints why the test is skipped and returns
+/// false, or, with `CI=true`, fails.
+pub fn fixture_tools_present() -> bool {
+    for bin in ["node", "npm", "git"] {
+        if !have(bin) {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{bin} is required for the applier integration tests (CI=true)");
             }
+            eprintln!(
+                "SKIPPED: {bin} not found; the applier integration tests need node, npm and git"
+            );
+            return false;
         }
-        Some(build_fixture())
-    })
-    .as_ref()
+    }
+    true
 }
 
 pub fn run_ok(cmd: &mut Command) -> String {
@@ -214,6 +218,11 @@ pub const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 impl Env {
     /// `extra` is YAML merged into the env block (indented by the caller at 4 spaces).
     pub fn new(fx: &Fixture, name: &str, extra: &str) -> Env {
+        Env::with_store(&fx.store, name, extra)
+    }
+
+    /// As [`Env::new`], on the store at `store`.
+    pub fn with_store(store: &Path, name: &str, extra: &str) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("applier-env-")
             .tempdir()
@@ -261,7 +270,7 @@ impl Env {
                 "      - {name: canary, hosts: [h3]}\n",
                 &h3_line
             ),
-            store = fx.store.display(),
+            store = store.display(),
         );
         std::fs::write(&config, text).unwrap();
         Env {
