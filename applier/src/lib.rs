@@ -10,7 +10,6 @@
 //!   and the protocol session of `applier host`.
 //! - [`host`]: the [`host::Host`] trait every host operation goes through, and its transports
 //!   (local, ssh, in-memory).
-//! - [`hostops`]: the former path of the protocol and target types (tests still use it).
 //! - [`haproxy`]: the HAProxy runtime-API pool driver.
 //! - [`pool`]: load-balancer control.
 //! - [`cd`]: continuous deployment of a branch's newest built commit (`applier cd`).
@@ -45,7 +44,6 @@ pub mod freeze;
 pub mod guard;
 pub mod haproxy;
 pub mod host;
-pub mod hostops;
 pub mod identity;
 pub mod keys;
 pub mod notify;

@@ -128,9 +128,7 @@ fn canary_failure(variant: &str, env_name: &str) {
     let after: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
     assert_eq!(pids, after, "h2/h3 were restarted");
     for h in ["h2", "h3"] {
-        let st = applier::hostops::HostRoot::new(env.root(h))
-            .state()
-            .unwrap();
+        let st = applier::target::HostRoot::new(env.root(h)).state().unwrap();
         assert_eq!(st.last_good.unwrap().commit, fx.commit("good"));
     }
     let fin = &events(&evs, "finished")[0];

@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::{Env, HOSTS, build_variants, builder_bin, events, run_ok};
+use common::{Env, HOSTS, build_variants, builder_bin, events};
 use serde_json::Value;
+use testkit::run_ok;
 
 /// `deploy/env/test.yaml` variants: (name, text replaced, replacement).
-const BASE: &str = "marker: test\n      domains:\n        - en.wikipedia.org\n        - localhost\n";
+const BASE: &str =
+    "marker: test\n      domains:\n        - en.wikipedia.org\n        - localhost\n";
 const VARIANTS: &[(&str, &str, &str)] = &[
     ("base", "marker: test", "marker: test"),
     ("cfg2", "marker: test", "marker: test-2"),
@@ -69,7 +71,11 @@ impl Fx {
     }
     fn record(&self, v: &str, extra: &[&str]) {
         let out = self.builder(v, extra);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -127,7 +133,9 @@ fn pids(env: &Env) -> Vec<Option<i32>> {
 
 /// Every file under `dir`, as bytes.
 fn all_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         let ft = e.file_type().unwrap();
@@ -160,33 +168,74 @@ fn an_ops_secret_reaches_the_rendered_config_and_never_leaves_the_host() {
         write_ops(
             &env,
             h,
-            &format!("  /services/0/conf/secrets/api_key: s3cr3t-{h}-9f2c\n  services.0.conf.startup.exit_delay_ms: 500\n"),
+            &format!(
+                "  /services/0/conf/secrets/api_key: s3cr3t-{h}-9f2c\n  services.0.conf.startup.exit_delay_ms: 500\n"
+            ),
         );
     }
-    let out = env.cmd(&["deploy", fx.digest("base"), "--env", "ops"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .cmd(&["deploy", fx.digest("base"), "--env", "ops"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.assert_all_serve(&HOSTS, fx.commit("base"));
     let mut printed = out.stdout.clone();
     printed.extend(&out.stderr);
     for h in HOSTS {
-        let cfg = env.root(h).join("releases").join(fx.commit("base")).join("config.yaml");
+        let cfg = env
+            .root(h)
+            .join("releases")
+            .join(fx.commit("base"))
+            .join("config.yaml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         assert!(text.contains(&format!("s3cr3t-{h}-9f2c")), "{h}: {text}");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     // applier diff renders on each host and masks what came from its ops file.
-    let out = env.cmd(&["diff", fx.digest("cfg2"), "--env", "ops"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .cmd(&["diff", fx.digest("cfg2"), "--env", "ops"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["deploy_type"], "config", "{report:#}");
     for c in report["config"].as_array().unwrap() {
         let d = c["diff"].as_str().unwrap();
-        let line = |sign: char, text: &str| d.lines().any(|l| l.starts_with(sign) && l[1..].trim() == text);
-        assert!(line('-', "marker: test") && line('+', "marker: test-2"), "{d}");
-        assert!(c["ops_keys"].as_array().unwrap().iter().any(|k| k == "/services/0/conf/secrets/api_key"));
-        assert!(c["rendered"].as_str().unwrap().contains("exit_delay_ms: <masked>"), "{c:#}");
+        let line = |sign: char, text: &str| {
+            d.lines()
+                .any(|l| l.starts_with(sign) && l[1..].trim() == text)
+        };
+        assert!(
+            line('-', "marker: test") && line('+', "marker: test-2"),
+            "{d}"
+        );
+        assert!(
+            c["ops_keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == "/services/0/conf/secrets/api_key")
+        );
+        assert!(
+            c["rendered"]
+                .as_str()
+                .unwrap()
+                .contains("exit_delay_ms: <masked>"),
+            "{c:#}"
+        );
     }
     printed.extend(&out.stdout);
     printed.extend(&out.stderr);
@@ -197,14 +246,23 @@ fn an_ops_secret_reaches_the_rendered_config_and_never_leaves_the_host() {
     for h in HOSTS {
         all_files(&env.root(h).join("logs"), &mut files);
         all_files(&env.root(h).join("run"), &mut files);
-        files.push((env.root(h).join("state.json"), std::fs::read(env.root(h).join("state.json")).unwrap()));
+        files.push((
+            env.root(h).join("state.json"),
+            std::fs::read(env.root(h).join("state.json")).unwrap(),
+        ));
     }
     assert!(files.len() > 10, "{}", files.len());
     for (p, b) in &files {
         assert!(!contains(b, "s3cr3t-"), "a secret in {}", p.display());
     }
-    assert!(!contains(&printed, "s3cr3t-"), "the applier printed a secret");
-    assert!(contains(&printed, "<masked>"), "the diff shows the key masked");
+    assert!(
+        !contains(&printed, "s3cr3t-"),
+        "the applier printed a secret"
+    );
+    assert!(
+        contains(&printed, "<masked>"),
+        "the diff shows the key masked"
+    );
 
     // An ops key the release owns (marker is not declared ops_owned): refused, nothing touched.
     let before = pids(&env);
@@ -212,8 +270,14 @@ fn an_ops_secret_reaches_the_rendered_config_and_never_leaves_the_host() {
     let (code, evs, err) = env.deploy(fx.digest("cfg2"));
     assert_eq!(code, 3, "{err}\n{evs:#?}");
     let text = format!("{evs:?}{err}");
-    assert!(text.contains("/services/0/conf/marker") && text.contains("ops_owned"), "{text}");
-    assert!(events(&evs, "step").is_empty(), "a host was touched: {evs:#?}");
+    assert!(
+        text.contains("/services/0/conf/marker") && text.contains("ops_owned"),
+        "{text}"
+    );
+    assert!(
+        events(&evs, "step").is_empty(),
+        "a host was touched: {evs:#?}"
+    );
     assert_eq!(pids(&env), before);
     // A configured ops file that is missing: refused too.
     std::fs::remove_file(env.root("h2").join("ops.yaml")).unwrap();
@@ -233,14 +297,22 @@ fn fetched_bytes(evs: &[Value]) -> Vec<u64> {
             if d.contains("already on the host") {
                 return 0;
             }
-            d.split('(').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+            d.split('(')
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         })
         .collect()
 }
 
 fn layer_size(fx: &Fx, v: &str, kind: artifact::manifest::LayerKind) -> u64 {
     let store = artifact::store::open(fx.store.to_str().unwrap(), &Default::default()).unwrap();
-    let m = artifact::resolve::load_verified(store.as_ref(), &fx.digest(v).parse().unwrap()).unwrap();
+    let m =
+        artifact::resolve::load_verified(store.as_ref(), &fx.digest(v).parse().unwrap()).unwrap();
     m.layer(kind).unwrap().size
 }
 
@@ -254,12 +326,19 @@ fn a_config_only_deploy_moves_only_what_changed_and_rolls_back_with_its_code() {
     let (code, evs, err) = env.deploy(fx.digest("base"));
     assert_eq!(code, 0, "{err}");
     let deps = layer_size(fx, "base", artifact::manifest::LayerKind::Deps);
-    assert!(fetched_bytes(&evs).iter().all(|b| *b > deps), "the first fetch moves both layers");
+    assert!(
+        fetched_bytes(&evs).iter().all(|b| *b > deps),
+        "the first fetch moves both layers"
+    );
 
     let (code, evs, err) = env.deploy(fx.digest("cfg2"));
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     let src = layer_size(fx, "cfg2", artifact::manifest::LayerKind::Source);
-    assert_eq!(fetched_bytes(&evs), vec![src; 3], "only the source layer moves");
+    assert_eq!(
+        fetched_bytes(&evs),
+        vec![src; 3],
+        "only the source layer moves"
+    );
     assert_eq!(events(&evs, "plan")[0]["deploy_type"], "config");
     env.assert_all_serve(&HOSTS, fx.commit("cfg2"));
     for h in HOSTS {
@@ -271,7 +350,11 @@ fn a_config_only_deploy_moves_only_what_changed_and_rolls_back_with_its_code() {
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("base"));
     for h in HOSTS {
-        assert_eq!(marker(&env, h).as_deref(), Some("test"), "{h}: config back with the code");
+        assert_eq!(
+            marker(&env, h).as_deref(),
+            Some("test"),
+            "{h}: config back with the code"
+        );
     }
 }
 
@@ -287,12 +370,20 @@ fn a_config_change_touching_storage_is_a_schema_deploy_that_rolls_back() {
         assert_eq!(code, 0, "{err}");
         let (code, evs, err) = env.deploy(fx.digest(variant));
         assert_eq!(code, 0, "{variant}: {err}\n{evs:#?}");
-        assert_eq!(events(&evs, "plan")[0]["deploy_type"], "schema", "{variant}");
+        assert_eq!(
+            events(&evs, "plan")[0]["deploy_type"],
+            "schema",
+            "{variant}"
+        );
         let j = last_journal(&env);
         assert_eq!(j["deploy_type"], "schema");
         assert_eq!(j["guard"]["rollback_safe"], true, "{:#}", j["guard"]);
         assert!(
-            j["guard"]["changes"].as_array().unwrap().iter().any(|c| c["rule"] == rule),
+            j["guard"]["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["rule"] == rule),
             "{variant}: {:#}",
             j["guard"]
         );
@@ -324,14 +415,20 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
     // A tag is write-once in the store.
     let out = fx.builder("cfg2", &["--tag", "v1.0.0"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to move it"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to move it"),
+        "{out:?}"
+    );
 
     // A name that is a tag and a branch on different commits.
     fx.record("base", &["--tag", "same"]);
     fx.record("cfg2", &["--branch", "same"]);
     let (code, _, err) = env.run(&["deploy", "same", "--env", "refs"]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("ambiguous") && err.contains("tag:same") && err.contains("branch:same"), "{err}");
+    assert!(
+        err.contains("ambiguous") && err.contains("tag:same") && err.contains("branch:same"),
+        "{err}"
+    );
     let (code, _, err) = env.run(&["deploy", "branch:same", "--env", "refs"]);
     assert_eq!(code, 0, "{err}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg2"));
@@ -339,14 +436,20 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
     // Unknown: refused with similar names.
     let (code, _, err) = env.run(&["deploy", "v1.0.1", "--env", "refs"]);
     assert_eq!(code, 64, "{err}");
-    assert!(err.contains("names nothing") && err.contains("tag:v1.0.0"), "{err}");
+    assert!(
+        err.contains("names nothing") && err.contains("tag:v1.0.0"),
+        "{err}"
+    );
 
     // Rollback to a tag.
     let (code, evs, err) = env.run(&["rollback", "--env", "refs", "--to", "v1.0.0"]);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("base"));
     let j = last_journal(&env);
-    assert_eq!((j["kind"].as_str(), j["source_ref"]["name"].as_str()), (Some("rollback"), Some("v1.0.0")));
+    assert_eq!(
+        (j["kind"].as_str(), j["source_ref"]["name"].as_str()),
+        (Some("rollback"), Some("v1.0.0"))
+    );
 
     // Through git: a tag the store never recorded, and a tag git has moved.
     let git = |args: &[&str]| run_ok(Command::new("git").arg("-C").arg(fx.repo()).args(args));
@@ -372,7 +475,11 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
 #[test]
 fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
     let fx = fx!();
-    let env = env(fx, "beta-cd", "    schema_policy: acknowledge\n    cd: {branch: cd-main}\n");
+    let env = env(
+        fx,
+        "beta-cd",
+        "    schema_policy: acknowledge\n    cd: {branch: cd-main}\n",
+    );
     fx.record("base", &["--branch", "cd-main"]);
     let (code, evs, err) = env.run(&["cd", "--env", "beta-cd"]);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
@@ -388,11 +495,22 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
     let cd = events(&evs, "cd")[0];
-    assert_eq!(cd["skipped"], serde_json::json!([fx.commit("cfg2")]), "{cd:#}");
-    assert_eq!(journals(&env, "beta-cd").len(), 2, "cfg2 was never deployed");
+    assert_eq!(
+        cd["skipped"],
+        serde_json::json!([fx.commit("cfg2")]),
+        "{cd:#}"
+    );
+    assert_eq!(
+        journals(&env, "beta-cd").len(),
+        2,
+        "cfg2 was never deployed"
+    );
     // A late build of an older commit does not move the branch back; cd has nothing to do.
     let out = fx.builder("cfg2", &["--branch", "cd-main"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("left at newer"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("left at newer"),
+        "{out:?}"
+    );
     let (code, evs, _) = env.run(&["cd", "--env", "beta-cd"]);
     assert_eq!(code, 0);
     assert_eq!(events(&evs, "cd")[0]["up_to_date"], true, "{evs:#?}");
@@ -405,21 +523,41 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
     let before = pids(&env);
     let (code, _, err) = env.run(&["cd", "--env", "beta-cd"]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("locked since deploy") && err.contains("applier unlock"), "{err}");
+    assert!(
+        err.contains("locked since deploy") && err.contains("applier unlock"),
+        "{err}"
+    );
     let (code, _, err) = env.deploy(fx.digest("cfg2"));
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("--ignore-failure-lock"), "{err}");
     assert_eq!(pids(&env), before, "a refused deploy touched a host");
     let (code, _, err) = env.run(&[
-        "deploy", fx.digest("cfg2"), "--env", "beta-cd", "--ignore-failure-lock", "checked the crash, cfg2 is fine",
+        "deploy",
+        fx.digest("cfg2"),
+        "--env",
+        "beta-cd",
+        "--ignore-failure-lock",
+        "checked the crash, cfg2 is fine",
     ]);
     assert_eq!(code, 0, "{err}");
     let j = last_journal(&env);
-    assert_eq!(j["overrides"], serde_json::json!(["ignore-failure-lock: checked the crash, cfg2 is fine"]));
-    assert!(j["steps"].as_array().unwrap().iter().any(|s| s["step"] == "failure_lock"));
+    assert_eq!(
+        j["overrides"],
+        serde_json::json!(["ignore-failure-lock: checked the crash, cfg2 is fine"])
+    );
+    assert!(
+        j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "failure_lock")
+    );
     let (code, evs, err) = env.run(&["unlock", "--env", "beta-cd", "--reason", "crash understood"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(evs[0]["result"]["Cleared"]["status"], "rolled_back", "{evs:#?}");
+    assert_eq!(
+        evs[0]["result"]["Cleared"]["status"], "rolled_back",
+        "{evs:#?}"
+    );
     // Unlocked: cd goes again (and deploys the branch's newest, the crash, which fails again).
     fx.record("cfg3", &["--branch", "cd-fixed"]);
     let (code, _, err) = env.run(&["cd", "--env", "beta-cd", "--branch", "cd-fixed"]);
@@ -434,10 +572,24 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
 fn promote_reuses_what_staging_recorded_and_refuses_a_drifted_production() {
     let fx = fx!();
     let stg = env(fx, "pr-stg", "");
-    let prd = env(fx, "pr-prd", "    promotion: {requires: [pr-stg]}\n    require_message: true\n");
-    let promote = ["promote", "--from", "pr-stg", "--to", "pr-prd", "-m", "promote"];
+    let prd = env(
+        fx,
+        "pr-prd",
+        "    promotion: {requires: [pr-stg]}\n    require_message: true\n",
+    );
+    let promote = [
+        "promote", "--from", "pr-stg", "--to", "pr-prd", "-m", "promote",
+    ];
     for (e, n) in [(&stg, "pr-stg"), (&prd, "pr-prd")] {
-        let (code, _, err) = e.run(&["deploy", fx.digest("base"), "--env", n, "-m", "base", "--skip-promotion-check"]);
+        let (code, _, err) = e.run(&[
+            "deploy",
+            fx.digest("base"),
+            "--env",
+            n,
+            "-m",
+            "base",
+            "--skip-promotion-check",
+        ]);
         assert_eq!(code, 0, "{err}");
     }
     let (code, _, err) = stg.deploy(fx.digest("domain"));
@@ -453,15 +605,38 @@ fn promote_reuses_what_staging_recorded_and_refuses_a_drifted_production() {
     let j = last_journal(&prd);
     assert_eq!(j["deploy_type"], "schema");
     assert!(
-        j["steps"].as_array().unwrap().iter().any(|s| s["step"] == "promotion_check"
-            && s["detail"].as_str().unwrap().starts_with(&format!("as pr-stg deploy {stg_id}: deploy type schema"))),
+        j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "promotion_check"
+                && s["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("as pr-stg deploy {stg_id}: deploy type schema"))),
         "{j:#}"
     );
 
     // Production drifted: a hotfix already added the domain there.
-    let (code, _, err) = prd.run(&["deploy", fx.digest("base"), "--env", "pr-prd", "-m", "undo", "--skip-promotion-check"]);
+    let (code, _, err) = prd.run(&[
+        "deploy",
+        fx.digest("base"),
+        "--env",
+        "pr-prd",
+        "-m",
+        "undo",
+        "--skip-promotion-check",
+    ]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = prd.run(&["deploy", fx.digest("domain_b"), "--env", "pr-prd", "-m", "hotfix", "--skip-promotion-check"]);
+    let (code, _, err) = prd.run(&[
+        "deploy",
+        fx.digest("domain_b"),
+        "--env",
+        "pr-prd",
+        "-m",
+        "hotfix",
+        "--skip-promotion-check",
+    ]);
     assert_eq!(code, 0, "{err}");
     let before = pids(&prd);
     let (code, _, err) = prd.run(&promote);
@@ -507,11 +682,20 @@ fn receiver(fail_first: usize, hang: bool) -> (String, Arc<Mutex<Vec<Value>>>) {
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
             n += 1;
-            let status = if n <= fail_first { "500 Oops" } else { "200 OK" };
+            let status = if n <= fail_first {
+                "500 Oops"
+            } else {
+                "200 OK"
+            };
             if n > fail_first {
-                got2.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                got2.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
             }
-            let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
         }
     });
     (url, got)
@@ -537,11 +721,21 @@ fn messages_identity_notifications_and_history() {
     assert!(journals(&env, "notify").is_empty());
     let t0 = std::time::Instant::now();
     let (code, evs, err) = env.run(&[
-        "deploy", fx.digest("base"), "--env", "notify", "-m", "ship it; $(rm -rf /) `id`", "--who", "alice",
+        "deploy",
+        fx.digest("base"),
+        "--env",
+        "notify",
+        "-m",
+        "ship it; $(rm -rf /) `id`",
+        "--who",
+        "alice",
     ]);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(60));
-    assert!(err.contains("warning: notification Finish to webhook") && err.contains(&hang_url), "{err}");
+    assert!(
+        err.contains("warning: notification Finish to webhook") && err.contains(&hang_url),
+        "{err}"
+    );
     let lines = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         lines,
@@ -549,7 +743,11 @@ fn messages_identity_notifications_and_history() {
         "{lines}"
     );
     let bodies = got.lock().unwrap().clone();
-    assert_eq!(bodies.len(), 2, "start (after one 500 and a retry) and finish: {bodies:#?}");
+    assert_eq!(
+        bodies.len(),
+        2,
+        "start (after one 500 and a retry) and finish: {bodies:#?}"
+    );
     assert_eq!(bodies[0]["event"], "start");
     assert_eq!(bodies[1]["event"], "finish");
     assert_eq!(bodies[1]["status"], "succeeded");
@@ -557,12 +755,22 @@ fn messages_identity_notifications_and_history() {
     assert_eq!(bodies[1]["commit"], fx.commit("base"));
     assert!(bodies[1]["duration_s"].as_f64().unwrap() > 0.0);
     let j = last_journal(&env);
-    assert_eq!((j["who"].as_str(), j["who_source"].as_str()), (Some("alice"), Some("--who")));
+    assert_eq!(
+        (j["who"].as_str(), j["who_source"].as_str()),
+        (Some("alice"), Some("--who"))
+    );
     assert_eq!(j["reason"], "ship it; $(rm -rf /) `id`");
     assert!(j["duration_s"].as_f64().unwrap() > 0.0, "{j:#}");
     // SUDO_USER is the person behind sudo.
     let out = env
-        .cmd(&["deploy", fx.digest("cfg2"), "--env", "notify", "-m", "again"])
+        .cmd(&[
+            "deploy",
+            fx.digest("cfg2"),
+            "--env",
+            "notify",
+            "-m",
+            "again",
+        ])
         .env("SUDO_USER", "bob")
         .output()
         .unwrap();
@@ -578,7 +786,13 @@ fn messages_identity_notifications_and_history() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("alice") && text.contains("ship it") && text.contains("bob@") && text.contains('s'), "{text}");
+    assert!(
+        text.contains("alice")
+            && text.contains("ship it")
+            && text.contains("bob@")
+            && text.contains('s'),
+        "{text}"
+    );
 }
 
 /// A freeze window refuses deploys (before anything is touched); `--override-freeze` with a
@@ -593,20 +807,46 @@ fn a_freeze_window_refuses_deploys_and_an_override_is_recorded() {
     assert_eq!(code, 0, "{err}");
     let freeze = "envs.frozen.freeze=[{name: all-week, cron: '* * * * *', reason: release week}]";
     let before = pids(&env);
-    let (code, evs, err) = env.run(&["deploy", fx.digest("cfg3"), "--env", "frozen", "--set", freeze]);
+    let (code, evs, err) = env.run(&[
+        "deploy",
+        fx.digest("cfg3"),
+        "--env",
+        "frozen",
+        "--set",
+        freeze,
+    ]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("freeze window all-week (release week) is open"), "{err}");
+    assert!(
+        err.contains("freeze window all-week (release week) is open"),
+        "{err}"
+    );
     assert!(events(&evs, "plan").is_empty());
     assert_eq!(pids(&env), before);
     let dates = "envs.frozen.freeze=[{from: '2000-01-01', until: '2999-01-01'}]";
     let (code, _, err) = env.run(&[
-        "deploy", fx.digest("cfg3"), "--env", "frozen", "--set", dates, "--override-freeze", "security fix",
+        "deploy",
+        fx.digest("cfg3"),
+        "--env",
+        "frozen",
+        "--set",
+        dates,
+        "--override-freeze",
+        "security fix",
     ]);
     assert_eq!(code, 0, "{err}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
     let j = last_journal(&env);
-    assert_eq!(j["overrides"], serde_json::json!(["override-freeze: security fix"]));
-    assert!(j["steps"].as_array().unwrap().iter().any(|s| s["step"] == "freeze"));
+    assert_eq!(
+        j["overrides"],
+        serde_json::json!(["override-freeze: security fix"])
+    );
+    assert!(
+        j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "freeze")
+    );
     let (code, _, err) = env.run(&["rollback", "--env", "frozen", "--set", freeze]);
     assert_eq!(code, 0, "{err}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg2"));

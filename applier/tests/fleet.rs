@@ -4,10 +4,10 @@
 //! built with the real `builder` into a fresh prefix of the bucket; targets fetch through
 //! presigned URLs with no AWS variable in their environment.
 //!
-//! The bed is found through `$TESTBED_DIR/testbed.json` (default
-//! `${CI_STATE_DIR:-/tmp/restbase-deploy-ci}/testbed`). Not up: this fails when `CI=true`,
-//! else it is skipped with a printed reason. The deploy roots of the bed's hosts are wiped
-//! at the start.
+//! The bed is read as its typed description (`testkit::Bed`, from `$TESTBED_DIR/testbed.json`,
+//! default `${CI_STATE_DIR:-${TMPDIR:-/tmp}/restbase-deploy-ci}/testbed`). Not up: this fails
+//! when `CI=true`, else it is skipped with a printed reason. The deploy roots of the bed's
+//! hosts are wiped at the start.
 
 mod common;
 
@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use testkit::{Bed, Missing};
 
-use common::{build_variants, events, read_until, run_ok, workspace};
+use common::{build_variants, events, read_until};
 
 const VARIANTS: &[(&str, &str, &str)] = &[
     ("good", "marker: test", "marker: test"),
@@ -31,63 +32,16 @@ const VARIANTS: &[(&str, &str, &str)] = &[
 ];
 const HOSTS: [&str; 3] = ["t1", "t2", "t3"];
 
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// The running bed's description, or None (skip) with a printed reason.
-fn bed() -> Option<Value> {
-    let dir = std::env::var("TESTBED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(
-                std::env::var("CI_STATE_DIR").unwrap_or_else(|_| "/tmp/restbase-deploy-ci".into()),
-            )
-            .join("testbed")
-        });
-    let up = Command::new(workspace().join("ci/testbed"))
-        .arg("status")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let json = std::fs::read(dir.join("testbed.json")).ok();
-    let why = match (&json, up) {
-        (None, _) => format!("no {}/testbed.json", dir.display()),
-        (_, false) => "`ci/testbed status` reports something down".to_string(),
-        _ => String::new(),
-    };
-    if !why.is_empty() {
-        if ci() {
-            panic!(
-                "the test bed is not up ({why}); run `ci/testbed up` before the tests (CI=true)"
-            );
-        }
-        eprintln!("SKIPPED: the test bed is not up ({why}); run `ci/testbed up`");
-        return None;
-    }
-    let v: Value = serde_json::from_slice(&json.unwrap()).unwrap();
-    if v["s3"]["TEST_S3_BUCKET"].as_str().is_none() {
-        if ci() {
-            panic!("the test bed has no S3 store (CI=true)");
-        }
-        eprintln!("SKIPPED: the test bed has no S3 store");
-        return None;
-    }
-    for bin in ["node", "npm", "git"] {
-        if Command::new(bin).arg("--version").output().is_err() {
-            if ci() {
-                panic!("{bin} is required (CI=true)");
-            }
-            eprintln!("SKIPPED: {bin} not found");
-            return None;
-        }
-    }
-    Some(v)
+/// The running bed with its S3 store, and the tools the fixture needs.
+fn bed() -> Result<Bed, Missing> {
+    let bed = Bed::running()?;
+    bed.s3()?;
+    testkit::node_tools()?;
+    Ok(bed)
 }
 
 struct Fleet {
-    bed: Value,
+    bed: Bed,
     dir: tempfile::TempDir,
     store: String,
     s3_env: BTreeMap<String, String>,
@@ -96,14 +50,9 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn setup(bed: Value) -> Fleet {
+    fn setup(bed: Bed) -> Fleet {
         let dir = tempfile::Builder::new().prefix("fleet-").tempdir().unwrap();
-        let s3_env: BTreeMap<String, String> = bed["s3"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect();
+        let s3_env = bed.s3().expect("checked by bed()").env.clone();
         let store = format!(
             "s3://{}/fleet-{}-{}",
             s3_env["TEST_S3_BUCKET"],
@@ -111,10 +60,10 @@ impl Fleet {
             rand::random::<u32>()
         );
         // Clean targets: nothing running, empty roots.
-        for h in bed["hosts"].as_array().unwrap() {
-            let root = PathBuf::from(h["root"].as_str().unwrap());
-            let _ = applier::hostops::HostRoot::new(&root).stop();
-            if let Ok(rd) = std::fs::read_dir(&root) {
+        for h in &bed.hosts {
+            let root = &h.root;
+            let _ = applier::target::HostRoot::new(root).stop();
+            if let Ok(rd) = std::fs::read_dir(root) {
                 for e in rd.flatten() {
                     let p = e.path();
                     let _ = if p.is_dir() && !p.is_symlink() {
@@ -124,13 +73,7 @@ impl Fleet {
                     };
                 }
             }
-            let _ = haproxy(
-                &bed,
-                &format!(
-                    "set server fixture/{} state ready",
-                    h["name"].as_str().unwrap()
-                ),
-            );
+            let _ = haproxy(&bed, &format!("set server fixture/{} state ready", h.name));
         }
         // Build the variants into the bucket.
         let builds = build_variants(dir.path(), VARIANTS, |c| {
@@ -158,23 +101,23 @@ impl Fleet {
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir_all(dir.path().join("ctl")).unwrap();
         let mut hosts = String::new();
-        for h in bed["hosts"].as_array().unwrap() {
+        for h in &bed.hosts {
             hosts.push_str(&format!(
                 "      {n}: {{root: {r}, port: {p}, ssh: {n}, values: {{services.0.conf.host: 127.0.0.1}}}}\n",
-                n = h["name"].as_str().unwrap(),
-                r = h["root"].as_str().unwrap(),
-                p = h["service_port"]
+                n = h.name,
+                r = h.root.display(),
+                p = h.service_port
             ));
         }
-        let prom = bed["prometheus"]["url"].as_str().unwrap();
+        let prom = &bed.prometheus.url;
         let block = |env: &str, expiry: &str, checks: &str| {
             format!(
                 "  {env}:\n    service_env: test\n    transport: {{type: ssh, config_file: {cfg}, applier_path: {w}, control_dir: {ctl}, presign_expiry: {expiry}, connect_timeout: 3s}}\n    pool: {{driver: haproxy, socket: {sock}, backend: {be}, drain_timeout: 10s, timeout: 15s}}\n    groups:\n      - {{name: canary, hosts: [t1]}}\n      - {{name: rest, hosts: [t2, t3]}}\n    group_size: 1\n    ready_timeout: 15s\n    checks:\n      prometheus: {prom}\n{checks}    hosts:\n{hosts}",
-                cfg = bed["ssh"]["config"].as_str().unwrap(),
+                cfg = bed.ssh.config.display(),
                 w = wrapper.display(),
                 ctl = dir.path().join("ctl").display(),
-                sock = bed["haproxy"]["socket"].as_str().unwrap(),
-                be = bed["haproxy"]["backend"].as_str().unwrap(),
+                sock = bed.haproxy.socket.display(),
+                be = bed.haproxy.backend,
             )
         };
         let metrics = "      disable: [\"metrics fixture_http_requests_total\", \"http /en.wikipedia.org/v1/page/Main_Page\"]\n      extra:\n        - {type: metrics, name: 5xx-rate, window: 6s, threshold: 0.01, query: 'sum(rate(fixture_http_requests_total{host=\"{host}\",status=~\"5..\"}[{window}])) / sum(rate(fixture_http_requests_total{host=\"{host}\"}[{window}]))'}\n";
@@ -216,33 +159,23 @@ impl Fleet {
     fn run(&self, args: &[&str]) -> (i32, Vec<Value>, String, Duration) {
         let t0 = Instant::now();
         let out = self.cmd(args).output().unwrap();
-        let evs = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
         (
             out.status.code().unwrap_or(-1),
-            evs,
+            testkit::json_lines(&String::from_utf8_lossy(&out.stdout)),
             String::from_utf8_lossy(&out.stderr).into_owned(),
             t0.elapsed(),
         )
     }
 
-    fn host(&self, name: &str) -> &Value {
-        self.bed["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == name)
-            .unwrap()
-    }
-
-    fn root(&self, name: &str) -> applier::hostops::HostRoot {
-        applier::hostops::HostRoot::new(self.host(name)["root"].as_str().unwrap())
+    fn root(&self, name: &str) -> applier::target::HostRoot {
+        applier::target::HostRoot::new(&self.bed.host(name).root)
     }
 
     fn release(&self, name: &str) -> Option<String> {
-        let url = format!("http://127.0.0.1:{}/_info", self.host(name)["service_port"]);
+        let url = format!(
+            "http://127.0.0.1:{}/_info",
+            self.bed.host(name).service_port
+        );
         let v: Value = ureq::get(&url).call().ok()?.body_mut().read_json().ok()?;
         v["release"].as_str().map(str::to_string)
     }
@@ -269,14 +202,18 @@ impl Fleet {
         }
     }
 
-    fn testbed(&self, args: &[&str]) {
-        run_ok(Command::new(workspace().join("ci/testbed")).args(args));
+    fn stop_host(&self, name: &str) {
+        self.bed.stop_host(name).unwrap();
+    }
+
+    fn start_host(&self, name: &str) {
+        self.bed.start_host(name).unwrap();
     }
 }
 
-fn haproxy(bed: &Value, cmd: &str) -> Result<String, String> {
+fn haproxy(bed: &Bed, cmd: &str) -> Result<String, String> {
     applier::haproxy::HaproxyPool {
-        socket: PathBuf::from(bed["haproxy"]["socket"].as_str().unwrap()),
+        socket: bed.haproxy.socket.clone(),
         via_ssh: None,
         backend: "fixture".into(),
         servers: BTreeMap::new(),
@@ -430,12 +367,12 @@ static BED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn haproxy_runtime_api_through_ssh_to_the_lb_host() {
     let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bed) = bed() else { return };
+    let bed = testkit::require!(bed());
     let pool = |dest: &str| applier::haproxy::HaproxyPool {
-        socket: PathBuf::from(bed["haproxy"]["socket"].as_str().unwrap()),
+        socket: bed.haproxy.socket.clone(),
         via_ssh: Some(applier::haproxy::SshHop {
             destination: dest.into(),
-            config_file: Some(PathBuf::from(bed["ssh"]["config"].as_str().unwrap())),
+            config_file: Some(bed.ssh.config.clone()),
         }),
         backend: "fixture".into(),
         servers: BTreeMap::new(),
@@ -479,15 +416,15 @@ fn haproxy_runtime_api_through_ssh_to_the_lb_host() {
 fn host_protocol_over_ssh_answers_health_and_keeps_error_kinds() {
     use applier::host::Host;
     let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bed) = bed() else { return };
+    let bed = testkit::require!(bed());
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn artifact::Store> =
         Arc::new(artifact::store::fs::FsStore::open(dir.path().join("store")).unwrap());
-    let t1 = &bed["hosts"].as_array().unwrap()[0];
-    let (name, root) = (t1["name"].as_str().unwrap(), t1["root"].as_str().unwrap());
+    let t1 = &bed.hosts[0];
+    let (name, root) = (t1.name.as_str(), &t1.root);
     std::fs::create_dir_all(dir.path().join("ctl")).unwrap();
     let ssh: applier::config::SshConfig = serde_json::from_value(serde_json::json!({
-        "config_file": bed["ssh"]["config"],
+        "config_file": bed.ssh.config,
         "applier_path": env!("CARGO_BIN_EXE_applier"),
         "control_dir": dir.path().join("ctl"),
         "connect_timeout": "3s",
@@ -496,7 +433,7 @@ fn host_protocol_over_ssh_answers_health_and_keeps_error_kinds() {
     let hc: applier::config::HostConfig =
         serde_json::from_value(serde_json::json!({ "root": root, "ssh": name })).unwrap();
     let host = applier::host::ssh::SshHost::new(name, &hc, &ssh, store);
-    let local = applier::hostops::HostRoot::new(root);
+    let local = applier::target::HostRoot::new(root);
     let health = host.health().unwrap();
     assert_eq!(health.current, local.current());
     assert!(health.free_bytes > 0);
@@ -517,7 +454,7 @@ fn host_protocol_over_ssh_answers_health_and_keeps_error_kinds() {
 #[test]
 fn fleet_over_ssh_haproxy_prometheus_s3() {
     let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bed) = bed() else { return };
+    let bed = testkit::require!(bed());
     let t0 = Instant::now();
     let f = Fleet::setup(bed);
     eprintln!(
@@ -526,7 +463,7 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         f.store,
         t0.elapsed().as_secs_f64()
     );
-    let lb = f.bed["haproxy"]["url"].as_str().unwrap().to_string();
+    let lb = f.bed.haproxy.url.clone();
     let load_urls = vec![
         format!("{lb}/en.wikipedia.org/v1/page/Main_Page"),
         format!("{lb}/_info"),
@@ -643,9 +580,9 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
 
     // 4. A host whose sshd is down is caught in preflight: nothing changes anywhere.
     let before: Vec<_> = HOSTS.iter().map(|h| f.root(h).state().unwrap()).collect();
-    f.testbed(&["stop-host", "t3"]);
+    f.stop_host("t3");
     let (code, evs, err, _) = f.run(&["deploy", f.commit("good2"), "--env", "test"]);
-    f.testbed(&["start-host", "t3"]);
+    f.start_host("t3");
     assert_eq!(code, 3, "unreachable host: {err}");
     let pf: Vec<_> = events(&evs, "preflight")
         .into_iter()
@@ -697,7 +634,7 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
     let mut out = out;
     let seen = read_until(&mut out, |e| e["event"] == "host_done" && e["host"] == "t1");
     assert_eq!(seen.last().unwrap()["ok"], true, "{seen:#?}");
-    f.testbed(&["stop-host", "t3"]);
+    f.stop_host("t3");
     // Cut the shared connection too (stopping sshd leaves established sessions alive).
     let ctl = f
         .dir
@@ -706,7 +643,7 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         .join(format!("applier-ssh-{}", child.id()));
     let _ = Command::new("ssh")
         .arg("-F")
-        .arg(f.bed["ssh"]["config"].as_str().unwrap())
+        .arg(&f.bed.ssh.config)
         .arg("-o")
         .arg(format!("ControlPath={}/%C", ctl.display()))
         .args(["-O", "exit", "t3"])
@@ -714,11 +651,8 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     let status = child.wait().unwrap();
-    f.testbed(&["start-host", "t3"]);
-    let evs: Vec<Value> = rest
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    f.start_host("t3");
+    let evs: Vec<Value> = testkit::json_lines(&rest);
     let code = status.code().unwrap();
     assert!(code == 1 || code == 2, "lost host: exit {code}\n{evs:#?}");
     assert!(!events(&evs, "abort").is_empty(), "{evs:#?}");
@@ -748,7 +682,7 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         .map(|h| {
             format!(
                 "http://127.0.0.1:{}/en.wikipedia.org/v1/page/Main_Page",
-                f.host(h)["service_port"]
+                f.bed.host(h).service_port
             )
         })
         .collect();

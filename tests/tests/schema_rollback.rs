@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{FixtureRepo, bin, free_port, http_get, require_node_tools, run, run_ok};
+use testkit::{FixtureRepo, bin, free_port, http_get, run, run_ok};
 
 fn release_of(port: u16) -> Option<String> {
     let info: serde_json::Value = serde_json::from_str(&http_get(port, "/_info")?).ok()?;
@@ -25,9 +25,7 @@ fn applier(config: &Path, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn schema_bump_is_guarded_and_its_rollback_refused_because_the_store_would_refuse_it() {
-    if !require_node_tools("schema rollback e2e") {
-        return;
-    }
+    testkit::require!(testkit::node_tools());
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let repo = FixtureRepo::new(dir.path());

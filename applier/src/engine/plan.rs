@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use artifact::Digest;
-use artifact::manifest::Manifest;
+use artifact::manifest::{LayerKind, Manifest};
 use artifact::resolve;
 use artifact::store::Store;
+use artifact::{Digest, keys};
 
 use super::gates::{self, Decision, Note, Refusal};
 use super::policy::{self, Action};
@@ -492,12 +492,24 @@ fn most_common(it: impl Iterator<Item = Digest>) -> Option<Digest> {
 }
 
 /// Reads `deploy/service.yaml` straight out of the source layer in the store, to show each
-/// host's checks in the plan ([`crate::srclayer`], read-only).
+/// host's checks in the plan, verifying the layer's digests (gzip or zstd layers).
 pub fn service_spec_from_store(store: &dyn Store, manifest: &Manifest) -> Option<ServiceSpec> {
-    let files =
-        crate::srclayer::read(store, manifest, &|p| p == model::service::SERVICE_YAML).ok()?;
-    match files.kept.get(model::service::SERVICE_YAML) {
-        Some(b) => ServiceSpec::parse(&String::from_utf8_lossy(b)).ok(),
+    let layer = manifest.layer(LayerKind::Source)?;
+    let got = store.get(&keys::blob(&layer.digest)).ok()?;
+    let expected = artifact::unpack::Expected {
+        digest: Some(layer.digest),
+        size: Some(layer.size),
+        diff_id: Some(layer.diff_id),
+    };
+    let file = artifact::unpack::read_layer_file(
+        got.reader,
+        &expected,
+        model::service::SERVICE_YAML,
+        1 << 20,
+    )
+    .ok()?;
+    match file {
+        Some(b) => ServiceSpec::parse(std::str::from_utf8(&b).ok()?).ok(),
         None => Some(ServiceSpec::default()),
     }
 }

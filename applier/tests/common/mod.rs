@@ -1,19 +1,26 @@
-//! Shared harness for the applier's integration tests: builds fixture-service artifacts with
-//! the real `builder` into a directory store (once per test binary), lays out local hosts
-//! (directories under a tempdir, each serving on its own loopback port) and runs the real
-//! `applier` binary against them.
+//! Shared harness for the applier's integration tests, on top of `testkit`: builds
+//! fixture-service artifacts with the real `builder` into a directory store (once per test
+//! binary), lays out local hosts (directories under a tempdir, each serving on its own
+//! loopback port), writes their inventory by serialising the applier's own config types, and
+//! runs the real `applier` binary against them.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use serde_json::Value;
+use applier::config::{Config, EnvConfig, GroupConfig, HostConfig, PoolConfig};
+use serde_json::{Value, json};
+use testkit::Missing;
+use testkit::config::{merge, write_yaml, yaml};
 
-pub const VARIANTS: &[(&str, &str, &str)] = &[
+pub use testkit::repo::{Builds, Variant};
+pub use testkit::{build_variants, free_port};
+
+pub const VARIANTS: &[Variant<'static>] = &[
     ("good", "marker: test", "marker: test"),
     ("good2", "marker: test", "marker: test-2"),
     ("good3", "marker: test", "marker: test-3"),
@@ -28,7 +35,7 @@ pub struct Fixture {
     _dir: tempfile::TempDir,
     pub store: PathBuf,
     /// variant -> (git commit, manifest digest)
-    pub builds: BTreeMap<String, (String, String)>,
+    pub builds: Builds,
 }
 
 impl Fixture {
@@ -40,100 +47,38 @@ impl Fixture {
     }
 }
 
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn have(bin: &str) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The fixture (built once), or `None` with a printed reason when node/npm/git are missing
-/// outside CI. With `CI=true` a missing tool fails the test.
+/// The fixture (built once per test binary), or `None` once the missing tool was reported
+/// for this test (`testkit::missing`: fails under `CI=true`, skips loudly elsewhere).
 pub fn fixture() -> Option<&'static Fixture> {
-    static F: OnceLock<Option<Fixture>> = OnceLock::new();
-    F.get_or_init(|| fixture_tools_present().then(build_fixture))
-        .as_ref()
-}
-
-/// True when node, npm and git are here. Otherwise prints why the test is skipped and returns
-/// false, or, with `CI=true`, fails.
-pub fn fixture_tools_present() -> bool {
-    for bin in ["node", "npm", "git"] {
-        if !have(bin) {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{bin} is required for the applier integration tests (CI=true)");
-            }
-            eprintln!(
-                "SKIPPED: {bin} not found; the applier integration tests need node, npm and git"
-            );
-            return false;
+    static F: OnceLock<Result<Fixture, Missing>> = OnceLock::new();
+    match F.get_or_init(|| testkit::node_tools().map(|()| build_fixture())) {
+        Ok(f) => Some(f),
+        Err(m) => {
+            testkit::missing(m);
+            None
         }
     }
-    true
 }
 
-pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name();
-        if name == "node_modules" {
-            continue;
-        }
-        let ft = e.file_type().unwrap();
-        let dst = to.join(&name);
-        if ft.is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else if ft.is_file() {
-            std::fs::copy(e.path(), &dst).unwrap();
+/// True when node, npm and git are here; otherwise reports the missing tool for this test
+/// (`testkit::missing`: fails under `CI=true`, skips loudly elsewhere) and returns false.
+pub fn fixture_tools_present() -> bool {
+    match testkit::node_tools() {
+        Ok(()) => true,
+        Err(m) => {
+            testkit::missing(&m);
+            false
         }
     }
 }
 
 pub fn builder_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    let bin = target.join("debug/builder");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run_ok(
-            Command::new(cargo)
-                .args(["build", "-q", "-p", "builder"])
-                .current_dir(workspace()),
-        );
-    }
-    bin
+    testkit::bin("builder")
 }
 
 fn build_fixture() -> Fixture {
     // Under target/tmp: a static is never dropped, so this is not removed after the run.
-    let dir = tempfile::Builder::new()
-        .prefix("applier-it-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
+    let dir = testkit::paths::kept_tempdir("applier-it-");
     let store = dir.path().join("store");
     let builds = build_variants(dir.path(), VARIANTS, |c| {
         c.arg("--store").arg(&store);
@@ -143,66 +88,6 @@ fn build_fixture() -> Fixture {
         store,
         builds,
     }
-}
-
-/// Makes a git repository of `fixtures/service` under `dir`, commits one variant per
-/// `(name, from, to)` (the first `from` in `deploy/env/test.yaml` replaced by `to`) and builds
-/// each with the real builder; `store_args` adds the store arguments and environment.
-/// Returns variant -> (git commit, manifest digest).
-pub fn build_variants(
-    dir: &Path,
-    variants: &[(&str, &str, &str)],
-    store_args: impl Fn(&mut Command),
-) -> BTreeMap<String, (String, String)> {
-    let repo = dir.join("repo");
-    copy_tree(&workspace().join("fixtures/service"), &repo);
-    let git = |args: &[&str]| {
-        run_ok(
-            Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=Test",
-                    "-c",
-                    "user.email=test@example.invalid",
-                    "-c",
-                    "commit.gpgsign=false",
-                ])
-                .args(args)
-                .current_dir(&repo),
-        )
-    };
-    git(&["init", "-q", "-b", "main"]);
-    let env_file = repo.join("deploy/env/test.yaml");
-    let base = std::fs::read_to_string(&env_file).unwrap();
-    let npm_cache = dir.join("npm-cache");
-    let builder = builder_bin();
-    let mut builds = BTreeMap::new();
-    for (name, from, to) in variants {
-        assert!(base.contains(from), "deploy/env/test.yaml has no {from:?}");
-        std::fs::write(&env_file, base.replacen(from, to, 1)).unwrap();
-        git(&["add", "-A"]);
-        git(&["commit", "-q", "--allow-empty", "-m", name]);
-        let sha = git(&["rev-parse", "HEAD"]);
-        let mut cmd = Command::new(&builder);
-        cmd.args(["build", "--repo"])
-            .arg(&repo)
-            .args(["--rev", &sha, "--npm-cache"])
-            .arg(&npm_cache);
-        store_args(&mut cmd);
-        let out = run_ok(&mut cmd);
-        let digest = out.lines().last().unwrap_or_default().trim().to_string();
-        assert!(digest.starts_with("sha256:"), "builder printed {out:?}");
-        builds.insert(name.to_string(), (sha, digest));
-    }
-    builds
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One test environment: hosts h1 (canary), h2, h3 under a tempdir.
@@ -216,7 +101,8 @@ pub struct Env {
 pub const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 
 impl Env {
-    /// `extra` is YAML merged into the env block (indented by the caller at 4 spaces).
+    /// `extra` is YAML merged into the env block (keys of an environment, indented by the
+    /// caller at 4 spaces as they would sit in the file).
     pub fn new(fx: &Fixture, name: &str, extra: &str) -> Env {
         Env::with_store(&fx.store, name, extra)
     }
@@ -227,52 +113,75 @@ impl Env {
             .prefix("applier-env-")
             .tempdir()
             .unwrap();
+        let pool = dir.path().join("pool");
+        std::fs::create_dir_all(&pool).unwrap();
         let mut ports = BTreeMap::new();
-        let mut hosts = String::new();
+        let mut hosts = BTreeMap::new();
         for h in HOSTS {
             let p = free_port();
             ports.insert(h.to_string(), p);
-            hosts.push_str(&format!(
-                "      {h}: {{root: {}, port: {p}, values: {{services.0.conf.host: 127.0.0.1}}}}\n",
-                dir.path().join(h).display()
-            ));
+            hosts.insert(
+                h.to_string(),
+                HostConfig {
+                    root: dir.path().join(h),
+                    address: "127.0.0.1".into(),
+                    port: Some(p),
+                    values: [("services.0.conf.host".to_string(), json!("127.0.0.1"))].into(),
+                    ops_file: None,
+                    env: BTreeMap::new(),
+                    ssh: None,
+                },
+            );
         }
-        let pool = dir.path().join("pool");
-        std::fs::create_dir_all(&pool).unwrap();
-        let config = dir.path().join("deploy.yaml");
+        let pool_cfg = PoolConfig::Command {
+            depool: format!("echo out > {}/{{host}}", pool.display()),
+            repool: format!("echo in > {}/{{host}}", pool.display()),
+            confirm_depooled: None,
+            is_depooled: Some(format!("grep -qx out {}/{{host}}", pool.display())),
+            timeout: applier::config::Dur(Duration::from_secs(30)),
+        };
         // No metrics backend here unless the test brings one: skip the service's metrics check.
-        let extra = if extra.contains("    checks:") {
-            extra.to_string()
-        } else {
-            format!("    checks: {{disable: [metrics]}}\n{extra}")
+        let mut over = yaml("checks: {disable: [metrics]}");
+        merge(&mut over, yaml(extra));
+        let env = |groups: Vec<GroupConfig>, hosts: BTreeMap<String, HostConfig>| -> EnvConfig {
+            let mut v = json!({
+                "service_env": "test",
+                "groups": groups,
+                "group_size": 1,
+                "ready_timeout": "8s",
+                "pool": pool_cfg,
+                "hosts": hosts,
+            });
+            merge(&mut v, over.clone());
+            serde_json::from_value(v.clone())
+                .unwrap_or_else(|e| panic!("the applier refuses the test env: {e}\n{v:#}"))
         };
-        let block = |env: &str, groups: &str, hosts: &str| {
-            format!(
-                "  {env}:\n    service_env: test\n    groups:\n{groups}    group_size: 1\n    ready_timeout: 8s\n    pool:\n      driver: command\n      depool: echo out > {pool}/{{host}}\n      repool: echo in > {pool}/{{host}}\n      is_depooled: grep -qx out {pool}/{{host}}\n{extra}    hosts:\n{hosts}",
-                pool = pool.display(),
-            )
+        let group = |name: &str, hosts: &[&str]| GroupConfig {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
         };
-        let h3_line: String = hosts
-            .lines()
-            .filter(|l| l.trim_start().starts_with("h3:"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        // `<name>-solo`: h3 alone, to put it on a release of its own.
-        let text = format!(
-            "store: {store}\nlease_ttl: 6s\nenvs:\n{}{}",
-            block(
-                name,
-                "      - {name: canary, hosts: [h1]}\n      - {name: rest, hosts: [h2, h3]}\n",
-                &hosts
+        let mut envs = BTreeMap::new();
+        envs.insert(
+            name.to_string(),
+            env(
+                vec![group("canary", &["h1"]), group("rest", &["h2", "h3"])],
+                hosts.clone(),
             ),
-            block(
-                &format!("{name}-solo"),
-                "      - {name: canary, hosts: [h3]}\n",
-                &h3_line
-            ),
-            store = store.display(),
         );
-        std::fs::write(&config, text).unwrap();
+        // `<name>-solo`: h3 alone, to put it on a release of its own.
+        let h3: BTreeMap<_, _> = hosts.into_iter().filter(|(h, _)| h == "h3").collect();
+        envs.insert(
+            format!("{name}-solo"),
+            env(vec![group("canary", &["h3"])], h3),
+        );
+        let cfg = Config {
+            store: store.display().to_string(),
+            lease_ttl: applier::config::Dur(Duration::from_secs(6)),
+            envs,
+            ..Config::default()
+        };
+        let config = dir.path().join("deploy.yaml");
+        write_yaml(&config, &cfg);
         Env {
             dir,
             name: name.to_string(),
@@ -298,13 +207,9 @@ impl Env {
     /// Runs the applier, returning exit code, JSON events and stderr.
     pub fn run(&self, args: &[&str]) -> (i32, Vec<Value>, String) {
         let out: Output = self.cmd(args).output().unwrap();
-        let events = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
         (
             out.status.code().unwrap_or(-1),
-            events,
+            testkit::json_lines(&String::from_utf8_lossy(&out.stdout)),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
@@ -326,7 +231,7 @@ impl Env {
     }
 
     pub fn pid(&self, h: &str) -> Option<i32> {
-        applier::hostops::HostRoot::new(self.root(h))
+        applier::target::HostRoot::new(self.root(h))
             .running()
             .ok()
             .flatten()
@@ -349,7 +254,7 @@ impl Env {
                 "{h} should serve {commit}"
             );
             assert_eq!(self.pool_state(h), "in", "{h} should be pooled");
-            let st = applier::hostops::HostRoot::new(self.root(h))
+            let st = applier::target::HostRoot::new(self.root(h))
                 .state()
                 .unwrap();
             assert_eq!(st.step, None, "{h} has a step in progress");
@@ -396,7 +301,7 @@ pub fn read_until(r: &mut impl BufRead, pred: impl Fn(&Value) -> bool) -> Vec<Va
 impl Drop for Env {
     fn drop(&mut self) {
         for h in HOSTS {
-            let _ = applier::hostops::HostRoot::new(self.root(h)).stop();
+            let _ = applier::target::HostRoot::new(self.root(h)).stop();
         }
     }
 }

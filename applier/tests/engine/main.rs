@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use applier::engine::{self, DeployOptions, EnvContext, Outcome};
 use applier::events::{Event, EventSink, NullSink, VecSink};
-use applier::hostops::ReleaseRef;
+use applier::protocol::ReleaseRef;
 use applier::records::{self, HostPhase, Journal, JournalStatus};
 use serde_json::{Value, json};
 
