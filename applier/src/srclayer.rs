@@ -1,11 +1,9 @@
 //! A read-only look inside an artifact's source layer in the store: every entry's path,
 //! kind and content digest, and the bytes of the few files a caller asks for (each capped at
-//! 1 MiB). Used by the plan (`deploy/service.yaml`, for each host's checks) and by
-//! `applier diff` (the files a commit changed, the env configs). Nothing is written, so the
-//! `tar` crate's reader serves; unpacking onto a host goes through `artifact::unpack`.
+//! 1 MiB). Used by `applier diff` (the files a commit changed, the env configs). Nothing is written; the
+//! layer is read by `artifact::unpack::scan_layer` (gzip or zstd, digests verified).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use artifact::manifest::{LayerKind, Manifest};
 use artifact::store::Store;
@@ -34,7 +32,8 @@ pub struct SourceFiles {
     pub kept: BTreeMap<String, Vec<u8>>,
 }
 
-/// Reads the source layer of `manifest`, keeping the files `keep` selects.
+/// Reads the source layer of `manifest` (gzip or zstd, its digests verified), keeping the
+/// files `keep` selects.
 pub fn read(
     store: &dyn Store,
     manifest: &Manifest,
@@ -45,52 +44,25 @@ pub fn read(
         .ok_or_else(|| "the artifact has no source layer".to_string())?;
     let key = keys::blob(&layer.digest);
     let got = store.get(&key).map_err(|e| format!("{key}: {e}"))?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(got.reader));
+    let expected = artifact::unpack::Expected {
+        digest: Some(layer.digest),
+        size: Some(layer.size),
+        diff_id: Some(layer.diff_id),
+    };
+    let entries = artifact::unpack::scan_layer(got.reader, &expected, keep, KEEP_LIMIT)
+        .map_err(|e| format!("{key}: {e}"))?;
     let mut out = SourceFiles::default();
-    for entry in ar.entries().map_err(|e| format!("{key}: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("{key}: {e}"))?;
-        let path = entry
-            .path()
-            .map_err(|e| format!("{key}: {e}"))?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string();
-        if path.is_empty() {
-            continue;
+    for e in entries {
+        if let Some(data) = e.data {
+            out.kept.insert(e.path.clone(), data);
         }
-        let h = entry.header();
-        let mode = h.mode().unwrap_or(0);
-        let t = h.entry_type();
-        let (kind, digest, size) = if t.is_dir() {
-            ("dir", None, 0)
-        } else if t.is_symlink() {
-            let target = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            ("symlink", Some(Digest::of(target.as_bytes())), 0)
-        } else {
-            let mut buf = Vec::new();
-            entry
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("{key}: {path}: {e}"))?;
-            let d = Digest::of(&buf);
-            let n = buf.len() as u64;
-            if keep(&path) && n <= KEEP_LIMIT {
-                out.kept.insert(path.clone(), buf);
-            }
-            ("file", Some(d), n)
-        };
         out.entries.insert(
-            path,
+            e.path,
             Entry {
-                kind,
-                digest,
-                size,
-                mode,
+                kind: e.kind.as_str(),
+                digest: e.digest,
+                size: e.size,
+                mode: e.mode,
             },
         );
     }
