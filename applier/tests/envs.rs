@@ -414,7 +414,7 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
 
     // A tag is write-once in the store.
     let out = fx.builder("cfg2", &["--tag", "v1.0.0"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("refusing to move it"),
         "{out:?}"
