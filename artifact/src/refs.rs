@@ -323,8 +323,8 @@ mod tests {
         assert_eq!(r.head.commit, c('e'));
         let hist: Vec<_> = r.history.iter().map(|e| e.commit.clone()).collect();
         assert_eq!(hist, [c('c'), c('a')]);
-        assert_eq!(list(&s, RefKind::Tag).unwrap(), [v.clone()]);
-        assert_eq!(list(&s, RefKind::Branch).unwrap(), [main.clone()]);
+        assert_eq!(list(&s, RefKind::Tag).unwrap(), std::slice::from_ref(&v));
+        assert_eq!(list(&s, RefKind::Branch).unwrap(), std::slice::from_ref(&main));
 
         // A record under the wrong key is refused.
         let other = RefName::parse("other").unwrap();
