@@ -324,7 +324,10 @@ mod tests {
         let hist: Vec<_> = r.history.iter().map(|e| e.commit.clone()).collect();
         assert_eq!(hist, [c('c'), c('a')]);
         assert_eq!(list(&s, RefKind::Tag).unwrap(), std::slice::from_ref(&v));
-        assert_eq!(list(&s, RefKind::Branch).unwrap(), std::slice::from_ref(&main));
+        assert_eq!(
+            list(&s, RefKind::Branch).unwrap(),
+            std::slice::from_ref(&main)
+        );
 
         // A record under the wrong key is refused.
         let other = RefName::parse("other").unwrap();
