@@ -21,6 +21,7 @@
 //! - [`promotion`]: the `promotion.requires` records and what `promote` takes from an env.
 //! - [`refs`]: naming what to deploy: a digest, a commit, a tag or a branch.
 //! - [`records`]: env state and deploy journals in the store, and the [`records::Step`] names.
+//! - [`report`]: the deploy report (self-contained HTML), `show` and `history`, from journals.
 //! - [`keys`]: where the environment records live in the store.
 //! - [`guard`]: the storage-schema guard seam.
 //! - [`events`]: the progress event stream; [`notify`]: start, finish, abort, rollback and
@@ -52,6 +53,7 @@ pub mod promotion;
 pub mod protocol;
 pub mod records;
 pub mod refs;
+pub mod report;
 pub mod service;
 pub mod srclayer;
 pub mod target;

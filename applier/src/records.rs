@@ -1,9 +1,11 @@
 //! Environment records in the store: the env state (`envs/<env>/state.json`, compare-and-swap)
-//! and one journal per deploy (`envs/<env>/deploys/<deploy-id>.json`, rewritten as each step
-//! completes), which `status`, `history`, `rollback` and `resume` read.
+//! and one journal per deploy (a base `envs/<env>/deploys/<deploy-id>.json` and append-only
+//! segments while it runs, [`segments`]), which `status`, `history`, `rollback` and `resume`
+//! read through one reader, [`read_journal`] ([`history`] for all of an env's).
+
+pub mod segments;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use artifact::Digest;
 use artifact::store::{ETag, Store, StoreError};
@@ -14,6 +16,8 @@ use crate::guard::DeployType;
 use crate::keys;
 use crate::protocol::ReleaseRef;
 use crate::target::now_rfc3339;
+
+pub use segments::{Delta, JournalWriter, Loaded, load};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -145,6 +149,8 @@ pub enum Step {
     PromotionCheck,
     /// The `require_signature` gate passed.
     Signature,
+    /// The storage guard's findings and acknowledgements, when it had any.
+    Guard,
     /// `applier resume` continued the deploy.
     Resume,
     /// `applier resume --rollback` rolled it back.
@@ -179,8 +185,6 @@ pub enum Step {
     Freeze,
     /// The env's failure lock was set and overridden.
     FailureLock,
-    /// The storage guard passed (its record is the journal's `guard`).
-    StorageGuard,
 }
 
 impl Step {
@@ -189,6 +193,7 @@ impl Step {
         match self {
             Step::PromotionCheck => "promotion_check",
             Step::Signature => "signature",
+            Step::Guard => "guard",
             Step::Resume => "resume",
             Step::ResumeRollback => "resume_rollback",
             Step::Preflight => "preflight",
@@ -212,7 +217,6 @@ impl Step {
             Step::Panic => "panic",
             Step::Freeze => "freeze",
             Step::FailureLock => "failure_lock",
-            Step::StorageGuard => "storage_guard",
         }
     }
 }
@@ -288,6 +292,17 @@ pub struct Journal {
     /// `--skip-promotion-check`), with its reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<String>,
+    /// The segments this record already holds (`envs/<env>/segments/<id>/` up to this number);
+    /// 0 for a journal without segments.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub segments: u64,
+    /// What the reader could not verify (a torn or corrupt segment) and left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A ref the operator named: `tag v1.4.2`, `branch main`, and the commit it pointed at.
@@ -313,79 +328,25 @@ impl Journal {
     }
 }
 
-/// A journal and the version of it last written.
-#[derive(Debug)]
-pub struct JournalWriter {
-    store: Arc<dyn Store>,
-    key: String,
-    etag: Option<ETag>,
-    pub journal: Journal,
-}
-
-impl JournalWriter {
-    /// A new journal (written by the first [`JournalWriter::save`]).
-    pub fn create(store: Arc<dyn Store>, journal: Journal) -> Self {
-        let key = keys::deploy_journal(&journal.env, &journal.id);
-        JournalWriter {
-            store,
-            key,
-            etag: None,
-            journal,
-        }
-    }
-
-    /// Opens an existing journal to continue it.
-    pub fn open(store: Arc<dyn Store>, env: &str, id: &str) -> Result<Self, RecordError> {
-        let key = keys::deploy_journal(env, id);
-        let (b, meta) = store.get_bytes(&key)?;
-        let journal = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
-            key: key.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok(JournalWriter {
-            store,
-            key,
-            etag: Some(meta.etag),
-            journal,
-        })
-    }
-
-    pub fn save(&mut self) -> Result<(), RecordError> {
-        let bytes = serde_json::to_vec_pretty(&self.journal).expect("journal serialises");
-        self.save_bytes(&bytes)
-    }
-
-    /// Writes an already serialised journal (a snapshot taken by the caller, so the journal can
-    /// keep changing while the write is in flight).
-    pub fn save_bytes(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
-        let etag = match self.store.put_cas(&self.key, bytes, self.etag.as_ref()) {
-            Ok(e) => e,
-            // Only the lease holder writes its journal: a conflict means our last write landed
-            // without us learning its version (an error after the write). Re-read and retry once.
-            Err(StoreError::Conflict { .. }) => {
-                let current = self.store.head(&self.key)?.map(|m| m.etag);
-                self.store.put_cas(&self.key, bytes, current.as_ref())?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.etag = Some(etag);
-        Ok(())
-    }
+/// Deploy `id` of `env` as the store holds it (base and segments; see [`segments`]).
+pub fn read_journal(store: &dyn Store, env: &str, id: &str) -> Result<Journal, RecordError> {
+    Ok(load(store, env, id)?.journal)
 }
 
 /// Every journal of an environment, oldest first.
 pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Journal>, RecordError> {
+    let prefix = keys::deploys_prefix(env);
     let mut out = Vec::new();
-    for meta in store.list(&keys::deploys_prefix(env))? {
-        if !meta.key.ends_with(".json") {
+    for meta in store.list(&prefix)? {
+        let Some(id) = meta
+            .key
+            .strip_prefix(prefix.as_str())
+            .and_then(|k| k.strip_suffix(".json"))
+            .filter(|id| !id.contains('/'))
+        else {
             continue;
-        }
-        let (b, _) = store.get_bytes(&meta.key)?;
-        let j: Journal = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
-            key: meta.key.clone(),
-            detail: e.to_string(),
-        })?;
-        out.push(j);
+        };
+        out.push(read_journal(store, env, id)?);
     }
     out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
     Ok(out)
@@ -419,6 +380,7 @@ mod tests {
     const STEPS: &[Step] = &[
         Step::PromotionCheck,
         Step::Signature,
+        Step::Guard,
         Step::Resume,
         Step::ResumeRollback,
         Step::Preflight,
@@ -442,7 +404,6 @@ mod tests {
         Step::Panic,
         Step::Freeze,
         Step::FailureLock,
-        Step::StorageGuard,
     ];
 
     #[test]

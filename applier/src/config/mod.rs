@@ -138,6 +138,10 @@ pub struct EnvConfig {
     /// `applier cd`: the branch this env follows.
     #[serde(default)]
     pub cd: Option<policy::CdPolicy>,
+    /// Where every deploy, rollback and resume of this env writes its HTML report
+    /// (`<env>-<deploy id>.html`) when it ends; `None`: no report is written.
+    #[serde(default)]
+    pub report_dir: Option<PathBuf>,
     pub hosts: BTreeMap<String, HostConfig>,
 }
 

@@ -112,20 +112,21 @@ pub fn storage(
     {
         deploy_type = DeployType::Config;
     }
-    if g.record.changes.is_empty() {
+    // Findings that did not block, and the acknowledgements given: one line each, for the
+    // journal (the report shows them); the guard's record goes into the journal's `guard`.
+    let mut lines: Vec<String> = g
+        .findings
+        .iter()
+        .cloned()
+        .chain(gopts.acks.iter().map(|a| format!("ack: {a}")))
+        .collect();
+    if lines.is_empty() {
         return Decision::pass((deploy_type, g.record));
     }
-    let detail = format!(
-        "{} deploy{}: {}",
-        format!("{deploy_type:?}").to_lowercase(),
-        if g.record.rollback_safe {
-            ""
-        } else {
-            ", not rollback-safe"
-        },
-        g.findings.join("; ")
-    );
-    Decision::noted((deploy_type, g.record), Step::StorageGuard, detail)
+    if let Some(p) = &gopts.policy_ack {
+        lines.push(format!("policy: {p}"));
+    }
+    Decision::noted((deploy_type, g.record), Step::Guard, lines.join("\n"))
 }
 
 /// The guard's settings for a deploy to `ctx`'s env: the run's, plus the env's

@@ -15,8 +15,11 @@
 //!   its own last known good release.
 //! - `render_check`: every host renders its target's config in memory before any host is
 //!   touched (operator values the release owns, a missing ops file: refused, nothing changed).
-//! - [`journal`]: every step written durably to `envs/<env>/deploys/<id>.json` as it completes
-//!   (coalesced), which is what `resume` reads.
+//! - [`journal`]: the journal written as the run goes (a base record and append-only
+//!   segments, compacted at the end), which is what `resume` reads.
+//!
+//! Beside them, [`preview`] (`applier plan`): the planner's batches, the capacity guard's waves
+//! and an ETA from the env's history, without running anything.
 //!
 //! This module holds the [`EnvContext`] a run acts on and the public entry points.
 
@@ -26,6 +29,7 @@ pub mod lease;
 mod path;
 pub mod plan;
 mod policy;
+pub mod preview;
 mod render_check;
 mod run;
 
@@ -48,6 +52,7 @@ use lease::LeaseError;
 use plan::Intent;
 
 pub use plan::service_spec_from_store;
+pub use preview::{Preview, preview};
 
 /// An environment ready to act on: its config, store, hosts and pool driver.
 #[derive(Debug)]

@@ -16,9 +16,8 @@ use crate::checks::{self, CheckContext, CheckResult};
 use crate::events::Event;
 use crate::host::Host;
 use crate::protocol::{HostError, PreflightRequest, ReadyRequest, ReleaseRef, StartRequest};
-use crate::records::{self, HostEntry, HostPhase, Step};
+use crate::records::{HostEntry, HostPhase, Step};
 use crate::service::ServiceSpec;
-use crate::target::now_rfc3339;
 
 /// Why a host's path stopped: the step, the check that failed (for [`Step::Checks`]), and
 /// what went wrong.
@@ -58,7 +57,7 @@ fn he(e: HostError) -> String {
 impl Run<'_> {
     pub(super) fn set_phase(&self, host: &str, phase: HostPhase, detail: Option<String>) {
         self.journal.note(|j| {
-            let e = j.hosts.get_mut(host).expect("host in journal");
+            let e = j.host(host);
             e.phase = phase;
             e.detail = detail;
         });
@@ -101,7 +100,7 @@ impl Run<'_> {
                 detail: detail.clone(),
             });
             self.journal
-                .note(|j| j.step(Some(h), Step::Preflight, r.is_ok(), Some(detail)));
+                .record(|j| j.step(Some(h), Step::Preflight, r.is_ok(), Some(detail)));
             r.map(|_| ()).map_err(|e| format!("preflight {h}: {e}"))
         })
     }
@@ -143,10 +142,10 @@ impl Run<'_> {
                 ok: r.is_ok(),
                 detail: detail.clone(),
             });
-            self.journal.note(|j| {
+            self.journal.record(|j| {
                 j.step(Some(h), Step::Fetch, r.is_ok(), Some(detail));
                 if r.is_ok() && j.hosts[h].phase == HostPhase::Pending {
-                    j.hosts.get_mut(h).unwrap().phase = HostPhase::Fetched;
+                    j.host(h).phase = HostPhase::Fetched;
                 }
             });
             r.map_err(|err| format!("fetch {h}: {err}"))?;
@@ -160,25 +159,23 @@ impl Run<'_> {
         })
     }
 
-    /// Takes one host through the path to its target, recording its touch order and outcome.
+    /// Takes one host (already recorded in progress, [`Run::take_in_hand`]) through the path
+    /// to its target. Its outcome (done or failed) is recorded, and written with the run's
+    /// next durable write (before the next batch touches a host) or by the flusher.
     pub(super) fn deploy_host(&self, host: &str) -> Result<(), StepFail> {
-        let n = self.touch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let e = self.journal.entry(host);
-        self.journal.note(|j| {
-            let e = j.hosts.get_mut(host).unwrap();
-            e.phase = HostPhase::InProgress;
-            e.touched.get_or_insert(n);
-            e.checks.clear();
-        });
         let r = self.converge(host, &e.to);
         let detail = r.as_ref().err().map(|f| f.to_string());
-        match &r {
-            Ok(()) => {
-                self.set_phase(host, HostPhase::Done, None);
-                self.record_env(host, &e.to);
-            }
-            Err(_) => self.set_phase(host, HostPhase::Failed, detail.clone()),
-        }
+        let phase = if r.is_ok() {
+            HostPhase::Done
+        } else {
+            HostPhase::Failed
+        };
+        self.journal.record(|j| {
+            let e = j.host(host);
+            e.phase = phase;
+            e.detail = detail.clone();
+        });
         self.sink.emit(&Event::HostDone {
             host: host.into(),
             release: e.to.commit.clone(),
@@ -188,24 +185,18 @@ impl Run<'_> {
         r
     }
 
-    /// Records in the env state that `host` runs `release`, which passed its checks.
-    fn record_env(&self, host: &str, release: &ReleaseRef) {
-        let (id, dt) = self.journal.read(|j| (j.id.clone(), j.deploy_type));
-        let r = records::update_state(self.ctx.store.as_ref(), &self.ctx.name, |st| {
-            let rec = st.hosts.entry(host.to_string()).or_default();
-            rec.current = Some(release.clone());
-            rec.last_good = Some(release.clone());
-            rec.deploy_id = Some(id.clone());
-            rec.updated_at = now_rfc3339();
-            st.last_deploy = Some(id.clone());
-            if dt.is_some() {
-                st.deploy_type = dt;
+    /// Records `hosts` in progress, in this order of touch, durably: before any is touched.
+    pub(super) fn take_in_hand(&self, hosts: &[String]) {
+        let n = hosts.len() as u32;
+        let first = self.touch.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.journal.note(|j| {
+            for (i, h) in hosts.iter().enumerate() {
+                let e = j.host(h);
+                e.phase = HostPhase::InProgress;
+                e.touched.get_or_insert(first + i as u32);
+                e.checks.clear();
             }
         });
-        if let Err(e) = r {
-            self.journal
-                .note(|j| j.step(Some(host), Step::Record, false, Some(e.to_string())));
-        }
     }
 
     /// Reports and journals one step's result; its `Err` stops the path.
@@ -227,7 +218,7 @@ impl Run<'_> {
             detail: d.clone(),
         });
         self.journal
-            .note(|j| j.step(Some(host), step, r.is_ok(), d));
+            .record(|j| j.step(Some(host), step, r.is_ok(), d));
         r.map_err(|detail| fail(step, detail))
     }
 
@@ -338,14 +329,14 @@ impl Run<'_> {
             });
         }
         let failed = results.iter().find(|r| !r.passed).cloned();
-        self.journal.note(|j| {
+        self.journal.record(|j| {
             j.step(
                 Some(host),
                 Step::Checks,
                 failed.is_none(),
                 failed.as_ref().map(|f| format!("{}: {}", f.name, f.detail)),
             );
-            j.hosts.get_mut(host).unwrap().checks = results;
+            j.host(host).checks = results;
         });
         match failed {
             None => Ok(()),
@@ -382,10 +373,7 @@ impl Run<'_> {
         let e = self.journal.entry(host);
         self.set_phase(host, HostPhase::RollingBack, e.detail.clone());
         let r = match &e.from {
-            Some(from) => self.converge(host, from).map(|()| {
-                self.record_env(host, from);
-                None
-            }),
+            Some(from) => self.converge(host, from).map(|()| None),
             None => {
                 let h = self.ctx.host(host);
                 let spec = h.service_spec(&e.to.commit).ok();

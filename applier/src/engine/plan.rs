@@ -192,15 +192,20 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         commit: commit.clone(),
         manifest: digest,
     };
-    let targets = ctx
+    // Each host's restore target, asking the hosts a few at a time.
+    let names: Vec<String> = ctx
         .cfg
         .batches()
         .into_iter()
         .flat_map(|(_, hs)| hs)
-        .map(|h| {
-            let from = host_from(ctx, &h, &env_state);
-            (h, (from, to.clone()))
-        })
+        .collect();
+    let froms = super::run::bounded(ctx.cfg.prefetch_parallelism, &names, |h| {
+        host_from(ctx, h, &env_state)
+    });
+    let targets = names
+        .into_iter()
+        .zip(froms)
+        .map(|(h, from)| (h, (from, to.clone())))
         .collect();
     let mut reason = opts.reason.clone();
     if skipped
@@ -450,6 +455,8 @@ fn new_journal(
         source_ref: h.source_ref,
         guard: h.guard,
         overrides: h.overrides,
+        segments: 0,
+        damaged: vec![],
     };
     for n in h.notes {
         j.step(None, n.step, true, Some(n.detail));

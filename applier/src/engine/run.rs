@@ -6,9 +6,9 @@
 //! the run aborts: every touched host goes back to its own last good release, in reverse touch
 //! order. A lost lease or an unwritable journal stops the run at the next batch.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use artifact::Digest;
@@ -22,7 +22,8 @@ use super::{DeployError, EnvContext, Outcome};
 use crate::checks::CheckSpec;
 use crate::events::{Event, EventSink, PlanGroup, PlanHost};
 use crate::guard::DeployType;
-use crate::records::{DeployKind, HostPhase, JournalStatus, Step};
+use crate::protocol::ReleaseRef;
+use crate::records::{self, DeployKind, HostPhase, JournalStatus, Step};
 use crate::target::now_rfc3339;
 
 /// One running deploy, rollback or resume.
@@ -34,6 +35,12 @@ pub(super) struct Run<'a> {
     pub(super) lease: LeaseKeeper,
     /// The last touch order given out (hosts are restored in reverse of it).
     pub(super) touch: AtomicU32,
+    /// What this run wrote to the env state, per host (so it is written once per batch, and
+    /// only what changed).
+    recorded: Mutex<BTreeMap<String, ReleaseRef>>,
+    /// Hosts whose env state the state writer is to write, and whether it is writing.
+    state_queue: Mutex<(BTreeSet<String>, bool)>,
+    state_cv: Condvar,
 }
 
 /// Emits the plan; unless this is a dry run, takes the lease and runs it.
@@ -178,6 +185,9 @@ impl<'a> Run<'a> {
             manifests,
             lease,
             touch: AtomicU32::new(touch),
+            recorded: Mutex::new(BTreeMap::new()),
+            state_queue: Mutex::new((BTreeSet::new(), false)),
+            state_cv: Condvar::new(),
         }
     }
 
@@ -190,25 +200,35 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Runs the plan with the lease renewed beside it, then releases the lease.
+    /// Runs the plan with the lease renewed and the journal flushed beside it, then compacts
+    /// the journal and releases the lease.
     fn start(self, mode: Mode) -> Result<Outcome, DeployError> {
         let stop = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             s.spawn(|| self.lease.renew_until(self.ctx.store.as_ref(), &stop));
+            s.spawn(|| self.journal.flusher(&stop));
+            s.spawn(|| self.state_writer(&stop));
             let r = match mode {
                 Mode::Fresh => self.execute(false),
                 Mode::Continue => self.execute(true),
                 Mode::RollBack => Ok(self.abort_and_finish("rollback requested on resume".into())),
             };
             stop.store(true, Ordering::SeqCst);
+            self.state_cv.notify_all();
             r
         });
+        if let Err(e) = self.journal.close() {
+            tracing::warn!(
+                "journal {}: not compacted ({e}); its segments hold it",
+                self.journal.id()
+            );
+        }
         self.lease.release(self.ctx.store.as_ref());
         result
     }
 
     fn execute(&self, resume: bool) -> Result<Outcome, DeployError> {
-        self.journal.note(|_| {});
+        self.journal.flush();
         if let Some(e) = self.journal.failure() {
             return Err(DeployError::Refused(Refusal {
                 record: self
@@ -219,11 +239,22 @@ impl<'a> Run<'a> {
             }));
         }
         let (groups, kind) = self.journal.read(|j| (j.groups.clone(), j.kind));
-        let pending: Vec<String> = groups
+        let all: Vec<String> = groups
             .iter()
             .flat_map(|(_, hs)| hs.iter().cloned())
-            .filter(|h| !(resume && self.done_and_verified(h)))
             .collect();
+        let verified = if resume {
+            self.bounded(&all, |h| self.done_and_verified(h))
+        } else {
+            vec![false; all.len()]
+        };
+        let pending: Vec<String> = all
+            .into_iter()
+            .zip(verified)
+            .filter(|(_, done)| !done)
+            .map(|(h, _)| h)
+            .collect();
+        let pending_set: HashSet<&String> = pending.iter().collect();
         if !resume && let Err(reason) = self.preflight(&pending) {
             return Ok(self.refuse(reason));
         }
@@ -240,7 +271,7 @@ impl<'a> Run<'a> {
         for (bi, (group, hosts)) in groups.iter().enumerate() {
             let todo: Vec<String> = hosts
                 .iter()
-                .filter(|h| pending.contains(h))
+                .filter(|h| pending_set.contains(h))
                 .cloned()
                 .collect();
             if todo.is_empty() {
@@ -273,6 +304,7 @@ impl<'a> Run<'a> {
                         self.restore(h);
                     }
                 }
+                self.record_env_later(chunk);
             }
             let bake = self.ctx.cfg.canary_bake.0;
             if bi == 0
@@ -284,12 +316,13 @@ impl<'a> Run<'a> {
                 return Ok(self.abort_and_finish(reason));
             }
         }
-        for h in self.ctx.hosts.values() {
-            if let Err(e) = h.prune(self.ctx.cfg.keep_releases) {
+        let names: Vec<String> = self.ctx.hosts.keys().cloned().collect();
+        self.bounded(&names, |h| {
+            if let Err(e) = self.ctx.host(h).prune(self.ctx.cfg.keep_releases) {
                 self.journal
-                    .note(|j| j.step(Some(h.name()), Step::Prune, false, Some(e.to_string())));
+                    .record(|j| j.step(Some(h), Step::Prune, false, Some(e.to_string())));
             }
-        }
+        });
         let (failed, needs_human) = self.journal.hosts(|hs| {
             let pick = |f: fn(HostPhase) -> bool| -> Vec<String> {
                 hs.iter()
@@ -324,8 +357,10 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the path of every host of `chunk` at once; returns the failed ones, described.
+    /// The hosts are recorded in progress, durably, before any is touched.
     fn roll_batch(&self, chunk: &[String]) -> Vec<String> {
-        std::thread::scope(|s| {
+        self.take_in_hand(chunk);
+        let failed = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|h| (h, s.spawn(|| self.deploy_host(h))))
@@ -338,7 +373,10 @@ impl<'a> Run<'a> {
                     Err(_) => Some(format!("{h} ({}: host thread panicked)", Step::Panic)),
                 })
                 .collect()
-        })
+        });
+        // The outcomes are written by whatever the run writes next, at the latest the next
+        // batch's own durable write before it touches a host (or the flusher, within 50 ms).
+        failed
     }
 
     /// The canary bake: wait, staying healthy, then check the canaries again.
@@ -400,7 +438,7 @@ impl<'a> Run<'a> {
                     others.join(", ")
                 );
                 self.journal
-                    .note(|j| j.step(None, Step::Capacity, true, Some(detail)));
+                    .record(|j| j.step(None, Step::Capacity, true, Some(detail)));
             }
             self.healthy()?;
             std::thread::sleep(Duration::from_secs(2).min(wait.saturating_sub(t0.elapsed())));
@@ -417,9 +455,7 @@ impl<'a> Run<'a> {
                 others.join(", ")
             );
             self.journal
-                .note(|j| j.step(None, Step::Capacity, true, Some(detail)));
-        } else {
-            self.journal.note(|_| {});
+                .record(|j| j.step(None, Step::Capacity, true, Some(detail)));
         }
         Ok(room)
     }
@@ -440,8 +476,106 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Has the state writer record `hosts` in the env state, beside the next batch.
+    fn record_env_later(&self, hosts: &[String]) {
+        self.state_queue
+            .lock()
+            .unwrap()
+            .0
+            .extend(hosts.iter().cloned());
+        self.state_cv.notify_all();
+    }
+
+    /// Writes the env state of the hosts [`Run::record_env_later`] queues, one compare-and-swap
+    /// for all that queued while the last was written, until `stop`.
+    fn state_writer(&self, stop: &AtomicBool) {
+        loop {
+            let hosts: Vec<String> = {
+                let mut q = self.state_queue.lock().unwrap();
+                while q.0.is_empty() && !stop.load(Ordering::SeqCst) {
+                    q = self
+                        .state_cv
+                        .wait_timeout(q, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+                if q.0.is_empty() {
+                    return;
+                }
+                q.1 = true;
+                std::mem::take(&mut q.0).into_iter().collect()
+            };
+            self.record_env(&hosts);
+            self.state_queue.lock().unwrap().1 = false;
+            self.state_cv.notify_all();
+        }
+    }
+
+    /// Takes what the state writer has not written yet and waits for the write under way, so
+    /// the run's last write of the env state comes after every other.
+    fn drain_state_writer(&self) {
+        let mut q = self.state_queue.lock().unwrap();
+        q.0.clear();
+        while q.1 {
+            q = self
+                .state_cv
+                .wait_timeout(q, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Writes to the env state, in one compare-and-swap, what the journal says `hosts` run now
+    /// that this run did not write yet: a host done runs its target, a host rolled back its
+    /// own `from` (a host with nothing to go back to is left as recorded). A failed write is a
+    /// journal step; the next call (at the latest, the one at the end) writes it again.
+    fn record_env(&self, hosts: &[String]) {
+        let (id, dt, changes) = self.journal.read(|j| {
+            let recorded = self.recorded.lock().unwrap();
+            let changes: Vec<(String, ReleaseRef)> = hosts
+                .iter()
+                .filter_map(|h| {
+                    let e = &j.hosts[h];
+                    let now = match e.phase {
+                        HostPhase::Done => Some(&e.to),
+                        HostPhase::RolledBack => e.from.as_ref(),
+                        _ => None,
+                    }?;
+                    (recorded.get(h) != Some(now)).then(|| (h.clone(), now.clone()))
+                })
+                .collect();
+            (j.id.clone(), j.deploy_type, changes)
+        });
+        if changes.is_empty() {
+            return;
+        }
+        let r = records::update_state(self.ctx.store.as_ref(), &self.ctx.name, |st| {
+            let at = now_rfc3339();
+            for (h, release) in &changes {
+                let rec = st.hosts.entry(h.clone()).or_default();
+                rec.current = Some(release.clone());
+                rec.last_good = Some(release.clone());
+                rec.deploy_id = Some(id.clone());
+                rec.updated_at = at.clone();
+            }
+            st.last_deploy = Some(id.clone());
+            if dt.is_some() {
+                st.deploy_type = dt;
+            }
+        });
+        match r {
+            Ok(_) => self.recorded.lock().unwrap().extend(changes),
+            Err(e) => {
+                let names: Vec<&str> = changes.iter().map(|(h, _)| h.as_str()).collect();
+                let detail = format!("{} (hosts {})", e, names.join(", "));
+                self.journal
+                    .record(|j| j.step(None, Step::Record, false, Some(detail)));
+            }
+        }
+    }
+
     fn refuse(&self, reason: String) -> Outcome {
-        self.journal.note(|j| j.abort_reason = Some(reason.clone()));
+        self.journal.note(|j| j.set_abort_reason(reason.clone()));
         self.finish(
             JournalStatus::Refused,
             format!("refused before touching any host: {reason}"),
@@ -450,31 +584,14 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads (a pool: a
-    /// worker takes the next host as soon as it is free); results in `hosts` order.
+    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads; results in
+    /// `hosts` order.
     pub(super) fn bounded<T: Send>(
         &self,
         hosts: &[String],
         f: impl Fn(&String) -> T + Sync,
     ) -> Vec<T> {
-        let workers = self.ctx.cfg.prefetch_parallelism.max(1).min(hosts.len());
-        let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(h) = hosts.get(i) else { break };
-                        *results[i].lock().unwrap() = Some(f(h));
-                    }
-                });
-            }
-        });
-        results
-            .into_iter()
-            .map(|r| r.into_inner().unwrap().expect("every host ran"))
-            .collect()
+        bounded(self.ctx.cfg.prefetch_parallelism, hosts, f)
     }
 
     /// Aborts: every touched host goes back to its own last good release, in reverse order.
@@ -483,7 +600,7 @@ impl<'a> Run<'a> {
             reason: reason.clone(),
         });
         self.journal.note(|j| {
-            j.abort_reason = Some(reason.clone());
+            j.set_abort_reason(reason.clone());
             j.step(None, Step::Abort, true, Some(reason.clone()));
         });
         let (mut touched, deploy_type, rollback_safe) = self.journal.read(|j| {
@@ -567,11 +684,11 @@ impl<'a> Run<'a> {
         failed: Vec<String>,
         needs_human: Vec<String>,
     ) -> Outcome {
-        self.journal.note(|j| {
-            j.status = status;
-            j.finished_at = Some(now_rfc3339());
-            j.needs_human = needs_human.clone();
-        });
+        self.drain_state_writer();
+        let all: Vec<String> = self.journal.hosts(|hs| hs.keys().cloned().collect());
+        self.record_env(&all);
+        self.journal
+            .note(|j| j.set_outcome(status, needs_human.clone()));
         let mut message = message;
         if let Some(e) = self.journal.failure() {
             message.push_str(&format!(
@@ -592,4 +709,31 @@ impl<'a> Run<'a> {
         });
         o
     }
+}
+
+/// Runs `f` for every host on at most `workers` threads (a pool: a worker takes the next host
+/// as soon as it is free); results in `hosts` order.
+pub(super) fn bounded<T: Send>(
+    workers: usize,
+    hosts: &[String],
+    f: impl Fn(&String) -> T + Sync,
+) -> Vec<T> {
+    let workers = workers.max(1).min(hosts.len());
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(h) = hosts.get(i) else { break };
+                    *results[i].lock().unwrap() = Some(f(h));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().unwrap().expect("every host ran"))
+        .collect()
 }

@@ -282,3 +282,74 @@ fn health_follows_the_instance() {
     h.crash();
     assert_eq!(h.health().unwrap().pid, None);
 }
+
+#[test]
+fn a_parked_caller_leaves_its_step_in_progress_recorded() {
+    let h = Arc::new(host());
+    deploy(&h, 'a').unwrap();
+    let (d, m) = manifest('b');
+    h.fetch(&d, &m).unwrap();
+    let ran = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = ran.clone();
+    h.on_call("status", move || {
+        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    h.status().unwrap();
+    h.status().unwrap();
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1, "once");
+    let parked = h.park_on_call("switch");
+    let h2 = h.clone();
+    std::thread::spawn(move || h2.switch(&"b".repeat(40)));
+    assert!(parked.wait(Duration::from_secs(5)));
+    let s = h.snapshot();
+    let step = s.state.step.expect("step in progress");
+    assert_eq!(step.op, "switch");
+    assert_eq!(step.release.as_deref(), Some("b".repeat(40).as_str()));
+    // The switch never happened.
+    assert_eq!(s.current.as_deref(), Some("a".repeat(40).as_str()));
+    // A completed mutating step clears its record.
+    let h = host();
+    deploy(&h, 'a').unwrap();
+    assert!(h.snapshot().state.step.is_none());
+}
+
+#[test]
+fn install_puts_a_running_known_good_release_on_the_host() {
+    let h = host();
+    let (d, m) = manifest('a');
+    let r = ReleaseRef {
+        commit: m.source.commit.clone(),
+        manifest: d,
+    };
+    h.install(&r);
+    let s = h.status().unwrap();
+    assert_eq!(s.current.as_deref(), Some(r.commit.as_str()));
+    assert_eq!(s.state.last_good.as_ref(), Some(&r));
+    let run = s.running.expect("running");
+    assert_eq!(run.port, Some(7300));
+    h.wait_ready(&ready(7300)).unwrap();
+    assert!(h.fetch(&d, &m).unwrap().cached);
+}
+
+#[test]
+fn the_pool_counts_who_is_out_and_fails_on_request() {
+    let p = MemoryPool::new();
+    let (a, b) = (host(), MemoryHost::new("h2", &cfg()));
+    crate::pool::Pool::depool(&p, &a, None).unwrap();
+    crate::pool::Pool::depool(&p, &b, None).unwrap();
+    crate::pool::Pool::repool(&p, &a, None).unwrap();
+    assert_eq!(p.max_out_seen(), 2);
+    assert!(p.is_out("h2") && !p.is_out("h1"));
+    p.set_out("h3", true);
+    let all = ["h1".to_string(), "h2".into(), "h3".into()];
+    assert_eq!(
+        crate::pool::Pool::out_of_pool(&p, &all).unwrap(),
+        ["h2", "h3"]
+    );
+    p.fail_next("repool", "h2", "lb said no");
+    let e = crate::pool::Pool::repool(&p, &b, None).unwrap_err();
+    assert!(e.to_string().contains("lb said no"), "{e}");
+    assert!(p.is_out("h2"), "a failed repool leaves it out");
+    crate::pool::Pool::repool(&p, &b, None).unwrap();
+    assert_eq!(p.calls().len(), 5);
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use applier::engine::{self, DeployError, DeployOptions, EnvContext, HostReport, Outcome};
 use applier::events::EventSink;
 use applier::notify::{NoticeBase, Notifier};
+use applier::records::JournalStatus;
 
 use crate::cli::{Cli, Cmd, Format, guard_options};
 use crate::context::{env_ctx, identity, open_store, resolve_config};
@@ -63,6 +64,30 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 engine::promote(&ctx, sink, from, from_hosts.as_deref(), &opts)
             })
         }
+        Cmd::Plan {
+            target,
+            env,
+            acks,
+            backend,
+            skip_promotion_check,
+        } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env, &id.who)?;
+            let opts = DeployOptions {
+                reason: "plan".into(),
+                dry_run: true,
+                guard: guard_options(backend, acks),
+                skip_promotion_check: *skip_promotion_check,
+                ..Default::default()
+            };
+            let p = engine::preview(&ctx, target, &opts).map_err(Failure::deploy)?;
+            if render == Render::Json {
+                println!("{}", serde_json::to_string(&p).expect("serialises"));
+            } else {
+                print!("{}", crate::plan::text(&p));
+            }
+            Ok(Exit::Ok)
+        }
         Cmd::Rollback {
             env,
             message,
@@ -94,21 +119,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             force,
         } => {
             let r = resolve_config(&cli)?;
-            let env = match env {
-                Some(e) => e.clone(),
-                None => {
-                    let store = open_store(&r)?;
-                    let envs: Vec<String> = r.config.envs.keys().cloned().collect();
-                    applier::records::find_journal(store.as_ref(), &envs, deploy_id)
-                        .map_err(Failure::refused)?
-                        .ok_or_else(|| {
-                            Failure::usage(anyhow::anyhow!(
-                                "no deploy {deploy_id} in any configured environment"
-                            ))
-                            .hint("`applier history --env <env>` lists an environment's deploys")
-                        })?
-                }
-            };
+            let env = crate::reports::env_of(&r, env.as_deref(), deploy_id)?;
             let ctx = env_ctx(&r, &env, &id.who)?;
             let opts = with_who(DeployOptions {
                 reason: format!("resume {deploy_id}"),
@@ -202,13 +213,30 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 .any(|h| !h.drift.is_empty() || h.error.is_some());
             Ok(if drift { Exit::Failed } else { Exit::Ok })
         }
-        Cmd::History { env, limit } => {
+        Cmd::History {
+            env,
+            limit,
+            since,
+            status,
+            host,
+        } => {
             let r = resolve_config(&cli)?;
-            let store = open_store(&r)?;
-            let all = applier::records::history(store.as_ref(), env).map_err(Failure::refused)?;
-            let skip = all.len().saturating_sub(*limit);
-            crate::history::print(&all[skip..], render);
-            Ok(Exit::Ok)
+            let filter = crate::reports::filter(since.as_deref(), status.as_deref(), host)?;
+            crate::reports::history(&r, env, *limit, &filter, render)
+        }
+        Cmd::Show { deploy_id, env } => {
+            let r = resolve_config(&cli)?;
+            crate::reports::show(&r, env.as_deref(), deploy_id, render)
+        }
+        Cmd::Report {
+            deploy_id,
+            env,
+            latest,
+            output,
+        } => {
+            let r = resolve_config(&cli)?;
+            let id = if *latest { None } else { deploy_id.as_deref() };
+            crate::reports::report(&r, env.as_deref(), id, output.as_deref())
         }
     }
 }
@@ -222,7 +250,7 @@ fn notified(
 ) -> Result<Exit, Failure> {
     let sink = Sink::new(render);
     let res = with_notifier(ctx, &sink, opts, f);
-    finish(&sink, res)
+    finish(&sink, ctx, res)
 }
 
 /// Runs `f` with `sink` wrapped by the env's notifier, then waits (at most `NOTIFY_WAIT`)
@@ -252,11 +280,19 @@ pub fn with_notifier<T>(
     res
 }
 
-/// Ends a run: the outcome line (or JSON error event) and the exit code.
-pub fn finish(sink: &Sink, res: Result<Outcome, DeployError>) -> Result<Exit, Failure> {
+/// Ends a run: the report (when the env has a `report_dir`), the outcome line (or JSON error
+/// event) and the exit code.
+fn finish(
+    sink: &Sink,
+    ctx: &EnvContext,
+    res: Result<Outcome, DeployError>,
+) -> Result<Exit, Failure> {
     sink.done();
     match res {
         Ok(o) => {
+            if o.status != JournalStatus::Running {
+                crate::reports::auto_write(ctx, &o.deploy_id);
+            }
             if sink.render != Render::Json {
                 println!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
             }

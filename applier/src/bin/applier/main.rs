@@ -4,9 +4,12 @@
 //! - `context`: configuration layers, the store and the environment context.
 //! - `commands`: one function per subcommand (deploy, promote, rollback, resume, cd, diff,
 //!   unlock, status, history), with the env's notifications beside the renderer.
-//! - `cd`, `diff`, `history`, `unlock`: rendering those commands' results.
+//! - `cd`, `diff`, `unlock`: rendering those commands' results.
 //! - `host`: `applier host ...`, the target side of a remote transport.
-//! - `render`: the live, plain and JSON renderers of the event stream.
+//! - `plan`: the text form of `applier plan`.
+//! - `live`: the live view's board (the table, the bake countdown, the summary).
+//! - `render`: the live view (a table redrawn in place), plain lines and JSON lines of the
+//!   event stream.
 //! - `exit`: the exit codes, decided in one place from the library's outcomes and error kinds.
 //!
 //! An error is printed on stderr as `applier: <error>`, followed by a `hint:` line where the
@@ -18,9 +21,11 @@ mod commands;
 mod context;
 mod diff;
 mod exit;
-mod history;
 mod host;
+mod live;
+mod plan;
 mod render;
+mod reports;
 mod unlock;
 
 use std::process::ExitCode;
