@@ -73,12 +73,12 @@ pub fn run(
                     .hosts
                     .get(h)
                     .and_then(|r| r.current.as_ref())
-                    .is_some_and(|c| c.commit == newest)
+                    .is_some_and(|c| c.commit.as_str() == newest)
             });
         let running: Vec<String> = state
             .hosts
             .values()
-            .filter_map(|r| r.current.as_ref().map(|c| c.commit.clone()))
+            .filter_map(|r| r.current.as_ref().map(|c| c.commit.to_string()))
             .collect();
         let report = |up_to_date, outcome| CdReport {
             env: ctx.name.clone(),

@@ -95,6 +95,26 @@ pub fn run(spec: &CheckSpec, ctx: &CheckContext<'_>) -> CheckResult {
     }
 }
 
+/// The placeholders of check templates and their values for this instance.
+fn values(ctx: &CheckContext<'_>) -> Vec<(&'static str, String)> {
+    let since = ctx
+        .started_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    vec![
+        ("release", ctx.release.clone()),
+        ("host", ctx.host.name().to_string()),
+        ("address", ctx.address.clone()),
+        ("port", ctx.port.to_string()),
+        ("instance", format!("{}:{}", ctx.address, ctx.port)),
+        ("name", ctx.service_name.clone()),
+        ("since", since.to_string()),
+    ]
+}
+
+/// Substitutes the placeholders into a URL path or a query (not a shell command: those go
+/// through [`crate::shell::fill`]).
 fn subst(s: &str, ctx: &CheckContext<'_>) -> String {
     s.replace("{release}", &ctx.release)
         .replace("{host}", ctx.host.name())
@@ -255,14 +275,11 @@ fn logs(c: &LogsCheck, ctx: &CheckContext<'_>) -> (Outcome, String) {
         }
     }
     let text = if let Some(cmd) = &c.command {
-        let since = ctx
-            .started_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let cmd = subst(cmd, ctx).replace("{since}", &since.to_string());
+        // Values reach the shell quoted, and as variables ($APPLIER_HOST, $APPLIER_SINCE, ...).
+        let filled = crate::shell::fill(cmd, &values(ctx));
+        let (cmd, env) = (filled.cmd, filled.env);
         let timeout = c.timeout.unwrap_or(ctx.settings.timeout).0;
-        match ctx.host.exec(&cmd, timeout) {
+        match ctx.host.exec(&cmd, &env, timeout) {
             Ok(out) if out.status == 0 => out.stdout,
             Ok(out) => {
                 return (
@@ -462,5 +479,41 @@ mod tests {
             graphite_value(r#"[{"target":"x","datapoints":[[null,1]]}]"#).unwrap(),
             None
         );
+    }
+
+    /// A logs check's `command` gets the instance's values quoted and as variables: a host
+    /// name that is shell text reaches it as data and runs nothing.
+    #[test]
+    fn a_logs_command_with_hostile_values_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("MARKER");
+        let hostile = format!("h;touch {}", marker.display());
+        let store: std::sync::Arc<dyn artifact::Store> =
+            std::sync::Arc::new(artifact::store::fs::FsStore::open(dir.path().join("s")).unwrap());
+        let cfg: crate::config::HostConfig = serde_json::from_value(serde_json::json!({
+            "root": dir.path().join("root"),
+            "address": "127.0.0.1"
+        }))
+        .unwrap();
+        let host = crate::host::LocalHost::new(&hostile, &cfg, store);
+        let settings = CheckSettings::default();
+        let ctx = CheckContext {
+            host: &host,
+            address: "127.0.0.1".into(),
+            port: 7231,
+            release: "$(touch /nonexistent/x)".into(),
+            service_name: format!("`touch {}`", marker.display()),
+            started_at: SystemTime::UNIX_EPOCH,
+            log_file: None,
+            settings: &settings,
+        };
+        let spec: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "logs",
+            "command": "echo {host} {name} {release}; echo \"$APPLIER_HOST\"; echo '{\"level\":50,\"msg\":\"x\"}' >&2",
+        }))
+        .unwrap();
+        let r = run_all(&[spec], &ctx);
+        assert!(r[0].passed, "{:?}", r[0]);
+        assert!(!marker.exists(), "a hostile value ran a command");
     }
 }

@@ -8,7 +8,7 @@
 //! is set while it has no `cleared`.
 //!
 //! This is not the lease (`envs/<env>/lock`, held while a deploy runs): `applier unlock`
-//! breaks a lease only when told to (`--break-lease <deploy-id>`).
+//! clears both: this record, and a stuck lease (fencing its holder out).
 
 use artifact::store::{ETag, Store, StoreError};
 use serde::{Deserialize, Serialize};

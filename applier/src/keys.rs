@@ -4,6 +4,7 @@
 //! ```text
 //! envs/<env>/state.json               per-host current / last known good, compare-and-swap
 //! envs/<env>/lock                     lease lock (engine::lease)
+//! envs/<env>/fence                    the last fencing generation handed out (engine::lease)
 //! envs/<env>/deploys/<deploy-id>.json journal of one deploy (its base record)
 //! envs/<env>/segments/<deploy-id>/<seq>.seg  the journal's segments while it runs
 //! envs/<env>/failure-lock.json        set after a failed deploy, until `applier unlock`
@@ -14,6 +15,9 @@ pub fn env_state(env: &str) -> String {
 }
 pub fn env_lock(env: &str) -> String {
     format!("envs/{env}/lock")
+}
+pub fn env_fence(env: &str) -> String {
+    format!("envs/{env}/fence")
 }
 pub fn deploy_journal(env: &str, deploy_id: &str) -> String {
     format!("envs/{env}/deploys/{deploy_id}.json")

@@ -16,6 +16,7 @@
 //! - [`checks`]: http, logs and metrics checks.
 //! - [`diff`]: what a deploy would change: rendered config per host, code, dependencies,
 //!   storage.
+//! - [`shell`]: command templates whose values reach `sh -c` quoted and as variables.
 //! - [`engine`]: the deploy engine (plan, gates, lease, run, host path, journal) and its entry
 //!   points deploy, promote, rollback, resume and status.
 //! - [`promotion`]: the `promotion.requires` records and what `promote` takes from an env.
@@ -55,6 +56,7 @@ pub mod records;
 pub mod refs;
 pub mod report;
 pub mod service;
+pub mod shell;
 pub mod srclayer;
 pub mod target;
 

@@ -238,7 +238,7 @@ fn host_configs(
             .or_else(|| env_state.hosts.get(name).and_then(|r| r.current.clone()));
         let mut d = HostConfigDiff {
             host: name.clone(),
-            from: from.as_ref().map(|r| r.commit.clone()),
+            from: from.as_ref().map(|r| r.commit.to_string()),
             to: new_commit.clone(),
             diff: String::new(),
             rendered: String::new(),
@@ -273,7 +273,9 @@ fn host_configs(
                 .clone()
                 .unwrap_or_else(|| l.manifest.service.clone());
             let port = host.config().port.or(spec.port);
-            let render = ctx.render_request(name, &service, &l.manifest.source.commit, port);
+            let release =
+                crate::protocol::ReleaseRef::of(*rd, &l.manifest).map_err(|e| e.to_string())?;
+            let render = ctx.render_request(name, &service, &release, port)?;
             let p = host
                 .render_preview(&PreviewRequest {
                     render,

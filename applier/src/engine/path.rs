@@ -6,16 +6,23 @@
 //! the first step that fails (the host stays out of the pool). A restore is the same path with
 //! the host's `from` release as the target; a host with nothing to go back to only goes
 //! through `take_out`. Every step is an event and a journal step as it completes.
+//!
+//! Every step that changes the host or the pool is fenced ([`Run::fenced`]): the lease is
+//! confirmed first, and the request carries the run's fencing token; a host that refuses the
+//! token marks the lease lost, which stops the run.
 
 use std::time::{Duration, SystemTime};
 
 use artifact::manifest::Manifest;
 
-use super::run::{Run, check_list};
+use super::plan::check_list;
+use super::run::Run;
 use crate::checks::{self, CheckContext, CheckResult};
 use crate::events::Event;
 use crate::host::Host;
-use crate::protocol::{HostError, PreflightRequest, ReadyRequest, ReleaseRef, StartRequest};
+use crate::protocol::{
+    ErrorKind, Fence, HostError, PreflightRequest, ReadyRequest, ReleaseRef, StartRequest,
+};
 use crate::records::{HostEntry, HostPhase, Step};
 use crate::service::ServiceSpec;
 
@@ -37,6 +44,18 @@ impl std::fmt::Display for StepFail {
     }
 }
 
+impl StepFail {
+    /// The step (and check) that failed, without its detail: what the host's summary, the
+    /// abort reason and the outcome say (the detail, with any quoted log line, is in the step's
+    /// own event and journal record, once).
+    pub fn short(&self) -> String {
+        match &self.check {
+            Some(c) => format!("check {c}"),
+            None => self.step.to_string(),
+        }
+    }
+}
+
 fn fail(step: Step, detail: String) -> StepFail {
     StepFail {
         step,
@@ -50,11 +69,27 @@ pub(super) fn port_of(h: &dyn Host, spec: Option<&ServiceSpec>) -> Option<u16> {
     h.config().port.or(spec.and_then(|s| s.port))
 }
 
-fn he(e: HostError) -> String {
-    e.to_string()
-}
-
 impl Run<'_> {
+    /// A host's error as a step's detail; a refused fencing token marks the lease lost.
+    pub(super) fn he(&self, e: HostError) -> String {
+        if e.kind() == ErrorKind::Fenced {
+            self.lease.mark_lost(format!(
+                "the lease on {} was lost: {e}; this deploy stopped at once and changes nothing more",
+                self.ctx.name
+            ));
+        }
+        e.to_string()
+    }
+
+    /// Before a step that changes `host` or the pool: the lease confirmed now, and the fence
+    /// the request carries. `Err` (journalled as the step's failure) stops the path.
+    fn fenced(&self, host: &str, step: Step) -> Result<Fence, StepFail> {
+        match self.lease.confirm(self.ctx.store.as_ref()) {
+            Ok(()) => Ok(self.lease.fence().clone()),
+            Err(why) => self.step(host, step, Err(why), |_: &Fence| None),
+        }
+    }
+
     pub(super) fn set_phase(&self, host: &str, phase: HostPhase, detail: Option<String>) {
         self.journal.note(|j| {
             let e = j.host(host);
@@ -73,8 +108,9 @@ impl Run<'_> {
             let r = host.preflight(&PreflightRequest {
                 min_free_bytes: cfg.min_free_bytes + size * 4,
                 node,
+                fence: Some(self.lease.fence().clone()),
             });
-            let r = r.map_err(he).and_then(|rep| {
+            let r = r.map_err(|e| self.he(e)).and_then(|rep| {
                 if let Some(p) = &m.platform {
                     if p.os != rep.os || p.arch != rep.arch {
                         return Err(format!(
@@ -131,11 +167,15 @@ impl Run<'_> {
     /// Fetches every host's target release (and, best effort, its restore target).
     pub(super) fn prefetch(&self, hosts: &[String]) -> Result<(), String> {
         self.each_target(hosts, |h, host, e, m| {
-            let r = host.fetch(&e.to.manifest, m);
+            let fence = self.lease.fence();
+            let r = self.lease.confirm(self.ctx.store.as_ref()).and_then(|()| {
+                host.fetch(fence, &e.to.manifest, m)
+                    .map_err(|err| self.he(err))
+            });
             let detail = match &r {
                 Ok(rep) if rep.cached => format!("{} already on the host", rep.release),
                 Ok(rep) => format!("{} fetched ({} bytes)", rep.release, rep.downloaded),
-                Err(err) => err.to_string(),
+                Err(err) => err.clone(),
             };
             self.sink.emit(&Event::Fetch {
                 host: h.clone(),
@@ -153,7 +193,7 @@ impl Run<'_> {
             if let Some(from) = &e.from
                 && let Some(fm) = self.manifests.get(&from.manifest)
             {
-                let _ = host.fetch(&from.manifest, fm);
+                let _ = host.fetch(fence, &from.manifest, fm);
             }
             Ok(())
         })
@@ -165,7 +205,7 @@ impl Run<'_> {
     pub(super) fn deploy_host(&self, host: &str) -> Result<(), StepFail> {
         let e = self.journal.entry(host);
         let r = self.converge(host, &e.to);
-        let detail = r.as_ref().err().map(|f| f.to_string());
+        let detail = r.as_ref().err().map(|f| format!("{} failed", f.short()));
         let phase = if r.is_ok() {
             HostPhase::Done
         } else {
@@ -178,7 +218,7 @@ impl Run<'_> {
         });
         self.sink.emit(&Event::HostDone {
             host: host.into(),
-            release: e.to.commit.clone(),
+            release: e.to.commit.to_string(),
             ok: r.is_ok(),
             detail,
         });
@@ -225,12 +265,19 @@ impl Run<'_> {
     /// The first steps of every path: out of the pool, then the service stopped.
     fn take_out(&self, host: &str, port: Option<u16>) -> Result<(), StepFail> {
         let h = self.ctx.host(host);
+        self.fenced(host, Step::Depool)?;
         let depooled = self.ctx.pool.depool(h, port).map_err(|e| e.to_string());
         self.step(host, Step::Depool, depooled, |_| None)?;
-        self.step(host, Step::Stop, h.stop().map_err(he), |r| {
-            r.stopped
-                .map(|p| format!("pid {p}{}", if r.killed { " (killed)" } else { "" }))
-        })?;
+        let fence = self.fenced(host, Step::Stop)?;
+        self.step(
+            host,
+            Step::Stop,
+            h.stop(&fence).map_err(|e| self.he(e)),
+            |r| {
+                r.stopped
+                    .map(|p| format!("pid {p}{}", if r.killed { " (killed)" } else { "" }))
+            },
+        )?;
         Ok(())
     }
 
@@ -241,7 +288,7 @@ impl Run<'_> {
         let spec = self.step(
             host,
             Step::Spec,
-            h.service_spec(&to.commit).map_err(he),
+            h.service_spec(to).map_err(|e| self.he(e)),
             |_| None,
         )?;
         let port = self.step(
@@ -258,22 +305,35 @@ impl Run<'_> {
             (None, Some(m)) => m.service.clone(),
             (None, None) => String::new(),
         };
-        let req = self
+        let mut req = self
             .ctx
-            .render_request(host, &service, &to.commit, Some(port));
-        self.step(host, Step::Render, h.render(&req).map_err(he), |r| {
-            Some(r.config.clone())
-        })?;
-        self.step(host, Step::Switch, h.switch(&to.commit).map_err(he), |r| {
-            Some(format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to))
-        })?;
+            .render_request(host, &service, to, Some(port))
+            .map_err(|e| fail(Step::Render, e))?;
+        req.fence = Some(self.fenced(host, Step::Render)?);
+        self.step(
+            host,
+            Step::Render,
+            h.render(&req).map_err(|e| self.he(e)),
+            |r| Some(r.config.clone()),
+        )?;
+        let fence = self.fenced(host, Step::Switch)?;
+        self.step(
+            host,
+            Step::Switch,
+            h.switch(&fence, to).map_err(|e| self.he(e)),
+            |r| Some(format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to)),
+        )?;
         let start = StartRequest {
             port: Some(port),
             env: h.config().env.clone(),
+            fence: Some(self.fenced(host, Step::Start)?),
         };
-        let run = self.step(host, Step::Start, h.start(&start).map_err(he), |r| {
-            Some(format!("pid {}, log {}", r.pid, r.log))
-        })?;
+        let run = self.step(
+            host,
+            Step::Start,
+            h.start(&start).map_err(|e| self.he(e)),
+            |r| Some(format!("pid {}, log {}", r.pid, r.log)),
+        )?;
         let timeout = self
             .ctx
             .cfg
@@ -286,12 +346,22 @@ impl Run<'_> {
             port,
             timeout_ms: timeout.as_millis() as u64,
         };
-        self.step(host, Step::Ready, h.wait_ready(&ready).map_err(he), |r| {
-            Some(format!("port {port} after {} ms", r.after_ms))
-        })?;
+        self.step(
+            host,
+            Step::Ready,
+            h.wait_ready(&ready).map_err(|e| self.he(e)),
+            |r| Some(format!("port {port} after {} ms", r.after_ms)),
+        )?;
         let started = SystemTime::UNIX_EPOCH + Duration::from_millis(run.started_unix_ms);
         self.run_checks(host, &spec, to, port, started, Some(run.log.clone()))?;
-        self.step(host, Step::MarkGood, h.mark_good(to).map_err(he), |_| None)?;
+        let fence = self.fenced(host, Step::MarkGood)?;
+        self.step(
+            host,
+            Step::MarkGood,
+            h.mark_good(&fence, to).map_err(|e| self.he(e)),
+            |_| None,
+        )?;
+        self.fenced(host, Step::Repool)?;
         let repooled = self
             .ctx
             .pool
@@ -315,7 +385,7 @@ impl Run<'_> {
             host: h,
             address: h.address().to_string(),
             port,
-            release: to.commit.clone(),
+            release: to.commit.to_string(),
             service_name: spec.name.clone().unwrap_or_default(),
             started_at: started,
             log_file: log,
@@ -353,8 +423,8 @@ impl Run<'_> {
         let h = self.ctx.host(host);
         let e = self.journal.entry(host);
         let fail = |d: String| fail(Step::Recheck, d);
-        let spec = h.service_spec(&e.to.commit).map_err(|x| fail(he(x)))?;
-        let status = h.status().map_err(|x| fail(he(x)))?;
+        let spec = h.service_spec(&e.to).map_err(|x| fail(self.he(x)))?;
+        let status = h.status().map_err(|x| fail(self.he(x)))?;
         let run = status
             .running
             .ok_or_else(|| fail("the service is no longer running".into()))?;
@@ -372,11 +442,26 @@ impl Run<'_> {
     pub(super) fn restore(&self, host: &str) -> bool {
         let e = self.journal.entry(host);
         self.set_phase(host, HostPhase::RollingBack, e.detail.clone());
-        let r = match &e.from {
+        let from = e
+            .from
+            .as_ref()
+            .filter(|_| !self.no_restore.contains_key(host));
+        let r = match from {
             Some(from) => self.converge(host, from).map(|()| None),
+            None if e.from.is_some() => {
+                let h = self.ctx.host(host);
+                let spec = h.service_spec(&e.to).ok();
+                let why = self.no_restore.get(host).cloned().unwrap_or_default();
+                self.take_out(host, port_of(h, spec.as_ref())).map(|()| {
+                    Some(format!(
+                        "not switched back to {}: {why}; stopped and left out of the pool",
+                        e.from.as_ref().expect("checked")
+                    ))
+                })
+            }
             None => {
                 let h = self.ctx.host(host);
-                let spec = h.service_spec(&e.to.commit).ok();
+                let spec = h.service_spec(&e.to).ok();
                 self.take_out(host, port_of(h, spec.as_ref())).map(|()| {
                     Some("had no earlier release: stopped and left out of the pool".to_string())
                 })
@@ -385,7 +470,7 @@ impl Run<'_> {
         let ok = r.is_ok();
         let detail = match r {
             Ok(d) => d,
-            Err(f) => Some(f.to_string()),
+            Err(f) => Some(format!("{} failed", f.short())),
         };
         let keep = e
             .detail
@@ -406,7 +491,7 @@ impl Run<'_> {
         );
         self.sink.emit(&Event::Rollback {
             host: host.into(),
-            to: e.from.as_ref().map(|r| r.commit.clone()),
+            to: from.map(|r| r.commit.to_string()),
             ok,
             detail,
         });

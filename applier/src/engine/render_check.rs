@@ -8,7 +8,7 @@
 
 use crate::envconfig;
 use crate::events::Event;
-use crate::protocol::{OpsFileRef, PreviewRequest, RenderRequest};
+use crate::protocol::{OpsFileRef, PreviewRequest, ReleaseRef, RenderRequest};
 use crate::records::Step;
 
 use super::EnvContext;
@@ -22,21 +22,23 @@ impl EnvContext {
         &self,
         host: &str,
         service: &str,
-        commit: &str,
+        release: &ReleaseRef,
         port: Option<u16>,
-    ) -> RenderRequest {
+    ) -> Result<RenderRequest, String> {
         let hc = self.host(host).config();
         let mut values = self.cfg.values.clone();
         values.extend(hc.values.clone());
         let configured = hc.ops_file.as_deref().or(self.cfg.ops_file.as_deref());
         let (path, required) = envconfig::ops_file_path(configured, service);
-        RenderRequest {
-            commit: commit.to_string(),
-            env: self.service_env().to_string(),
+        let env = model::names::Name::parse(self.service_env()).map_err(|e| e.to_string())?;
+        Ok(RenderRequest {
+            release: release.clone(),
+            env,
             port,
             values,
             ops: Some(OpsFileRef { path, required }),
-        }
+            fence: None,
+        })
     }
 }
 
@@ -45,15 +47,17 @@ impl Run<'_> {
     pub(super) fn render_check(&self, hosts: &[String]) -> Result<(), String> {
         self.each_target(hosts, |h, host, e, m| {
             let r = host
-                .service_spec(&e.to.commit)
+                .service_spec(&e.to)
+                .map_err(|err| err.to_string())
                 .and_then(|spec| {
                     let service = spec.name.clone().unwrap_or_else(|| m.service.clone());
                     let port = port_of(host, Some(&spec));
-                    let render = self.ctx.render_request(h, &service, &e.to.commit, port);
+                    let render = self.ctx.render_request(h, &service, &e.to, port)?;
                     host.render_preview(&PreviewRequest {
                         render,
                         inline: None,
                     })
+                    .map_err(|err| err.to_string())
                 })
                 .map(|_| ())
                 .map_err(|err| format!("render {h}: {err}"));

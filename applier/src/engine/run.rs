@@ -4,7 +4,10 @@
 //! Hosts of a batch go through their path ([`super::path`]) in parallel. A failure within the
 //! failure limit returns that host to its own last good release and the roll goes on; past it,
 //! the run aborts: every touched host goes back to its own last good release, in reverse touch
-//! order. A lost lease or an unwritable journal stops the run at the next batch.
+//! order. A lost lease stops the run at once: before every step that changes a host or the
+//! pool the lease is confirmed ([`LeaseKeeper::confirm`]), and a host that refuses the run's
+//! fencing token marks it lost; a run that lost its lease rolls nothing back (another deploy
+//! holds the environment). An unwritable journal stops the run at the next batch.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -19,8 +22,7 @@ use super::journal::RunJournal;
 use super::lease::{self, LeaseError, LeaseKeeper};
 use super::plan::{Mode, Plan};
 use super::{DeployError, EnvContext, Outcome};
-use crate::checks::CheckSpec;
-use crate::events::{Event, EventSink, PlanGroup, PlanHost};
+use crate::events::{Event, EventSink};
 use crate::guard::DeployType;
 use crate::protocol::ReleaseRef;
 use crate::records::{self, DeployKind, HostPhase, JournalStatus, Step};
@@ -35,6 +37,8 @@ pub(super) struct Run<'a> {
     pub(super) lease: LeaseKeeper,
     /// The last touch order given out (hosts are restored in reverse of it).
     pub(super) touch: AtomicU32,
+    /// Hosts not to be switched back to their restore target (host -> why).
+    pub(super) no_restore: BTreeMap<String, String>,
     /// What this run wrote to the env state, per host (so it is written once per batch, and
     /// only what changed).
     recorded: Mutex<BTreeMap<String, ReleaseRef>>,
@@ -53,7 +57,7 @@ pub(super) fn run(
     dry_run: bool,
 ) -> Result<Outcome, DeployError> {
     if plan.mode == Mode::Fresh {
-        emit_plan(ctx, sink, &plan, dry_run);
+        super::plan::emit_plan(ctx, sink, &plan, dry_run);
     }
     if dry_run {
         return Ok(Outcome {
@@ -83,13 +87,23 @@ pub(super) fn run(
         }
         r => r?,
     };
-    let run = Run::new(
-        ctx,
-        sink,
-        plan.writer,
-        plan.manifests,
-        LeaseKeeper::new(held, ctx.lease_ttl),
-    );
+    let keeper = match LeaseKeeper::new(held.clone(), ctx.lease_ttl) {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = lease::release(ctx.store.as_ref(), &held);
+            return Err(e.into());
+        }
+    };
+    let mut run = Run::new(ctx, sink, plan.writer, plan.manifests, keeper);
+    run.no_restore = plan.no_restore;
+    run.journal.note(|j| {
+        j.step(
+            None,
+            Step::Lease,
+            true,
+            Some(format!("fencing generation {}", run.lease.fence().token)),
+        )
+    });
     match plan.mode {
         Mode::Fresh => {}
         Mode::Continue => run.journal.note(|j| j.step(None, Step::Resume, true, None)),
@@ -98,69 +112,6 @@ pub(super) fn run(
             .note(|j| j.step(None, Step::ResumeRollback, true, None)),
     }
     run.start(plan.mode)
-}
-
-fn emit_plan(ctx: &EnvContext, sink: &dyn EventSink, plan: &Plan, dry_run: bool) {
-    let j = plan.journal();
-    let mut checks: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
-    for (d, m) in &plan.manifests {
-        if j.hosts.values().any(|e| e.to.manifest == *d) {
-            let spec = super::service_spec_from_store(ctx.store.as_ref(), m).unwrap_or_default();
-            checks.insert(
-                *d,
-                check_list(ctx, &spec).iter().map(CheckSpec::name).collect(),
-            );
-        }
-    }
-    let groups = j
-        .groups
-        .iter()
-        .map(|(g, hs)| PlanGroup {
-            name: g.clone(),
-            hosts: hs
-                .iter()
-                .map(|h| {
-                    let e = &j.hosts[h];
-                    PlanHost {
-                        host: h.clone(),
-                        from: e.from.as_ref().map(|r| r.commit.clone()),
-                        to: e.to.commit.clone(),
-                        checks: checks.get(&e.to.manifest).cloned().unwrap_or_default(),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    sink.emit(&Event::Plan {
-        deploy_id: j.id.clone(),
-        env: ctx.name.clone(),
-        kind: j.kind,
-        artifact: j.artifact,
-        commit: j.commit.clone(),
-        deploy_type: j.deploy_type,
-        dry_run,
-        groups,
-    });
-}
-
-/// The checks a release gets in this env: the service's own (unless skipped), the env's
-/// extra ones, less the disabled kinds and names.
-pub(super) fn check_list(ctx: &EnvContext, spec: &crate::service::ServiceSpec) -> Vec<CheckSpec> {
-    let mut v = Vec::new();
-    if !ctx.cfg.checks.skip_service_checks {
-        v.extend(spec.checks.iter().cloned());
-    }
-    v.extend(ctx.cfg.checks.extra.iter().cloned());
-    let off = &ctx.cfg.checks.disable;
-    v.retain(|c| {
-        let kind = match c {
-            CheckSpec::Http(_) => "http",
-            CheckSpec::Logs(_) => "logs",
-            CheckSpec::Metrics(_) => "metrics",
-        };
-        !off.iter().any(|d| d == kind || *d == c.name())
-    });
-    v
 }
 
 impl<'a> Run<'a> {
@@ -185,6 +136,7 @@ impl<'a> Run<'a> {
             manifests,
             lease,
             touch: AtomicU32::new(touch),
+            no_restore: BTreeMap::new(),
             recorded: Mutex::new(BTreeMap::new()),
             state_queue: Mutex::new((BTreeSet::new(), false)),
             state_cv: Condvar::new(),
@@ -318,9 +270,15 @@ impl<'a> Run<'a> {
         }
         let names: Vec<String> = self.ctx.hosts.keys().cloned().collect();
         self.bounded(&names, |h| {
-            if let Err(e) = self.ctx.host(h).prune(self.ctx.cfg.keep_releases) {
+            let r = self.lease.confirm(self.ctx.store.as_ref()).and_then(|()| {
+                self.ctx
+                    .host(h)
+                    .prune(self.lease.fence(), self.ctx.cfg.keep_releases)
+                    .map_err(|e| self.he(e))
+            });
+            if let Err(e) = r {
                 self.journal
-                    .record(|j| j.step(Some(h), Step::Prune, false, Some(e.to_string())));
+                    .record(|j| j.step(Some(h), Step::Prune, false, Some(e)));
             }
         });
         let (failed, needs_human) = self.journal.hosts(|hs| {
@@ -369,7 +327,7 @@ impl<'a> Run<'a> {
                 .into_iter()
                 .filter_map(|(h, t)| match t.join() {
                     Ok(Ok(())) => None,
-                    Ok(Err(f)) => Some(format!("{h} ({f})")),
+                    Ok(Err(f)) => Some(format!("{h} ({})", f.short())),
                     Err(_) => Some(format!("{h} ({}: host thread panicked)", Step::Panic)),
                 })
                 .collect()
@@ -469,6 +427,7 @@ impl<'a> Run<'a> {
         match self.ctx.host(host).status() {
             Ok(s) => {
                 s.current.as_deref() == Some(e.to.commit.as_str())
+                    && s.state.current.as_ref() == Some(&e.to)
                     && s.running.is_some()
                     && s.state.step.is_none()
             }
@@ -538,7 +497,10 @@ impl<'a> Run<'a> {
                     let e = &j.hosts[h];
                     let now = match e.phase {
                         HostPhase::Done => Some(&e.to),
-                        HostPhase::RolledBack => e.from.as_ref(),
+                        // Not a host taken out instead of switched back (it runs nothing).
+                        HostPhase::RolledBack => {
+                            e.from.as_ref().filter(|_| !self.no_restore.contains_key(h))
+                        }
                         _ => None,
                     }?;
                     (recorded.get(h) != Some(now)).then(|| (h.clone(), now.clone()))
@@ -547,6 +509,12 @@ impl<'a> Run<'a> {
             (j.id.clone(), j.deploy_type, changes)
         });
         if changes.is_empty() {
+            return;
+        }
+        // Only the lease holder writes the env state.
+        if let Err(why) = self.lease.confirm(self.ctx.store.as_ref()) {
+            self.journal
+                .record(|j| j.step(None, Step::Record, false, Some(why)));
             return;
         }
         let r = records::update_state(self.ctx.store.as_ref(), &self.ctx.name, |st| {
@@ -627,10 +595,17 @@ impl<'a> Run<'a> {
         });
         touched.sort_by(|a, b| b.cmp(a));
         let names: Vec<String> = touched.into_iter().map(|(_, h)| h).collect();
-        if self.lease.is_lost() {
+        if let Err(why) = self.lease.confirm(self.ctx.store.as_ref()) {
+            let reason = if reason.contains(&why) {
+                reason
+            } else {
+                format!("{reason}; {why}")
+            };
             return self.finish(
                 JournalStatus::NeedsHuman,
-                format!("{reason}; not rolling back while another deploy may hold the environment"),
+                format!(
+                    "{reason}; nothing rolled back: the hosts are as the deploy holding the environment now leaves them"
+                ),
                 names.clone(),
                 names,
             );

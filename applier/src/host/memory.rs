@@ -109,6 +109,8 @@ struct Mem {
     exec_output: ExecOutput,
     next_pid: i32,
     seq: u64,
+    /// Every fencing token sent, in order (refused ones too).
+    fences_seen: Vec<u64>,
 }
 
 type Hook = Box<dyn FnOnce() + Send>;
@@ -223,6 +225,7 @@ impl MemoryHost {
                 },
                 next_pid: 1000,
                 seq: 0,
+                fences_seen: Vec::new(),
             }),
             hooks: Hooks::default(),
         }
@@ -234,29 +237,30 @@ impl MemoryHost {
         let mut m = self.mem();
         m.seq += 1;
         let seq = m.seq;
+        let commit = release.commit.to_string();
         m.releases.insert(
-            release.commit.clone(),
+            commit.clone(),
             Release {
                 manifest: release.manifest,
                 seq,
                 rendered: None,
             },
         );
-        m.current = Some(release.commit.clone());
+        m.current = Some(commit.clone());
         m.state.current = Some(release.clone());
         m.state.last_good = Some(release.clone());
         m.touch();
-        let port = self.cfg.port.or(m.spec(&release.commit).port);
+        let port = self.cfg.port.or(m.spec(release.commit.as_str()).port);
         m.next_pid += 1;
         let info = RunInfo {
             pid: m.next_pid,
-            release: release.commit.clone(),
+            release: commit.clone(),
             port,
             log: format!("{}/logs/{}-0.log", self.cfg.root.display(), release.commit),
             started_at: now_rfc3339(),
             started_unix_ms: 0,
         };
-        let text = m.logs.get(&release.commit).cloned().unwrap_or_default();
+        let text = m.logs.get(&commit).cloned().unwrap_or_default();
         m.files.insert(info.log.clone(), text);
         m.instance = Some(Instance {
             info,
@@ -440,27 +444,37 @@ impl MemoryHost {
     }
 
     /// Records the step in progress of a mutating request, as a target does before it acts;
-    /// `true` if one was recorded (the caller clears it when the request is done).
-    fn begin(&self, req: &HostRequest) -> bool {
+    /// `Some(what was recorded before)` if one was recorded (the caller clears it when the
+    /// request is done, or puts the earlier one back when the request is refused).
+    fn begin(&self, req: &HostRequest) -> Option<Option<StepInProgress>> {
         let mut m = self.mem();
         let (op, release) = match req {
             HostRequest::FetchUrls(r) => {
                 ("fetch", r.verified_manifest().ok().map(|m| m.source.commit))
             }
-            HostRequest::Switch(r) => ("switch", Some(r.commit.clone())),
+            HostRequest::Switch(r) => ("switch", Some(r.release.commit.to_string())),
             HostRequest::Start(_) => ("start", m.current.clone()),
-            HostRequest::Stop => match m.running() {
+            HostRequest::Stop(_) => match m.running() {
                 Some(run) => ("stop", Some(run.release)),
-                None => return false,
+                None => return None,
             },
-            _ => return false,
+            _ => return None,
         };
-        m.state.step = Some(StepInProgress {
+        Some(m.state.step.replace(StepInProgress {
             op: op.to_string(),
             release,
             started_at: now_rfc3339(),
-        });
-        true
+        }))
+    }
+
+    /// Edits the host's `state.json` in place, as a damaged or tampered target would hold it.
+    pub fn edit_state(&self, f: impl FnOnce(&mut HostState)) {
+        f(&mut self.mem().state);
+    }
+
+    /// Every fencing token this host was sent, in order (refused ones too).
+    pub fn fences(&self) -> Vec<u64> {
+        self.mem().fences_seen.clone()
     }
 }
 
@@ -474,15 +488,25 @@ impl Host for MemoryHost {
     fn call(&self, req: HostRequest) -> Result<HostResponse, HostError> {
         let op = req.op();
         let latency = self.admit(&op)?;
-        let step = self.begin(&req);
+        let before = self.begin(&req);
         self.hooks.run(&op);
         if !latency.is_zero() {
             std::thread::sleep(latency);
         }
         let root = self.cfg.root.display().to_string();
         let mut m = self.mem();
+        // The target's fence check, after the hooks (where a test parks a "stopped" deployer):
+        // a refused request changes nothing, not even the step in progress.
+        if let Some(f) = req.fence()
+            && let Err(e) = m.admit_fence(f)
+        {
+            if let Some(prev) = before {
+                m.state.step = prev;
+            }
+            return Err(e);
+        }
         let r = m.handle(&root, req);
-        if step {
+        if before.is_some() {
             m.state.step = None;
         }
         r

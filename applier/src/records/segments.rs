@@ -152,20 +152,13 @@ pub struct Loaded {
     last_seq: u64,
 }
 
-fn corrupt(key: &str, detail: impl std::fmt::Display) -> RecordError {
-    RecordError::Corrupt {
-        key: key.to_string(),
-        detail: detail.to_string(),
-    }
-}
-
 /// Reads deploy `id` of `env`: its base and, while it runs, its segments (see the module doc).
 /// The base missing is [`RecordError::Store`] not-found; a base that does not parse is
 /// [`RecordError::Corrupt`]; a segment that does not verify is reported in `damaged`.
 pub fn load(store: &dyn Store, env: &str, id: &str) -> Result<Loaded, RecordError> {
     let key = keys::deploy_journal(env, id);
     let (b, meta) = store.get_bytes(&key)?;
-    let mut journal: Journal = serde_json::from_slice(&b).map_err(|e| corrupt(&key, e))?;
+    let mut journal: Journal = super::parse_journal(&b, &key, env)?;
     let mut last_seq = journal.segments;
     if journal.status == JournalStatus::Running {
         let prefix = keys::journal_segments(env, id);

@@ -17,7 +17,7 @@ fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
 
 fn release(c: char) -> ReleaseRef {
     ReleaseRef {
-        commit: c.to_string().repeat(40),
+        commit: model::names::CommitId::parse(&c.to_string().repeat(40)).unwrap(),
         manifest: Digest::of(c.to_string().as_bytes()),
     }
 }

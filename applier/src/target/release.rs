@@ -5,7 +5,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -21,6 +21,20 @@ use crate::service::ServiceSpec;
 type OpsRead = Option<(String, OpsFile)>;
 
 impl HostRoot {
+    /// The directory of `release`, if it holds that very build: its `.release.json` (written
+    /// by the fetch that verified it) names the same manifest digest. A directory holding
+    /// another build of the commit, or none, is refused.
+    pub fn verified_release(&self, release: &ReleaseRef) -> Result<PathBuf, HostError> {
+        let meta = self.release_meta(&release.commit)?;
+        if meta.manifest != release.manifest {
+            return Err(HostError::NotFetched(format!(
+                "{} as the build {} (releases/{} holds {})",
+                release.commit, release.manifest, release.commit, meta.manifest
+            )));
+        }
+        Ok(self.release_dir(&release.commit))
+    }
+
     pub fn service_spec(&self, commit: &str) -> Result<ServiceSpec, HostError> {
         let dir = self.release_dir(commit);
         if !dir.is_dir() {
@@ -32,13 +46,15 @@ impl HostRoot {
     /// Renders the release's env config, the port, the inventory's values and the host's
     /// ops file into `<release>/config.yaml` (mode 0600: it may hold the host's secrets).
     pub fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
-        let spec = self.service_spec(&req.commit)?;
-        let env_file = spec.config.env_file.replace("{env}", &req.env);
-        let base = self.release_env_config(&req.commit, &env_file, &req.env)?;
+        let dir = self.verified_release(&req.release)?;
+        let commit = req.release.commit.as_str();
+        let spec = self.service_spec(commit)?;
+        let env_file = checked_env_file(&spec.config.env_file, &req.env)?;
+        let base = self.release_env_config(commit, &env_file, &req.env)?;
         let r = self.merge(base, &env_file, &spec.config, req)?;
         let text =
             serde_norway::to_string(&r.tree).map_err(|e| HostError::Render(e.to_string()))?;
-        let out = self.release_dir(&req.commit).join("config.yaml");
+        let out = dir.join("config.yaml");
         write_atomic(&out, text.as_bytes())?;
         fs::set_permissions(&out, fs::Permissions::from_mode(0o600))
             .map_err(io_err(format!("restricting {}", out.display())))?;
@@ -53,7 +69,7 @@ impl HostRoot {
     pub fn render_preview(&self, req: &PreviewRequest) -> Result<PreviewReport, HostError> {
         let (base, env_file, config) = match &req.inline {
             Some(i) => {
-                let env_file = i.config.env_file.replace("{env}", &req.render.env);
+                let env_file = checked_env_file(&i.config.env_file, &req.render.env)?;
                 (
                     parse_env_config(&i.env_config, &env_file)?,
                     env_file,
@@ -61,10 +77,11 @@ impl HostRoot {
                 )
             }
             None => {
-                let spec = self.service_spec(&req.render.commit)?;
-                let env_file = spec.config.env_file.replace("{env}", &req.render.env);
-                let base =
-                    self.release_env_config(&req.render.commit, &env_file, &req.render.env)?;
+                self.verified_release(&req.render.release)?;
+                let commit = req.render.release.commit.as_str();
+                let spec = self.service_spec(commit)?;
+                let env_file = checked_env_file(&spec.config.env_file, &req.render.env)?;
+                let base = self.release_env_config(commit, &env_file, &req.render.env)?;
                 (base, env_file, spec.config)
             }
         };
@@ -123,9 +140,10 @@ impl HostRoot {
         }
     }
 
-    /// Points `current` at the release, atomically.
-    pub fn switch(&self, commit: &str) -> Result<SwitchReport, HostError> {
-        let meta = self.release_meta(commit)?;
+    /// Points `current` at the release, atomically (only if its directory holds that build).
+    pub fn switch(&self, release: &ReleaseRef) -> Result<SwitchReport, HostError> {
+        self.verified_release(release)?;
+        let commit = release.commit.as_str();
         self.begin("switch", Some(commit))?;
         let from = self.current();
         let tmp = self
@@ -138,12 +156,8 @@ impl HostRoot {
             io_err("switching current")(e)
         })?;
         sync_dir(&self.root);
-        let release = ReleaseRef {
-            commit: commit.to_string(),
-            manifest: meta.manifest,
-        };
         self.update_state(|s| {
-            s.current = Some(release);
+            s.current = Some(release.clone());
             s.step = None;
         })?;
         Ok(SwitchReport {
@@ -151,6 +165,20 @@ impl HostRoot {
             to: commit.to_string(),
         })
     }
+}
+
+/// `config.env_file` with `{env}` put in: a relative path inside the release, or refused.
+fn checked_env_file(template: &str, env: &str) -> Result<String, HostError> {
+    let rel = template.replace("{env}", env);
+    if Path::new(&rel)
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(HostError::Render(format!(
+            "config.env_file {rel:?} must be a relative path inside the release"
+        )));
+    }
+    Ok(rel)
 }
 
 fn parse_env_config(text: &str, env_file: &str) -> Result<Value, HostError> {

@@ -176,7 +176,7 @@ impl Env {
         );
         let cfg = Config {
             store: store.display().to_string(),
-            lease_ttl: applier::config::Dur(Duration::from_secs(6)),
+            lease_ttl: applier::config::Dur(Duration::from_secs(10)),
             envs,
             ..Config::default()
         };

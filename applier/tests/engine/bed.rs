@@ -3,7 +3,7 @@
 //! ([`MemoryPool`]), and the environment context over them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use applier::config::EnvConfig;
@@ -67,6 +67,16 @@ impl Bed {
 
     /// Stores a small artifact of `commit` (a 40-hex id) whose service logs `log` on every host.
     pub fn artifact(&self, commit: &str, log: &str) -> ReleaseRef {
+        self.artifact_with(commit, log, None)
+    }
+
+    /// [`Bed::artifact`] with a storage manifest (schema-guard's format) in its manifest.
+    pub fn artifact_with(
+        &self,
+        commit: &str,
+        log: &str,
+        storage: Option<serde_json::Value>,
+    ) -> ReleaseRef {
         let (layer, diff_id) = source_layer(commit);
         let ld = Digest::of(&layer);
         put(&*self.store, &keys::blob(&ld), &layer);
@@ -90,7 +100,7 @@ impl Bed {
             }],
             platform: None,
             deps: None,
-            storage: None,
+            storage,
             labels: Default::default(),
         };
         let bytes = m.to_canonical_json();
@@ -110,10 +120,7 @@ impl Bed {
         for h in self.hosts.values() {
             h.set_log(commit, log);
         }
-        ReleaseRef {
-            commit: commit.into(),
-            manifest: d,
-        }
+        ReleaseRef::of(d, &m).unwrap()
     }
 
     /// The env `name` over this bed's hosts and store; `cfg` is merged over defaults (groups
@@ -181,6 +188,91 @@ impl Bed {
 
 fn host_config(h: &str) -> applier::config::HostConfig {
     serde_json::from_value(serde_json::json!({"root": format!("/mem/{h}")})).unwrap()
+}
+
+/// A store whose every call blocks while it is paused: what a deployer stopped with SIGSTOP
+/// looks like from the store (its lease renewals and journal writes stop too).
+#[derive(Debug)]
+pub struct PausableStore {
+    inner: Arc<dyn Store>,
+    paused: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl PausableStore {
+    pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(PausableStore {
+            inner,
+            paused: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub fn set_paused(&self, p: bool) {
+        *self.paused.lock().unwrap() = p;
+        self.cv.notify_all();
+    }
+
+    fn gate(&self) {
+        let g = self.paused.lock().unwrap();
+        let _g = self.cv.wait_while(g, |p| *p).unwrap();
+    }
+}
+
+impl Store for PausableStore {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put_if_absent(
+        &self,
+        key: &str,
+        body: PutBody,
+        digest: Option<&Digest>,
+    ) -> Result<artifact::store::PutOutcome, artifact::StoreError> {
+        self.gate();
+        self.inner.put_if_absent(key, body, digest)
+    }
+    fn put_cas(
+        &self,
+        key: &str,
+        data: &[u8],
+        expected: Option<&artifact::store::ETag>,
+    ) -> Result<artifact::store::ETag, artifact::StoreError> {
+        self.gate();
+        self.inner.put_cas(key, data, expected)
+    }
+    fn get(&self, key: &str) -> Result<artifact::store::GetResult, artifact::StoreError> {
+        self.gate();
+        self.inner.get(key)
+    }
+    fn head(&self, key: &str) -> Result<Option<artifact::store::ObjectMeta>, artifact::StoreError> {
+        self.gate();
+        self.inner.head(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<artifact::store::ObjectMeta>, artifact::StoreError> {
+        self.gate();
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), artifact::StoreError> {
+        self.gate();
+        self.inner.delete(key)
+    }
+    fn delete_if(
+        &self,
+        key: &str,
+        expected: &artifact::store::ETag,
+    ) -> Result<(), artifact::StoreError> {
+        self.gate();
+        self.inner.delete_if(key, expected)
+    }
+    fn presign_get(
+        &self,
+        key: &str,
+        expires: Duration,
+    ) -> Result<Option<String>, artifact::StoreError> {
+        self.gate();
+        self.inner.presign_get(key, expires)
+    }
 }
 
 /// A gzipped tar holding `deploy/service.yaml` (what the plan reads its checks from), and the

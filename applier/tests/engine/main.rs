@@ -5,6 +5,7 @@
 //! golden file.
 
 mod bed;
+mod failclosed;
 mod journal;
 mod plan;
 mod tap;
@@ -329,9 +330,15 @@ fn lease_loss_stops_the_run_and_leaves_its_hosts_to_a_human() {
     });
     let o = deploy(&ctx, &NullSink, &r[1]);
     assert_eq!(o.status, JournalStatus::NeedsHuman, "{}", o.message);
-    assert!(o.message.contains("lease was lost"), "{}", o.message);
-    // Not rolled back (someone else may be deploying), and no further host touched.
-    bed.assert_serves("h1", B);
+    assert!(
+        o.message.contains("lease on lost was lost"),
+        "{}",
+        o.message
+    );
+    assert!(o.message.contains("thief@elsewhere"), "{}", o.message);
+    // Stopped at once: h1 is not even repooled (the pool driver is only called with a lease
+    // confirmed in the store), nothing is rolled back, and no further host is touched.
+    assert_eq!(bed.on("h1"), (Some(B.into()), Some(B.into()), false, None));
     bed.assert_serves("h2", A);
     bed.assert_serves("h3", A);
     let (info, _) = applier::engine::lease::current(ctx.store.as_ref(), "lost")

@@ -155,7 +155,7 @@ fn the_eta_comes_from_the_hosts_of_past_succeeded_deploys() {
 fn past_journal(env: &str, hosts: &[String], prefetch_s: u64, host_s: u64, slow_s: u64) -> Journal {
     let at = |s: u64| format!("2026-01-01T00:{:02}:{:02}.000Z", s / 60, s % 60);
     let rel = ReleaseRef {
-        commit: A.into(),
+        commit: model::names::CommitId::parse(A).unwrap(),
         manifest: artifact::Digest::of(b"a"),
     };
     let step = |s: u64, h: &str, step| StepRecord {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use applier::engine::DeployOptions;
 use clap::{Parser, Subcommand, ValueEnum};
+use model::names::{DeployId, Name};
 
 #[derive(Parser)]
 #[command(
@@ -48,7 +49,7 @@ pub enum Cmd {
     Deploy {
         target: String,
         #[arg(long)]
-        env: String,
+        env: Name,
         #[command(flatten)]
         flags: DeployFlags,
     },
@@ -57,9 +58,9 @@ pub enum Cmd {
     /// recorded there; refused when this env's storage diff differs.
     Promote {
         #[arg(long)]
-        from: String,
+        from: Name,
         #[arg(long)]
-        to: String,
+        to: Name,
         /// Run by automation: refused while either env's failure lock is set or a freeze
         /// window is open, with no override.
         #[arg(long)]
@@ -86,7 +87,7 @@ pub enum Cmd {
     /// `--to`, to a named artifact, tag or branch).
     Rollback {
         #[arg(long)]
-        env: String,
+        env: Name,
         /// Why (`--reason` is the same).
         #[arg(short = 'm', long = "message", alias = "reason", default_value = "")]
         message: String,
@@ -108,10 +109,10 @@ pub enum Cmd {
     },
     /// Continue a deploy whose applier died, or roll it back.
     Resume {
-        deploy_id: String,
+        deploy_id: DeployId,
         /// The environment (searched in every configured one if omitted).
         #[arg(long)]
-        env: Option<String>,
+        env: Option<Name>,
         #[arg(long)]
         rollback: bool,
         /// Break the lease still held by that deploy (only if its applier is surely gone).
@@ -121,7 +122,7 @@ pub enum Cmd {
     /// Every host's release and drift between the records and the hosts.
     Status {
         #[arg(long)]
-        env: String,
+        env: Name,
     },
     /// What deploying a target would change: each host's rendered config (its ops values
     /// masked), the code (commits, files), the dependencies (lockfiles) and the storage
@@ -160,22 +161,10 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value = "cassandra")]
         backend: BackendArg,
     },
-    /// Clear the failure lock a rolled-back or needs-human deploy left on an environment;
-    /// with `--break-lease <deploy-id>`, also remove the lease that deploy still holds.
-    Unlock {
-        #[arg(long)]
-        env: String,
-        /// What was looked at or fixed (recorded in the lock record).
-        #[arg(long)]
-        reason: String,
-        /// Also break the env's lease, if (and only if) it is held by this deploy.
-        #[arg(long, value_name = "DEPLOY_ID")]
-        break_lease: Option<String>,
-    },
     /// Past deploys of an environment: who, why, type, outcome, duration, hosts changed.
     History {
         #[arg(long)]
-        env: String,
+        env: Name,
         /// Show at most the last N that pass the filters.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -212,6 +201,16 @@ pub enum Cmd {
         /// Write the report to this file instead of stdout.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// After a failure or a stuck deploy: clear the failure lock a rolled-back or needs-human
+    /// deploy left (automatic deploys resume), and break a stuck or corrupt env lock, fencing
+    /// its holder out; both recorded with the reason (the env's history, the lock record).
+    Unlock {
+        #[arg(long)]
+        env: Name,
+        /// Why (recorded in the env's history).
+        #[arg(long)]
+        reason: String,
     },
     /// The target side: host-protocol requests as JSON lines on stdin (a hello first), one
     /// JSON answer line each on stdout. Alone with no input, `applier host --root R stop`
@@ -256,11 +255,23 @@ pub struct DeployFlags {
     /// target's `promotion.requires` names (recorded in the journal). One run only.
     #[arg(long)]
     pub skip_promotion_check: bool,
+    /// Compare the storage schemas with this release (digest, commit or prefix) instead of
+    /// what the env's records say runs, when those cannot be read (recorded in the journal).
+    #[arg(long, value_name = "HASH")]
+    pub schema_baseline: Option<String>,
 }
 
 impl DeployFlags {
-    pub fn options(&self) -> DeployOptions {
-        DeployOptions {
+    /// The engine's options; a malformed `--ack` is a usage error (exit 64).
+    pub fn options(&self) -> Result<DeployOptions, crate::exit::Failure> {
+        for a in &self.acks {
+            applier::guard::parse_ack(a).map_err(|e| {
+                crate::exit::Failure::usage(anyhow::anyhow!(e)).hint(
+                    "give each change exactly as the refusal printed it, with your reason: --ack 'SG002 <table> <from>-><to> <reason>'",
+                )
+            })?;
+        }
+        Ok(DeployOptions {
             reason: self.message.clone(),
             dry_run: self.dry_run,
             guard: guard_options(&self.backend, &self.acks),
@@ -268,8 +279,9 @@ impl DeployFlags {
             ignore_failure_lock: self.ignore_failure_lock.clone(),
             override_freeze: self.override_freeze.clone(),
             repo: self.repo.clone(),
+            schema_baseline: self.schema_baseline.clone(),
             ..Default::default()
-        }
+        })
     }
 }
 

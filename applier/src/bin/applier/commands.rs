@@ -9,9 +9,9 @@ use applier::notify::{NoticeBase, Notifier};
 use applier::records::JournalStatus;
 
 use crate::cli::{Cli, Cmd, Format, guard_options};
-use crate::context::{env_ctx, identity, open_store, resolve_config};
+use crate::context::{env_ctx, identity, resolve_config};
 use crate::exit::{Exit, Failure};
-use crate::render::{Render, Sink, short};
+use crate::render::{Render, Sink, out, short};
 
 /// How long a finished run waits for notifications still being delivered.
 const NOTIFY_WAIT: Duration = Duration::from_secs(10);
@@ -19,7 +19,7 @@ const NOTIFY_WAIT: Duration = Duration::from_secs(10);
 pub fn run(cli: Cli) -> Result<Exit, Failure> {
     if cli.show_config {
         let r = resolve_config(&cli)?;
-        print!("{}", r.show());
+        out!("{}", r.show().trim_end());
         return Ok(Exit::Ok);
     }
     let Some(cmd) = &cli.cmd else {
@@ -40,7 +40,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Cmd::Deploy { target, env, flags } => {
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env, &id.who)?;
-            let opts = with_who(flags.options());
+            let opts = with_who(flags.options()?);
             notified(&ctx, render, &opts, |sink| {
                 engine::deploy(&ctx, sink, target, &opts)
             })
@@ -56,9 +56,9 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             let from_hosts: Option<Vec<String>> = r
                 .config
                 .envs
-                .get(from)
+                .get(from.as_str())
                 .map(|e| e.hosts.keys().cloned().collect());
-            let mut opts = with_who(flags.options());
+            let mut opts = with_who(flags.options()?);
             opts.automatic = *auto;
             notified(&ctx, render, &opts, |sink| {
                 engine::promote(&ctx, sink, from, from_hosts.as_deref(), &opts)
@@ -82,9 +82,9 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             };
             let p = engine::preview(&ctx, target, &opts).map_err(Failure::deploy)?;
             if render == Render::Json {
-                println!("{}", serde_json::to_string(&p).expect("serialises"));
+                out!("{}", serde_json::to_string(&p).expect("serialises"));
             } else {
-                print!("{}", crate::plan::text(&p));
+                crate::render::out_text(&crate::plan::text(&p));
             }
             Ok(Exit::Ok)
         }
@@ -186,23 +186,6 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             crate::diff::print(&report, render);
             Ok(Exit::Ok)
         }
-        Cmd::Unlock {
-            env,
-            reason,
-            break_lease,
-        } => {
-            let r = resolve_config(&cli)?;
-            let store = open_store(&r)?;
-            r.env(env).map_err(Failure::config)?;
-            crate::unlock::run(
-                store.as_ref(),
-                env,
-                &id.who,
-                reason,
-                break_lease.as_deref(),
-                render,
-            )
-        }
         Cmd::Status { env } => {
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env, &id.who)?;
@@ -237,6 +220,11 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             let r = resolve_config(&cli)?;
             let id = if *latest { None } else { deploy_id.as_deref() };
             crate::reports::report(&r, env.as_deref(), id, output.as_deref())
+        }
+        Cmd::Unlock { env, reason } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env, &id.who)?;
+            crate::unlock::run(&ctx, reason, render)
         }
     }
 }
@@ -294,7 +282,7 @@ fn finish(
                 crate::reports::auto_write(ctx, &o.deploy_id);
             }
             if sink.render != Render::Json {
-                println!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
+                out!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
             }
             Ok(Exit::of_status(o.status))
         }
@@ -323,12 +311,16 @@ pub fn error_event(sink: &Sink, f: Failure) -> Failure {
 
 fn print_status(hosts: &[HostReport], render: Render) {
     if render == Render::Json {
-        println!("{}", serde_json::to_string(hosts).expect("serialises"));
+        out!("{}", serde_json::to_string(hosts).expect("serialises"));
         return;
     }
-    println!(
+    out!(
         "{:<16} {:<12} {:<12} {:<12} {:<8} drift",
-        "host", "current", "recorded", "last-good", "pid"
+        "host",
+        "current",
+        "recorded",
+        "last-good",
+        "pid"
     );
     for h in hosts {
         let s = |o: &Option<String>| o.as_deref().map(short).unwrap_or("-").to_string();
@@ -339,7 +331,7 @@ fn print_status(hosts: &[HostReport], render: Render) {
         } else {
             h.drift.join("; ")
         };
-        println!(
+        out!(
             "{:<16} {:<12} {:<12} {:<12} {:<8} {d}",
             h.host,
             s(&h.current),

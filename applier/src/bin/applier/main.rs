@@ -12,8 +12,8 @@
 //!   event stream.
 //! - `exit`: the exit codes, decided in one place from the library's outcomes and error kinds.
 //!
-//! An error is printed on stderr as `applier: <error>`, followed by a `hint:` line where the
-//! user can act on it.
+//! An error is printed on stderr as `applier: <error>`, followed by a `record:` line naming the
+//! store record a refusal was decided on, and a `hint:` line where the user can act on it.
 
 mod cd;
 mod cli;
@@ -58,6 +58,9 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(f) => {
             eprintln!("applier: {:#}", f.error);
+            if let Some(r) = &f.record {
+                eprintln!("record: {r}");
+            }
             if let Some(h) = &f.hint {
                 eprintln!("hint: {h}");
             }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::{Instance, Mem, Release, Startup};
 use crate::protocol::{
-    FetchReport, FileText, HealthReport, HostError, HostRequest, HostResponse, HostStatus,
+    Fence, FetchReport, FileText, HealthReport, HostError, HostRequest, HostResponse, HostStatus,
     PreflightReport, PreviewReport, PruneReport, ReadyReport, ReleaseRef, RenderReport, RunInfo,
     StopReport, SwitchReport,
 };
@@ -17,10 +17,33 @@ impl Mem {
         self.specs.get(commit).unwrap_or(&self.default_spec).clone()
     }
 
-    pub(super) fn fetched(&self, commit: &str) -> Result<&Release, HostError> {
-        self.releases
-            .get(commit)
-            .ok_or_else(|| HostError::NotFetched(commit.to_string()))
+    /// The release, if it is on the host as that very build (the target's `.release.json`).
+    pub(super) fn verified(&self, release: &ReleaseRef) -> Result<&Release, HostError> {
+        match self.releases.get(release.commit.as_str()) {
+            Some(r) if r.manifest == release.manifest => Ok(r),
+            Some(r) => Err(HostError::NotFetched(format!(
+                "{} as the build {} (the host holds {})",
+                release.commit, release.manifest, r.manifest
+            ))),
+            None => Err(HostError::NotFetched(release.commit.to_string())),
+        }
+    }
+
+    /// The target's fence check: a token older than the newest seen for its env is refused;
+    /// an admitted one becomes the newest.
+    pub(super) fn admit_fence(&mut self, f: &Fence) -> Result<(), HostError> {
+        self.fences_seen.push(f.token);
+        if let Some(seen) = self.state.fences.get(f.env.as_str())
+            && seen != f
+            && f.token <= seen.token
+        {
+            return Err(HostError::Fenced {
+                got: f.clone(),
+                seen: seen.clone(),
+            });
+        }
+        self.state.fences.insert(f.env.to_string(), f.clone());
+        Ok(())
     }
 
     pub(super) fn running(&self) -> Option<RunInfo> {
@@ -69,7 +92,10 @@ impl Mem {
             }
             HostRequest::FetchUrls(r) => {
                 let m = r.verified_manifest()?;
-                let commit = m.source.commit.clone();
+                let commit = ReleaseRef::of(r.digest, &m)
+                    .map_err(|e| HostError::Preflight(e.to_string()))?
+                    .commit
+                    .to_string();
                 let report = |cached: bool| FetchReport {
                     release: commit.clone(),
                     cached,
@@ -104,14 +130,15 @@ impl Mem {
                 }
             }
             HostRequest::ServiceSpec(r) => {
-                self.fetched(&r.commit)?;
-                HostResponse::ServiceSpec(self.spec(&r.commit))
+                self.verified(&r.release)?;
+                HostResponse::ServiceSpec(self.spec(r.release.commit.as_str()))
             }
             HostRequest::Render(r) => {
-                self.fetched(&r.commit)?;
-                let port = r.port.or(self.spec(&r.commit).port);
-                let config = format!("{root}/releases/{}/config.yaml", r.commit);
-                if let Some(rel) = self.releases.get_mut(&r.commit) {
+                self.verified(&r.release)?;
+                let commit = r.release.commit.to_string();
+                let port = r.port.or(self.spec(&commit).port);
+                let config = format!("{root}/releases/{commit}/config.yaml");
+                if let Some(rel) = self.releases.get_mut(&commit) {
                     rel.rendered = Some(r);
                 }
                 HostResponse::Render(RenderReport { config, port })
@@ -119,7 +146,7 @@ impl Mem {
             // No env files here: the preview is the inventory's values alone.
             HostRequest::RenderPreview(r) => {
                 if r.inline.is_none() {
-                    self.fetched(&r.render.commit)?;
+                    self.verified(&r.render.release)?;
                 }
                 HostResponse::RenderPreview(PreviewReport {
                     text: serde_norway::to_string(&r.render.values).unwrap_or_default(),
@@ -128,14 +155,12 @@ impl Mem {
                 })
             }
             HostRequest::Switch(r) => {
-                let manifest = self.fetched(&r.commit)?.manifest;
-                let from = self.current.replace(r.commit.clone());
-                self.state.current = Some(ReleaseRef {
-                    commit: r.commit.clone(),
-                    manifest,
-                });
+                self.verified(&r.release)?;
+                let commit = r.release.commit.to_string();
+                let from = self.current.replace(commit.clone());
+                self.state.current = Some(r.release);
                 self.touch();
-                HostResponse::Switch(SwitchReport { from, to: r.commit })
+                HostResponse::Switch(SwitchReport { from, to: commit })
             }
             HostRequest::Start(r) => {
                 let commit = self
@@ -201,7 +226,7 @@ impl Mem {
                     Some(_) => HostResponse::WaitReady(ReadyReport { after_ms: 0 }),
                 }
             }
-            HostRequest::Stop => {
+            HostRequest::Stop(_) => {
                 let stopped = self.running().map(|i| i.pid);
                 self.instance = None;
                 HostResponse::Stop(StopReport {
@@ -210,7 +235,9 @@ impl Mem {
                 })
             }
             HostRequest::Status => HostResponse::Status(self.status()),
-            HostRequest::MarkGood(release) => {
+            HostRequest::MarkGood(r) => {
+                self.verified(&r.release)?;
+                let release = r.release;
                 if self.state.last_good.as_ref() != Some(&release) {
                     self.state.previous_good = self.state.last_good.take();
                     self.state.last_good = Some(release);
@@ -254,7 +281,7 @@ impl Mem {
         .into_iter()
         .flatten()
         {
-            protect.push(r.commit.clone());
+            protect.push(r.commit.to_string());
         }
         protect.extend(self.running().map(|r| r.release));
         let mut all: Vec<(u64, String)> = self
