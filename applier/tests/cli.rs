@@ -79,6 +79,10 @@ fn journal(env: &str, i: usize) -> Journal {
         needs_human: vec![],
         segments: 0,
         damaged: vec![],
+        who_source: None,
+        source_ref: None,
+        guard: None,
+        overrides: vec![],
     }
 }
 

@@ -56,6 +56,10 @@ fn journal(hosts: &[&str]) -> Journal {
         needs_human: vec![],
         segments: 0,
         damaged: vec![],
+        who_source: None,
+        source_ref: None,
+        guard: None,
+        overrides: vec![],
     }
 }
 
