@@ -527,10 +527,15 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         let pid = f.root(h).running().unwrap().expect("running").pid;
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         let environ = String::from_utf8_lossy(&environ);
-        assert!(
-            environ.contains("TESTBED_TARGET="),
-            "{h}: service not started through ssh"
-        );
+        // Started by `applier host` over ssh, yet with none of the ssh session's environment
+        // (its TESTBED_TARGET, the operator's AWS_*): exactly the target's minimal base.
+        let mut names: Vec<&str> = environ
+            .split('\0')
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('=').next().unwrap_or(""))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["HOME", "LANG", "PATH"], "{h}: {environ}");
         assert!(
             !environ.split('\0').any(|l| l.starts_with("AWS_")),
             "{h}: AWS variable in the service"

@@ -148,7 +148,7 @@ impl Env {
                 "service_env": "test",
                 "groups": groups,
                 "group_size": 1,
-                "ready_timeout": "8s",
+                "ready_timeout": "20s",
                 "pool": pool_cfg,
                 "hosts": hosts,
             });
