@@ -7,9 +7,12 @@
 //!   and the protocol session of `applier host`.
 //! - [`host`]: the [`host::Host`] trait every host operation goes through, and its transports
 //!   (local, ssh, in-memory).
-//! - [`haproxy`]: the HAProxy runtime-API pool driver.
+//! - [`haproxy`]: the HAProxy runtime-API pool driver; [`conftool`]: Wikimedia's conftool
+//!   (`confctl` over etcd).
 //! - [`pool`]: load-balancer control.
-//! - [`checks`]: http, logs and metrics checks.
+//! - [`checks`]: http, logs and metrics checks, their policies (no data, shadow, k of n),
+//!   the canary's samples and the fleet-wide watch's readings.
+//! - [`analysis`]: canary against baseline (Mann-Whitney U, effect size, sample counts).
 //! - [`engine`]: the deploy engine (plan, gates, lease, run, host path, journal) and its entry
 //!   points deploy, promote, rollback, resume and status.
 //! - [`promotion`]: the `promotion.requires` records and what `promote` takes from an env.
@@ -21,8 +24,10 @@
 //! The library never prints or exits, and reads no environment variables of its own: the
 //! binary passes them in (see [`config::Layers`]).
 
+pub mod analysis;
 pub mod checks;
 pub mod config;
+pub mod conftool;
 pub mod engine;
 pub mod events;
 pub mod guard;

@@ -3,7 +3,8 @@
 //!
 //! Drivers: `none` (no load balancer) and `command` (shell commands such as
 //! `confctl select name={host} set/pooled=no`, with optional confirmation and state commands).
-//! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`].
+//! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`], `conftool`
+//! (`confctl` over etcd) in [`crate::conftool`].
 
 use std::time::Duration;
 
@@ -142,6 +143,21 @@ pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
             repool: repool.clone(),
             confirm_depooled: confirm_depooled.clone(),
             is_depooled: is_depooled.clone(),
+            timeout: timeout.0,
+        }),
+        PoolConfig::Conftool {
+            confctl,
+            config,
+            schema,
+            selector,
+            nodes,
+            timeout,
+        } => Box::new(crate::conftool::ConftoolPool {
+            confctl: confctl.clone(),
+            config: config.clone(),
+            schema: schema.clone(),
+            selector: selector.clone(),
+            nodes: nodes.clone(),
             timeout: timeout.0,
         }),
         PoolConfig::Haproxy {

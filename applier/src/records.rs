@@ -175,6 +175,14 @@ pub enum Step {
     Recheck,
     /// A host's thread panicked.
     Panic,
+    /// The canary analysis of a group against its baseline.
+    Analysis,
+    /// The fleet-wide watch: a trip, or its summary at the end.
+    Watch,
+    /// The k-of-n rule: a lone host-level failure recorded as a suspicion, or hosts agreeing.
+    Quorum,
+    /// A rollback's fast path: what it skipped and what it kept.
+    FastRollback,
 }
 
 impl Step {
@@ -204,6 +212,10 @@ impl Step {
             Step::Repool => "repool",
             Step::Recheck => "recheck",
             Step::Panic => "panic",
+            Step::Analysis => "analysis",
+            Step::Watch => "watch",
+            Step::Quorum => "quorum",
+            Step::FastRollback => "fast_rollback",
         }
     }
 }
@@ -266,6 +278,9 @@ pub struct Journal {
     pub abort_reason: Option<String>,
     #[serde(default)]
     pub needs_human: Vec<String>,
+    /// Every canary analysis, with its numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<crate::analysis::AnalysisReport>,
 }
 
 impl Journal {
@@ -407,6 +422,10 @@ mod tests {
         Step::Repool,
         Step::Recheck,
         Step::Panic,
+        Step::Analysis,
+        Step::Watch,
+        Step::Quorum,
+        Step::FastRollback,
     ];
 
     #[test]

@@ -10,18 +10,24 @@
 //! - `run`: preflight and prefetch, then batches within the capacity guard and the failure
 //!   limit, the canary bake, abort (reverse touch order) and the outcome.
 //! - `path`: the per-host steps, one definition for going forward and for restoring a host to
-//!   its own last known good release.
+//!   its own last known good release; `verify`: its checks step, with the quorum rule and the
+//!   fast rollback path.
+//! - `canary`: canary against baseline after the canary group (and optionally each batch);
+//!   `watch`: the fleet-wide watch beside the whole rollout.
 //! - [`journal`]: every step written durably to `envs/<env>/deploys/<id>.json` as it completes
 //!   (coalesced), which is what `resume` reads.
 //!
 //! This module holds the [`EnvContext`] a run acts on and the public entry points.
 
+mod canary;
 pub mod gates;
 pub mod journal;
 pub mod lease;
 mod path;
 pub mod plan;
 mod run;
+mod verify;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -369,6 +369,7 @@ fn new_journal(
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        analysis: vec![],
     };
     for n in h.notes {
         j.step(None, n.step, true, Some(n.detail));

@@ -281,7 +281,10 @@ impl Host for MemHost {
     }
     fn wait_ready(&self, _: &ReadyRequest) -> Result<ReadyReport, HostError> {
         self.op("wait_ready", None, |m| match m.running {
-            Some(_) => Ok(ReadyReport { after_ms: 0 }),
+            Some(_) => Ok(ReadyReport {
+                after_ms: 0,
+                detail: None,
+            }),
             None => Err(HostError::Died("not running".into())),
         })
     }

@@ -218,6 +218,20 @@ impl EventSink for Sink {
             }
             Event::Bake { group, seconds } => self.line(format!("baking {group} for {seconds}s")),
             Event::Abort { reason } => self.line(format!("ABORT: {reason}")),
+            Event::Analysis { report } => self.line(report.summary()),
+            Event::Watch {
+                alarm,
+                tripped,
+                detail,
+                ..
+            } => self.line(format!(
+                "watch {alarm}{}: {detail}",
+                if *tripped { " TRIPPED" } else { "" }
+            )),
+            Event::Note { step, host, detail } => match host {
+                Some(h) => self.host_line(h, format!("{step}: {detail}"), ""),
+                None => self.line(format!("{step}: {detail}")),
+            },
             Event::Rollback {
                 host,
                 to,
