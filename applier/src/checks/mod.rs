@@ -58,7 +58,7 @@ pub struct CheckResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<InconclusivePolicy>,
     /// Evaluations made (more than one under `inconclusive: retry` or a quorum retry).
-    #[serde(default, skip_serializing_if = "is_one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub attempts: u32,
     /// `mode: shadow`: recorded, never gating.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -66,6 +66,10 @@ pub struct CheckResult {
     /// A failure the quorum rule did not act on alone (`checks.quorum`): the host went on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspect: bool,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn is_one(n: &u32) -> bool {

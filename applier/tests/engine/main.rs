@@ -3,6 +3,7 @@
 //! guard, the failure limit, abort order, per-host restore, resume after a crash at every
 //! step, lease loss and the canary bake, and pin the event stream in a JSON golden file.
 
+mod deciding;
 mod mem;
 
 use std::sync::Arc;
