@@ -4,6 +4,14 @@
 //! manifest digest: no build time, no build host, no builder version (those go in the
 //! [`BuildRecord`] under `commits/<sha>`). It is serialised canonically ([`model::canonical_json`]:
 //! object keys sorted, no whitespace), so its digest is stable.
+//!
+//! Formats: 1 has gzip layers only; 2 adds zstd layers. A manifest is written in the lowest
+//! format that describes its layers ([`Manifest::format_for`]), so an all-gzip build keeps the
+//! digest it always had and older readers keep reading it, while a reader that predates zstd
+//! refuses a format-2 manifest up front (it never starts to unpack a layer it cannot read).
+//!
+//! [`Manifest::from_json`] is the one way in for stored bytes: it is fed untrusted input and
+//! must give a result or an error, never panic (`tests/proptest_parsers.rs`).
 
 use std::collections::BTreeMap;
 
@@ -12,9 +20,13 @@ use serde::{Deserialize, Serialize};
 use model::canonical_json;
 
 use crate::Digest;
+use crate::pack::LayerCompression;
 
-/// Version of the manifest document. Readers refuse versions they do not know.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The newest version of the manifest document (zstd layers). Readers refuse versions they do
+/// not know.
+pub const MANIFEST_FORMAT: u32 = 2;
+/// The manifest versions this crate reads: 1 (gzip layers) and 2 (gzip or zstd layers).
+pub const MANIFEST_FORMATS: std::ops::RangeInclusive<u32> = 1..=MANIFEST_FORMAT;
 /// Media type of a manifest blob.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.restbase-deploy.manifest.v1+json";
 
@@ -120,7 +132,7 @@ pub struct BuildRecord {
 pub enum ManifestError {
     #[error("not a manifest: {0}")]
     Parse(#[from] serde_json::Error),
-    #[error("manifest format {found} is not supported (this tool reads format {supported})")]
+    #[error("manifest format {found} is not supported (this tool reads formats 1 to {supported})")]
     Format { found: u32, supported: u32 },
     #[error("manifest is invalid: {0}")]
     Invalid(String),
@@ -145,7 +157,7 @@ impl Manifest {
             format: u32,
         }
         let probe: Probe = serde_json::from_slice(bytes)?;
-        if probe.format != MANIFEST_FORMAT {
+        if !MANIFEST_FORMATS.contains(&probe.format) {
             return Err(ManifestError::Format {
                 found: probe.format,
                 supported: MANIFEST_FORMAT,
@@ -156,8 +168,43 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Structural checks.
+    /// The format a manifest with these layers is written in: 1 when every layer is gzip (what
+    /// readers before zstd understand), else 2.
+    pub fn format_for(layers: &[Layer]) -> u32 {
+        let all_gzip = layers.iter().all(|l| {
+            LayerCompression::from_media_type(&l.media_type) == Some(LayerCompression::Gzip)
+        });
+        if all_gzip { 1 } else { MANIFEST_FORMAT }
+    }
+
+    /// Structural checks: a known format, a commit id, the source layer first, at most one
+    /// dependency layer, and every layer of a media type this crate unpacks (gzip only in
+    /// format 1).
     pub fn validate(&self) -> Result<(), ManifestError> {
+        if !MANIFEST_FORMATS.contains(&self.format) {
+            return Err(ManifestError::Format {
+                found: self.format,
+                supported: MANIFEST_FORMAT,
+            });
+        }
+        for l in &self.layers {
+            match LayerCompression::from_media_type(&l.media_type) {
+                Some(LayerCompression::Gzip) => {}
+                Some(LayerCompression::Zstd) if self.format >= 2 => {}
+                Some(c) => {
+                    return Err(ManifestError::Invalid(format!(
+                        "a format {} manifest cannot have {c} layers",
+                        self.format
+                    )));
+                }
+                None => {
+                    return Err(ManifestError::Invalid(format!(
+                        "unknown layer media type {:?}",
+                        l.media_type
+                    )));
+                }
+            }
+        }
         let is_sha = |s: &str| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
         if !is_sha(&self.source.commit) {
             return Err(ManifestError::Invalid(format!(
@@ -186,5 +233,12 @@ impl Manifest {
 
     pub fn layer(&self, kind: LayerKind) -> Option<&Layer> {
         self.layers.iter().find(|l| l.kind == kind)
+    }
+}
+
+impl Layer {
+    /// The layer's compression (a validated manifest only holds known media types).
+    pub fn compression(&self) -> Option<LayerCompression> {
+        LayerCompression::from_media_type(&self.media_type)
     }
 }

@@ -192,7 +192,7 @@ mod tests {
             "format": 1, "service": "svc",
             "source": {"commit": commit, "tree": "0".repeat(40), "commit_time": 0,
                        "author": "a", "subject": "s"},
-            "layers": [{"kind": "source", "media_type": "x", "digest": ld, "size": layer.len(),
+            "layers": [{"kind": "source", "media_type": crate::pack::GZIP_LAYER_MEDIA_TYPE, "digest": ld, "size": layer.len(),
                         "diff_id": ld, "entries": 1}],
             "platform": null, "deps": null, "storage": null,
         }))

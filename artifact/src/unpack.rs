@@ -18,24 +18,50 @@
 //! - A symlink is checked when created and again, with every symlink of the release, after
 //!   each layer: its target is resolved against the entries extracted so far (following
 //!   those symlinks, as the kernel would) and must stay inside the destination.
-//! - The tar is parsed here (GNU and POSIX ustar, GNU long names, PAX `path`/`linkpath`/`size`),
-//!   not by the `tar` crate, so every size is checked against the limits before anything is
-//!   read or allocated.
-//! - [`Unpacker::finish`] flushes the file system (`syncfs`) before the rename, so a release
-//!   that is in place is also on disk.
+//! - Layers are gzip (format 1) or zstd (format 2), told apart by their first bytes; the
+//!   digest check covers either.
+//! - The tar is parsed here (GNU and POSIX ustar, GNU long names, PAX `path`/`linkpath`/`size`;
+//!   `unpack/tar.rs`), not by the `tar` crate, so every size is checked against the limits
+//!   before anything is read or allocated.
+//! - Every check runs on the calling thread, in archive order. Files of up to 1 MiB are then
+//!   written by a few writer threads (`unpack/writer.rs`), which only ever create new files at
+//!   paths already checked, below directories already created; bigger files, directories and
+//!   symlinks are created on the calling thread.
+//!
+//! Durability: [`Unpacker::finish`] makes the whole staging tree durable before the rename
+//! that gives it its final name, so a release directory that exists after a crash is complete.
+//! It waits for every writer thread, then calls `syncfs` once on the file system holding the
+//! staging directory (one writeback pass and one journal commit for all files, where an
+//! `fsync` per file and directory costs a journal commit each: several times slower for
+//! 14,000 files on ext4 here), renames with `RENAME_NOREPLACE` and fsyncs the parent
+//! directory. A caller that switches a `current` link to the release does so only after
+//! `finish` returned (the release is also recorded as fetched only then), so `current` never
+//! points at a release a crash could leave incomplete; a crash before the rename leaves only a
+//! `.partial-` staging directory, which nothing points at.
+//!
+//! To keep that last pass short, a writeback thread calls `syncfs` every 50 ms while layers
+//! are extracted ([`Unpacker::with_early_writeback`]), so the disk writes in parallel with
+//! extraction instead of after it (on a 181 MB, 14,000-file layer the final pass went from
+//! 1-2.5 s to 0.01-0.1 s). Those passes are an optimisation only; their errors are ignored
+//! and correctness rests on the final one. `syncfs` also writes back other programs' dirty
+//! data on the same file system, which the kernel would write within 30 s anyway.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::fs::{DirBuilder, File};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use flate2::bufread::MultiGzDecoder;
-
 use crate::Digest;
-use crate::digest::Hasher;
+
+mod paths;
+mod tar;
+mod writer;
+
+pub(crate) use paths::link_escapes;
+use paths::normalise;
 
 /// Limits for one release (all layers together).
 #[derive(Clone, Debug)]
@@ -110,6 +136,14 @@ pub struct Unpacker {
     spent: bool,
     /// Everything extracted so far, by relative path (`/`-separated bytes, no trailing `/`).
     nodes: HashMap<Vec<u8>, Node>,
+    /// Writer threads to start (0: write every file on the calling thread).
+    writers: usize,
+    /// Started at the first layer, joined before a layer returns.
+    pool: Option<writer::Pool>,
+    /// Whether to start writing back to disk while extracting.
+    early_writeback: bool,
+    /// Running from the first layer until `finish` (or a failure).
+    writeback: Option<writer::Writeback>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,11 +153,14 @@ enum Node {
     Symlink(Vec<u8>),
 }
 
-/// Longest GNU long-name / PAX record accepted.
-const MAX_META: u64 = 64 << 10;
-/// Bytes accepted after the end-of-archive marker (GNU tar pads to 10 KiB records).
-const MAX_TRAILING: u64 = 1 << 20;
-const BLOCK: usize = 512;
+/// Writer threads by default: enough to keep every core creating files while the calling
+/// thread decodes, without flooding a small machine.
+fn default_writers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(2, 8)
+}
 
 impl Unpacker {
     /// Prepares to create `dest`, which must not exist; its parent must.
@@ -164,7 +201,26 @@ impl Unpacker {
             finished: false,
             spent: false,
             nodes: HashMap::new(),
+            writers: default_writers(),
+            pool: None,
+            early_writeback: true,
+            writeback: None,
         })
+    }
+
+    /// Sets the number of writer threads (default: the CPU count, 2 to 8; 0 writes every file
+    /// on the calling thread). What is extracted and every check are the same either way.
+    pub fn with_writers(mut self, writers: usize) -> Self {
+        self.writers = writers;
+        self
+    }
+
+    /// Whether to flush to disk while extracting (default: yes) or only in
+    /// [`Unpacker::finish`]. Either way `finish` makes everything durable before the rename;
+    /// early writeback only lets the disk work in parallel with extraction.
+    pub fn with_early_writeback(mut self, on: bool) -> Self {
+        self.early_writeback = on;
+        self
     }
 
     /// The staging directory (exists until [`Unpacker::finish`] or a failure).
@@ -172,8 +228,9 @@ impl Unpacker {
         &self.staging
     }
 
-    /// Extracts one gzip-compressed tar layer, verifying `expected` as it reads. On any error
-    /// the staging directory is removed and the unpacker is spent.
+    /// Extracts one tar layer, gzip- or zstd-compressed, verifying `expected` as it reads. On
+    /// any error the staging directory is removed and the unpacker is spent. When it returns
+    /// `Ok`, every file of the layer is written (not yet durable: see [`Unpacker::finish`]).
     ///
     /// Limits apply to all layers together. Returns this layer's counts.
     pub fn layer<R: Read>(
@@ -184,24 +241,41 @@ impl Unpacker {
         if self.spent || self.finished {
             return Err(UnpackError::Spent);
         }
-        match self.extract(reader, expected) {
+        if self.early_writeback && self.writeback.is_none() {
+            // Best effort: without it, finish still flushes everything.
+            self.writeback = writer::Writeback::start(&self.staging).ok();
+        }
+        let extracted = self.extract(reader, expected);
+        // Wait for the writers whatever happened: nothing may still be writing into the
+        // staging directory when it is removed or checked.
+        let written = match self.pool.take() {
+            Some(pool) => pool.join(),
+            None => Ok(()),
+        };
+        match extracted.and_then(|stats| written.map(|()| stats)) {
             Ok(stats) => Ok(stats),
             Err(e) => {
                 self.spent = true;
+                self.writeback = None;
                 let _ = std::fs::remove_dir_all(&self.staging);
                 Err(e)
             }
         }
     }
 
-    /// Renames the staging directory to the destination.
+    /// Makes the staging directory durable and renames it to the destination.
     ///
-    /// The rename never replaces anything (`renameat2(RENAME_NOREPLACE)`, with an existence
-    /// check first where the file system lacks it); the parent directory is fsynced after.
+    /// One `syncfs`, after every file was written, covers every file and directory of the
+    /// release (see the module doc). The
+    /// rename never replaces anything (`renameat2(RENAME_NOREPLACE)`, with an existence check
+    /// first where the file system lacks it); the parent directory is fsynced after.
     pub fn finish(mut self) -> Result<UnpackStats, UnpackError> {
         if self.spent {
             return Err(UnpackError::Spent);
         }
+        // Every writer has finished (each layer joins them); stop the early passes so the
+        // decisive one below runs alone.
+        self.writeback = None;
         let st = &self.staging;
         std::fs::set_permissions(st, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| io_error(format!("chmod {}", st.display()), e))?;
@@ -256,232 +330,145 @@ impl Unpacker {
         reader: R,
         expected: &Expected,
     ) -> Result<UnpackStats, UnpackError> {
-        let compressed = Tap::new(reader, expected.size);
-        let decoder = MultiGzDecoder::new(BufReader::with_capacity(64 << 10, compressed));
-        let mut tar = BufReader::with_capacity(256 << 10, Tap::new(decoder, None));
+        let mut tar = tar::TarReader::new(reader, expected.size)?;
         let mut layer = UnpackStats::default();
-        let mut meta = Meta::default();
-        let mut block = [0u8; BLOCK];
-        loop {
-            if !read_block(&mut tar, &mut block)? {
-                return Err(UnpackError::Corrupt(
-                    "archive ends without the end-of-archive marker".into(),
-                ));
-            }
-            if block.iter().all(|&b| b == 0) {
-                break;
-            }
-            let h = parse_header(&block)?;
-            let padded = |size: u64| size.div_ceil(BLOCK as u64) * BLOCK as u64;
-            match h.typeflag {
-                b'L' | b'K' | b'x' | b'g' => {
-                    meta.count += 1;
-                    if meta.count > 8 {
-                        return Err(UnpackError::Corrupt(
-                            "too many metadata headers in a row".into(),
-                        ));
-                    }
-                    if h.size > MAX_META {
-                        return Err(UnpackError::TooLarge {
-                            what: "bytes of entry metadata",
-                            limit: MAX_META,
-                        });
-                    }
-                    let mut data = vec![0u8; padded(h.size) as usize];
-                    read_exact(&mut tar, &mut data)?;
-                    data.truncate(h.size as usize);
-                    match h.typeflag {
-                        b'L' => meta.name = Some(trim_nul(&data).to_vec()),
-                        b'K' => meta.link = Some(trim_nul(&data).to_vec()),
-                        b'x' => meta.pax(&data)?,
-                        _ => {} // global PAX header: nothing in it matters here
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let meta_now = std::mem::take(&mut meta);
-            let name = meta_now.pax_path.or(meta_now.name).unwrap_or(h.name);
-            let link = meta_now.pax_link.or(meta_now.link).unwrap_or(h.link);
-            let size = meta_now.pax_size.unwrap_or(h.size);
-            let shown = String::from_utf8_lossy(&name).into_owned();
-
-            if self.stats.entries + 1 > self.limits.max_entries {
-                return Err(UnpackError::TooLarge {
-                    what: "entries",
-                    limit: self.limits.max_entries,
-                });
-            }
-            // Every entry's data (whatever its type) counts, so a lying size cannot make us
-            // read or skip more than the limit.
-            if self.stats.bytes.saturating_add(size) > self.limits.max_bytes {
-                return Err(UnpackError::TooLarge {
-                    what: "bytes",
-                    limit: self.limits.max_bytes,
-                });
-            }
-            self.stats.entries += 1;
+        let bytes_before = self.stats.bytes;
+        while let Some(entry) = tar.next_entry()? {
+            self.entry(&mut tar, entry)?;
             layer.entries += 1;
-
-            let refuse = |reason: &str| UnpackError::Refused {
-                path: shown.clone(),
-                reason: reason.to_string(),
-            };
-            let rel = normalise(&name).map_err(&refuse)?;
-            let is_dir = h.typeflag == b'5';
-            if rel.is_empty() {
-                if is_dir {
-                    skip(&mut tar, padded(size))?;
-                    self.stats.bytes += size;
-                    layer.bytes += size;
-                    continue;
-                }
-                return Err(refuse("empty path"));
-            }
-            match h.typeflag {
-                b'0' | 0 | b'7' | b'5' | b'2' => {}
-                b'1' => return Err(refuse("hardlinks are not supported")),
-                b'3' => return Err(refuse("character devices are not allowed")),
-                b'4' => return Err(refuse("block devices are not allowed")),
-                b'6' => return Err(refuse("fifos are not allowed")),
-                t => return Err(refuse(&format!("unsupported entry type {:?}", t as char))),
-            }
-            self.parents(&rel, &refuse)?;
-            let full = self.staging.join(OsStr::from_bytes(&rel));
-            let existing = self.nodes.get(&rel).cloned();
-            match h.typeflag {
-                b'5' => {
-                    match existing {
-                        Some(Node::Dir) => {}
-                        Some(_) => return Err(refuse("already exists and is not a directory")),
-                        None => {
-                            mkdir(&full)?;
-                            self.nodes.insert(rel, Node::Dir);
-                        }
-                    }
-                    skip(&mut tar, padded(size))?;
-                }
-                b'2' => {
-                    if existing.is_some() {
-                        return Err(refuse("already exists"));
-                    }
-                    if link.is_empty() || link.contains(&0) {
-                        return Err(refuse("empty symlink target"));
-                    }
-                    if self.escapes(&rel, &link) {
-                        return Err(refuse(&format!(
-                            "symlink target {:?} leaves the destination",
-                            String::from_utf8_lossy(&link)
-                        )));
-                    }
-                    std::os::unix::fs::symlink(OsStr::from_bytes(&link), &full)
-                        .map_err(|e| io_error(format!("creating symlink {}", full.display()), e))?;
-                    self.nodes.insert(rel, Node::Symlink(link));
-                    skip(&mut tar, padded(size))?;
-                }
-                _ => {
-                    if existing.is_some() {
-                        return Err(refuse("already exists"));
-                    }
-                    let mode = if h.mode & 0o111 != 0 { 0o755 } else { 0o644 };
-                    let mut f = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(mode)
-                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                        .open(&full)
-                        .map_err(|e| io_error(format!("creating {}", full.display()), e))?;
-                    self.nodes.insert(rel, Node::File);
-                    copy_exact(&mut tar, &mut f, size, &full)?;
-                    f.set_permissions(std::fs::Permissions::from_mode(mode))
-                        .map_err(|e| io_error(format!("chmod {}", full.display()), e))?;
-                    skip(&mut tar, padded(size) - size)?;
-                }
-            }
-            self.stats.bytes += size;
-            layer.bytes += size;
         }
-        if meta.count > 0 {
-            return Err(UnpackError::Corrupt(
-                "metadata header without an entry".into(),
-            ));
-        }
+        layer.bytes = self.stats.bytes - bytes_before;
         // A later entry may change what an earlier symlink resolves to: check them all.
-        let links: Vec<(Vec<u8>, Vec<u8>)> = self
+        self.check_links()?;
+        let got = tar.finish()?;
+        check_expected(expected, &got)?;
+        Ok(layer)
+    }
+
+    /// Checks one entry against the limits and what exists, then creates it (or queues it for
+    /// a writer thread).
+    fn entry<R: Read>(
+        &mut self,
+        tar: &mut tar::TarReader<R>,
+        e: tar::Entry,
+    ) -> Result<(), UnpackError> {
+        let size = e.size;
+        if self.stats.entries + 1 > self.limits.max_entries {
+            return Err(UnpackError::TooLarge {
+                what: "entries",
+                limit: self.limits.max_entries,
+            });
+        }
+        // Every entry's data (whatever its type) counts, so a lying size cannot make us
+        // read or skip more than the limit.
+        if self.stats.bytes.saturating_add(size) > self.limits.max_bytes {
+            return Err(UnpackError::TooLarge {
+                what: "bytes",
+                limit: self.limits.max_bytes,
+            });
+        }
+        self.stats.entries += 1;
+        self.stats.bytes += size;
+
+        let shown = || String::from_utf8_lossy(&e.name).into_owned();
+        let refuse = |reason: &str| UnpackError::Refused {
+            path: shown(),
+            reason: reason.to_string(),
+        };
+        let rel = normalise(&e.name).map_err(&refuse)?;
+        if rel.is_empty() {
+            if e.typeflag == b'5' {
+                return tar.skip_data(size);
+            }
+            return Err(refuse("empty path"));
+        }
+        match e.typeflag {
+            b'0' | 0 | b'7' | b'5' | b'2' => {}
+            b'1' => return Err(refuse("hardlinks are not supported")),
+            b'3' => return Err(refuse("character devices are not allowed")),
+            b'4' => return Err(refuse("block devices are not allowed")),
+            b'6' => return Err(refuse("fifos are not allowed")),
+            t => return Err(refuse(&format!("unsupported entry type {:?}", t as char))),
+        }
+        self.parents(&rel, &refuse)?;
+        let full = self.staging.join(OsStr::from_bytes(&rel));
+        let existing = self.nodes.get(&rel).cloned();
+        match e.typeflag {
+            b'5' => {
+                match existing {
+                    Some(Node::Dir) => {}
+                    Some(_) => return Err(refuse("already exists and is not a directory")),
+                    None => {
+                        writer::mkdir(&full)?;
+                        self.nodes.insert(rel, Node::Dir);
+                    }
+                }
+                tar.skip_data(size)
+            }
+            b'2' => {
+                if existing.is_some() {
+                    return Err(refuse("already exists"));
+                }
+                let link = e.link;
+                if link.is_empty() || link.contains(&0) {
+                    return Err(refuse("empty symlink target"));
+                }
+                if self.escapes(&rel, &link) {
+                    return Err(refuse(&format!(
+                        "symlink target {:?} leaves the destination",
+                        String::from_utf8_lossy(&link)
+                    )));
+                }
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &full)
+                    .map_err(|e| io_error(format!("creating symlink {}", full.display()), e))?;
+                self.nodes.insert(rel, Node::Symlink(link));
+                tar.skip_data(size)
+            }
+            _ => {
+                if existing.is_some() {
+                    return Err(refuse("already exists"));
+                }
+                let mode = if e.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+                self.nodes.insert(rel, Node::File);
+                if self.writers > 0 && size <= writer::INLINE_MAX {
+                    let data = tar.read_data(size)?;
+                    if self.pool.is_none() {
+                        self.pool = Some(writer::Pool::new(self.writers)?);
+                    }
+                    let pool = self.pool.as_ref().expect("started above");
+                    return pool.submit(full, data, mode);
+                }
+                let mut f = writer::open_new(&full, mode)?;
+                tar.copy_data(&mut f, size, &full)?;
+                writer::set_mode(&f, &full, mode)
+            }
+        }
+    }
+
+    /// Refuses the layer if any symlink of the release now resolves outside it.
+    fn check_links(&self) -> Result<(), UnpackError> {
+        // In path order, so the same archive is always refused naming the same entry.
+        let mut links: Vec<(&Vec<u8>, &Vec<u8>)> = self
             .nodes
             .iter()
             .filter_map(|(p, n)| match n {
-                Node::Symlink(t) => Some((p.clone(), t.clone())),
+                Node::Symlink(t) => Some((p, t)),
                 _ => None,
             })
             .collect();
+        links.sort_unstable();
         for (p, t) in links {
-            if self.escapes(&p, &t) {
+            if self.escapes(p, t) {
                 return Err(UnpackError::Refused {
-                    path: String::from_utf8_lossy(&p).into_owned(),
+                    path: String::from_utf8_lossy(p).into_owned(),
                     reason: format!(
                         "symlink target {:?} leaves the destination",
-                        String::from_utf8_lossy(&t)
+                        String::from_utf8_lossy(t)
                     ),
                 });
             }
         }
-
-        // Rest of the tar stream (record padding), then the rest of the compressed stream.
-        let mut trailing = 0u64;
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = read_some(&mut tar, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            trailing += n as u64;
-            if trailing > MAX_TRAILING {
-                return Err(UnpackError::TooLarge {
-                    what: "bytes after the end of the archive",
-                    limit: MAX_TRAILING,
-                });
-            }
-        }
-        let (decoder, diff) = tar.into_inner().into_parts();
-        let mut compressed = decoder.into_inner().into_inner();
-        loop {
-            let n = read_some(&mut compressed, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-        }
-        let (_, comp) = compressed.into_parts();
-        let (digest, size) = comp.finish();
-        let (diff_id, _) = diff.finish();
-        if let Some(want) = expected.size
-            && want != size
-        {
-            return Err(UnpackError::DigestMismatch {
-                what: "size",
-                expected: want.to_string(),
-                actual: size.to_string(),
-            });
-        }
-        if let Some(want) = expected.digest
-            && want != digest
-        {
-            return Err(UnpackError::DigestMismatch {
-                what: "digest",
-                expected: want.to_string(),
-                actual: digest.to_string(),
-            });
-        }
-        if let Some(want) = expected.diff_id
-            && want != diff_id
-        {
-            return Err(UnpackError::DigestMismatch {
-                what: "diff_id",
-                expected: want.to_string(),
-                actual: diff_id.to_string(),
-            });
-        }
-        Ok(layer)
+        Ok(())
     }
 
     /// Creates missing ancestors of `rel`; refuses a path through a symlink or a file.
@@ -497,7 +484,7 @@ impl Unpacker {
                 Some(Node::Symlink(_)) => return Err(refuse("path goes through a symlink")),
                 Some(Node::File) => return Err(refuse("path goes through a file")),
                 None => {
-                    mkdir(&self.staging.join(OsStr::from_bytes(anc)))?;
+                    writer::mkdir(&self.staging.join(OsStr::from_bytes(anc)))?;
                     self.nodes.insert(anc.to_vec(), Node::Dir);
                 }
             }
@@ -523,366 +510,86 @@ impl std::fmt::Debug for Unpacker {
             .field("finished", &self.finished)
             .field("spent", &self.spent)
             .field("nodes", &self.nodes.len())
+            .field("writers", &self.writers)
+            .field("early_writeback", &self.early_writeback)
             .finish()
     }
 }
 
 impl Drop for Unpacker {
     fn drop(&mut self) {
+        self.writeback = None;
+        self.pool = None;
         if !self.finished {
             let _ = std::fs::remove_dir_all(&self.staging);
         }
     }
 }
 
-/// Whether the symlink at `link_path` (relative to the root) with `target` resolves outside
-/// the root. `symlink(p)` gives the target of `p` when `p` is a known symlink; those are
-/// followed as the kernel would (so `..` after a symlink climbs from where it points).
-/// Absolute targets and chains of more than 40 links count as escaping.
-pub(crate) fn link_escapes<'a>(
-    link_path: &[u8],
-    target: &[u8],
-    symlink: impl Fn(&[u8]) -> Option<&'a [u8]>,
-) -> bool {
-    if target.first() == Some(&b'/') {
-        return true;
-    }
-    let mut stack: Vec<&[u8]> = link_path.split(|&b| b == b'/').collect();
-    stack.pop();
-    let mut pending: Vec<&[u8]> = target.split(|&b| b == b'/').rev().collect();
-    let mut hops = 0;
-    let mut joined = Vec::new();
-    while let Some(seg) = pending.pop() {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
-                if stack.pop().is_none() {
-                    return true;
-                }
+/// Reads one regular file (`path`, `/`-separated, as in the layer) out of a gzip or zstd
+/// layer without extracting anything, verifying `expected` over the whole layer. `None` when
+/// the layer has no such file; [`UnpackError::TooLarge`] when it is bigger than `max` bytes.
+/// For readers of a single file, e.g. a plan reading `deploy/service.yaml`.
+pub fn read_layer_file<R: Read>(
+    reader: R,
+    expected: &Expected,
+    path: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, UnpackError> {
+    let mut tar = tar::TarReader::new(reader, expected.size)?;
+    let mut found = None;
+    while let Some(e) = tar.next_entry()? {
+        let regular = matches!(e.typeflag, b'0' | 0 | b'7');
+        if found.is_none() && regular && normalise(&e.name).is_ok_and(|n| n == path.as_bytes()) {
+            if e.size > max {
+                return Err(UnpackError::TooLarge {
+                    what: "bytes in the file read from the layer",
+                    limit: max,
+                });
             }
-            name => {
-                stack.push(name);
-                joined.clear();
-                for (i, s) in stack.iter().enumerate() {
-                    if i > 0 {
-                        joined.push(b'/');
-                    }
-                    joined.extend_from_slice(s);
-                }
-                if let Some(t) = symlink(&joined) {
-                    hops += 1;
-                    if hops > 40 || t.first() == Some(&b'/') {
-                        return true;
-                    }
-                    stack.pop();
-                    pending.extend(t.split(|&b| b == b'/').rev());
-                }
-            }
+            found = Some(tar.read_data(e.size)?);
+        } else {
+            tar.skip_data(e.size)?;
         }
     }
-    false
+    let got = tar.finish()?;
+    check_expected(expected, &got)?;
+    Ok(found)
 }
 
-/// `/`-joined path without `.` or empty segments; refuses absolute paths and `..`.
-fn normalise(name: &[u8]) -> Result<Vec<u8>, &'static str> {
-    if name.is_empty() {
-        return Err("empty path");
-    }
-    if name[0] == b'/' {
-        return Err("absolute path");
-    }
-    if name.contains(&0) {
-        return Err("NUL in path");
-    }
-    let mut out = Vec::with_capacity(name.len());
-    for seg in name.split(|&b| b == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => return Err("`..` in path"),
-            s => {
-                if !out.is_empty() {
-                    out.push(b'/');
-                }
-                out.extend_from_slice(s);
-            }
+/// `expected` against what a layer hashed to.
+fn check_expected(expected: &Expected, got: &tar::Digests) -> Result<(), UnpackError> {
+    let checks = [
+        (
+            "size",
+            expected.size.map(|s| s.to_string()),
+            got.size.to_string(),
+        ),
+        (
+            "digest",
+            expected.digest.map(|d| d.to_string()),
+            got.digest.to_string(),
+        ),
+        (
+            "diff_id",
+            expected.diff_id.map(|d| d.to_string()),
+            got.diff_id.to_string(),
+        ),
+    ];
+    for (what, want, actual) in checks {
+        if let Some(expected) = want
+            && expected != actual
+        {
+            return Err(UnpackError::DigestMismatch {
+                what,
+                expected,
+                actual,
+            });
         }
     }
-    Ok(out)
-}
-
-fn mkdir(full: &Path) -> Result<(), UnpackError> {
-    DirBuilder::new()
-        .mode(0o755)
-        .create(full)
-        .and_then(|()| std::fs::set_permissions(full, std::fs::Permissions::from_mode(0o755)))
-        .map_err(|e| io_error(format!("creating directory {}", full.display()), e))
+    Ok(())
 }
 
 fn io_error(context: String, source: io::Error) -> UnpackError {
     UnpackError::Io { context, source }
-}
-
-/// The compressed stream was longer than the expected size.
-#[derive(Debug)]
-struct TooLong(u64);
-
-impl std::fmt::Display for TooLong {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "more than the expected {} bytes", self.0)
-    }
-}
-
-impl std::error::Error for TooLong {}
-
-/// Maps a read error anywhere in the decoding chain.
-fn read_error(e: io::Error) -> UnpackError {
-    if let Some(TooLong(n)) = e.get_ref().and_then(|i| i.downcast_ref::<TooLong>()) {
-        return UnpackError::DigestMismatch {
-            what: "size",
-            expected: n.to_string(),
-            actual: format!("more than {n}"),
-        };
-    }
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => UnpackError::Corrupt("truncated stream".into()),
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
-            UnpackError::Corrupt(format!("gzip: {e}"))
-        }
-        _ => io_error("reading layer".into(), e),
-    }
-}
-
-/// Hashes and counts what is read through it; optionally refuses to read past a size.
-struct Tap<R> {
-    inner: R,
-    hasher: Hasher,
-    limit: Option<u64>,
-}
-
-impl<R: Read> Tap<R> {
-    fn new(inner: R, limit: Option<u64>) -> Self {
-        Tap {
-            inner,
-            hasher: Hasher::new(),
-            limit,
-        }
-    }
-    fn into_parts(self) -> (R, Hasher) {
-        (self.inner, self.hasher)
-    }
-}
-
-impl<R: Read> Read for Tap<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        if let Some(limit) = self.limit
-            && self.hasher.len() > limit
-        {
-            return Err(io::Error::other(TooLong(limit)));
-        }
-        Ok(n)
-    }
-}
-
-fn read_some<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, UnpackError> {
-    loop {
-        match r.read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(e)),
-        }
-    }
-}
-
-fn read_exact<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), UnpackError> {
-    r.read_exact(buf).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            UnpackError::Corrupt("truncated archive".into())
-        } else {
-            read_error(e)
-        }
-    })
-}
-
-/// Reads one block; `false` at a clean end of stream.
-fn read_block<R: Read>(r: &mut R, block: &mut [u8; BLOCK]) -> Result<bool, UnpackError> {
-    let first = read_some(r, &mut block[..])?;
-    if first == 0 {
-        return Ok(false);
-    }
-    read_exact(r, &mut block[first..])?;
-    Ok(true)
-}
-
-fn skip<R: BufRead>(r: &mut R, mut n: u64) -> Result<(), UnpackError> {
-    while n > 0 {
-        let buf = r.fill_buf().map_err(read_error)?;
-        if buf.is_empty() {
-            return Err(UnpackError::Corrupt("truncated archive".into()));
-        }
-        let k = (buf.len() as u64).min(n) as usize;
-        r.consume(k);
-        n -= k as u64;
-    }
-    Ok(())
-}
-
-fn copy_exact<R: BufRead>(
-    r: &mut R,
-    f: &mut File,
-    mut n: u64,
-    path: &Path,
-) -> Result<(), UnpackError> {
-    while n > 0 {
-        let buf = r.fill_buf().map_err(read_error)?;
-        if buf.is_empty() {
-            return Err(UnpackError::Corrupt("truncated archive".into()));
-        }
-        let k = (buf.len() as u64).min(n) as usize;
-        f.write_all(&buf[..k])
-            .map_err(|e| io_error(format!("writing {}", path.display()), e))?;
-        r.consume(k);
-        n -= k as u64;
-    }
-    Ok(())
-}
-
-fn trim_nul(b: &[u8]) -> &[u8] {
-    match b.iter().position(|&c| c == 0) {
-        Some(i) => &b[..i],
-        None => b,
-    }
-}
-
-struct Header {
-    name: Vec<u8>,
-    link: Vec<u8>,
-    mode: u64,
-    size: u64,
-    typeflag: u8,
-}
-
-/// Metadata from GNU long-name and PAX headers for the next entry.
-#[derive(Default)]
-struct Meta {
-    count: u32,
-    name: Option<Vec<u8>>,
-    link: Option<Vec<u8>>,
-    pax_path: Option<Vec<u8>>,
-    pax_link: Option<Vec<u8>>,
-    pax_size: Option<u64>,
-}
-
-impl Meta {
-    /// PAX records: `<len> <key>=<value>\n`.
-    fn pax(&mut self, mut data: &[u8]) -> Result<(), UnpackError> {
-        let bad = || UnpackError::Corrupt("malformed PAX header".into());
-        while !data.is_empty() {
-            if data.iter().all(|&b| b == 0) {
-                break;
-            }
-            let sp = data.iter().position(|&b| b == b' ').ok_or_else(bad)?;
-            let len: usize = std::str::from_utf8(&data[..sp])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(bad)?;
-            if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
-                return Err(bad());
-            }
-            let rec = &data[sp + 1..len - 1];
-            let eq = rec.iter().position(|&b| b == b'=').ok_or_else(bad)?;
-            let (key, value) = (&rec[..eq], &rec[eq + 1..]);
-            match key {
-                b"path" => self.pax_path = Some(value.to_vec()),
-                b"linkpath" => self.pax_link = Some(value.to_vec()),
-                b"size" => {
-                    let v = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(bad)?;
-                    self.pax_size = Some(v);
-                }
-                _ => {}
-            }
-            data = &data[len..];
-        }
-        Ok(())
-    }
-}
-
-fn parse_number(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|&b| b & 0x80 != 0) {
-        // GNU base-256, positive only.
-        if field[0] != 0x80 {
-            return None;
-        }
-        let mut v: u64 = 0;
-        for &b in &field[1..] {
-            if v >> 56 != 0 {
-                return None;
-            }
-            v = (v << 8) | u64::from(b);
-        }
-        return Some(v);
-    }
-    let s = field.iter().skip_while(|&&b| b == b' ' || b == 0);
-    let mut v: u64 = 0;
-    for &b in s {
-        match b {
-            b'0'..=b'7' => {
-                v = v.checked_mul(8)?.checked_add(u64::from(b - b'0'))?;
-            }
-            b' ' | 0 => break,
-            _ => return None,
-        }
-    }
-    Some(v)
-}
-
-fn parse_header(b: &[u8; BLOCK]) -> Result<Header, UnpackError> {
-    let bad = |what: &str| UnpackError::Corrupt(format!("bad tar header: {what}"));
-    let stored = parse_number(&b[148..156]).ok_or_else(|| bad("checksum field"))?;
-    let unsigned: u64 = b
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(c)
-            }
-        })
-        .sum();
-    let signed: i64 = b
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                i64::from(c as i8)
-            }
-        })
-        .sum();
-    if stored != unsigned && stored as i64 != signed {
-        return Err(bad("checksum mismatch"));
-    }
-    let mut name = trim_nul(&b[0..100]).to_vec();
-    if &b[257..263] == b"ustar\0" {
-        let prefix = trim_nul(&b[345..500]);
-        if !prefix.is_empty() {
-            let mut full = prefix.to_vec();
-            full.push(b'/');
-            full.extend_from_slice(&name);
-            name = full;
-        }
-    }
-    Ok(Header {
-        name,
-        link: trim_nul(&b[157..257]).to_vec(),
-        mode: parse_number(&b[100..108]).ok_or_else(|| bad("mode"))?,
-        size: parse_number(&b[124..136]).ok_or_else(|| bad("size"))?,
-        typeflag: b[156],
-    })
 }

@@ -1,6 +1,6 @@
-//! Pins the layer format: a fixed tree must pack to the same bytes on any machine, with any
-//! thread count, from the filesystem or from an entry list, and must round-trip through the
-//! unpacker and list cleanly with GNU tar.
+//! Pins the layer formats (gzip, format 1; zstd, format 2): a fixed tree must pack to the same
+//! bytes on any machine, with any thread count, from the filesystem or from an entry list, and
+//! must round-trip through the unpacker and list cleanly with GNU tar (and gzip or zstd).
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -9,20 +9,26 @@ use std::process::Command;
 
 use artifact::Digest;
 use artifact::pack::{
-    FORMAT_VERSION, PackData, PackEntry, PackError, PackKind, PackOptions, pack_dir, pack_entries,
-    walk_dir,
+    CHUNK_SIZE, FORMAT_VERSION, LayerCompression, PackData, PackEntry, PackError, PackKind,
+    PackOptions, ZSTD_CHUNK_SIZE, pack_dir, pack_entries, walk_dir,
 };
 use artifact::unpack::{Expected, UnpackLimits, Unpacker};
 
-// Changing either constant means the layer bytes changed for the same input: bump
-// `FORMAT_VERSION` in src/pack.rs (it is part of dependency-layer keys) and update both here.
-// GOLDEN_DIGEST also moves when the deflate implementation (flate2 / zlib-rs) changes its
-// output; GOLDEN_DIFF_ID only moves when the tar layout does.
-const GOLDEN_FORMAT_VERSION: u32 = 1;
+// Changing a digest here means the layer bytes changed for the same input: that is a new
+// layer format (a new `LayerCompression` format version, part of dependency-layer keys, and
+// a new media type), never an edit of these constants alone. The compressed digests also move
+// when the compressor (flate2 / zlib-rs, the zstd library) changes its output: the lock file
+// pins both. GOLDEN_DIFF_ID only moves when the tar layout does; it is the same for both.
 const GOLDEN_DIFF_ID: &str =
     "sha256:60cb1807c2db0b537ce2aa4fb1760050c78572606692dad0777a5aaef9f774cb";
-const GOLDEN_DIGEST: &str =
+/// gzip level 6, layer format 1 (unchanged since format 1 was introduced).
+const GOLDEN_GZIP_DIGEST: &str =
     "sha256:f4007d718309968bc5a7ae9e1c2fb79bada716448de23ad6f96a3b187efd8ba0";
+/// zstd level 3, layer format 2.
+const GOLDEN_ZSTD_DIGEST: &str =
+    "sha256:1b07085cd448e27071c8c347d957ad71b68fd8dc6d02300fc01f66fc30ff3fc1";
+
+const BOTH: [LayerCompression; 2] = [LayerCompression::Gzip, LayerCompression::Zstd];
 
 const MTIME: u64 = 1_700_000_000;
 
@@ -109,100 +115,160 @@ fn build_tree(root: &Path) {
     }
 }
 
-fn opts(threads: usize) -> PackOptions {
+fn opts(c: LayerCompression, threads: usize) -> PackOptions {
     PackOptions {
         mtime: MTIME,
-        level: 6,
         threads,
+        ..PackOptions::with_compression(c)
     }
 }
 
-fn pack_tree(root: &Path, threads: usize) -> (Vec<u8>, artifact::pack::LayerInfo) {
+fn pack_tree(
+    root: &Path,
+    c: LayerCompression,
+    threads: usize,
+) -> (Vec<u8>, artifact::pack::LayerInfo) {
     let mut out = Vec::new();
-    let info = pack_dir(root, "", &opts(threads), &mut out).unwrap();
+    let info = pack_dir(root, "", &opts(c, threads), &mut out).unwrap();
     (out, info)
+}
+
+fn decompress(c: LayerCompression, bytes: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    match c {
+        LayerCompression::Gzip => {
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut tar)
+                .unwrap();
+        }
+        LayerCompression::Zstd => {
+            zstd::stream::read::Decoder::new(bytes)
+                .unwrap()
+                .read_to_end(&mut tar)
+                .unwrap();
+        }
+    }
+    tar
 }
 
 #[test]
 fn golden_digests_are_pinned() {
     let tmp = tempfile::tempdir().unwrap();
     build_tree(tmp.path());
-    let (bytes, info) = pack_tree(tmp.path(), 2);
-    assert_eq!(
-        FORMAT_VERSION, GOLDEN_FORMAT_VERSION,
-        "format version changed: update the golden digests"
-    );
-    assert_eq!(
-        info.diff_id.to_string(),
-        GOLDEN_DIFF_ID,
-        "tar bytes changed"
-    );
-    assert_eq!(
-        info.digest.to_string(),
-        GOLDEN_DIGEST,
-        "compressed bytes changed"
-    );
-    assert_eq!(info.size, bytes.len() as u64);
-    assert_eq!(info.digest, Digest::of(&bytes));
-    // The gzip header carries no name and no time.
-    assert_eq!(&bytes[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-    // The tar inside is what diff_id names.
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .read_to_end(&mut tar)
-        .unwrap();
-    assert_eq!(Digest::of(&tar), info.diff_id);
-    assert_eq!(tar.len() as u64, info.tar_size);
-    // 10 content entries + implicit dirs: bin, deep, deep/ddd, links, unicode dir, big.
-    assert_eq!(info.entries, 16);
+    assert_eq!(FORMAT_VERSION, 2, "the newest format is zstd's");
+    assert_eq!(LayerCompression::default(), LayerCompression::Zstd);
+    let pinned = [
+        (
+            LayerCompression::Gzip,
+            1,
+            "application/vnd.restbase-deploy.layer.v1.tar+gzip",
+            GOLDEN_GZIP_DIGEST,
+        ),
+        (
+            LayerCompression::Zstd,
+            2,
+            "application/vnd.restbase-deploy.layer.v2.tar+zstd",
+            GOLDEN_ZSTD_DIGEST,
+        ),
+    ];
+    for (c, format, media_type, digest) in pinned {
+        assert_eq!(c.format_version(), format, "{c}");
+        assert_eq!(c.media_type(), media_type, "{c}");
+        assert_eq!(LayerCompression::from_media_type(media_type), Some(c));
+        let (bytes, info) = pack_tree(tmp.path(), c, 2);
+        assert_eq!(
+            info.diff_id.to_string(),
+            GOLDEN_DIFF_ID,
+            "{c}: tar bytes changed"
+        );
+        assert_eq!(
+            info.digest.to_string(),
+            digest,
+            "{c}: compressed bytes changed"
+        );
+        assert_eq!(info.size, bytes.len() as u64);
+        assert_eq!(info.digest, Digest::of(&bytes));
+        match c {
+            // The gzip header carries no name and no time.
+            LayerCompression::Gzip => {
+                assert_eq!(&bytes[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])
+            }
+            LayerCompression::Zstd => assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd]),
+        }
+        // The tar inside is what diff_id names.
+        let tar = decompress(c, &bytes);
+        assert_eq!(Digest::of(&tar), info.diff_id);
+        assert_eq!(tar.len() as u64, info.tar_size);
+        // 10 content entries + implicit dirs: bin, deep, deep/ddd, links, unicode dir, big.
+        assert_eq!(info.entries, 16);
+    }
+    assert_eq!(LayerCompression::from_media_type("application/x-tar"), None);
 }
 
 #[test]
 fn output_does_not_depend_on_threads() {
     let tmp = tempfile::tempdir().unwrap();
     build_tree(tmp.path());
-    let (one, info1) = pack_tree(tmp.path(), 1);
-    let (four, info4) = pack_tree(tmp.path(), 4);
-    assert_eq!(info1, info4);
-    assert_eq!(one, four);
-    assert!(
-        info1.tar_size > 5 << 20,
-        "the tree must span several compression chunks"
-    );
+    for (c, chunk) in [
+        (LayerCompression::Gzip, CHUNK_SIZE),
+        (LayerCompression::Zstd, ZSTD_CHUNK_SIZE),
+    ] {
+        let (one, info1) = pack_tree(tmp.path(), c, 1);
+        let (four, info4) = pack_tree(tmp.path(), c, 4);
+        let (seven, info7) = pack_tree(tmp.path(), c, 7);
+        assert_eq!(info1, info4);
+        assert_eq!(info1, info7);
+        assert!(one == four && one == seven, "{c}");
+        assert!(
+            info1.tar_size > chunk as u64,
+            "{c}: the tree must span several compression chunks"
+        );
+    }
 }
 
 #[test]
-fn compression_level_changes_digest_not_diff_id() {
+fn compression_and_level_change_digest_not_diff_id() {
     let tmp = tempfile::tempdir().unwrap();
     build_tree(tmp.path());
-    let mut fast = Vec::new();
-    let i1 = pack_dir(
-        tmp.path(),
-        "",
-        &PackOptions {
-            level: 1,
-            ..opts(2)
-        },
-        &mut fast,
-    )
-    .unwrap();
-    let (_, i6) = pack_tree(tmp.path(), 2);
-    assert_eq!(i1.diff_id, i6.diff_id);
-    assert_ne!(i1.digest, i6.digest);
+    let mut digests = std::collections::BTreeSet::new();
+    for (c, level) in [
+        (LayerCompression::Gzip, 1),
+        (LayerCompression::Gzip, 6),
+        (LayerCompression::Zstd, 1),
+        (LayerCompression::Zstd, 3),
+    ] {
+        let info = pack_dir(
+            tmp.path(),
+            "",
+            &PackOptions {
+                level,
+                ..opts(c, 2)
+            },
+            std::io::sink(),
+        )
+        .unwrap();
+        assert_eq!(info.diff_id.to_string(), GOLDEN_DIFF_ID, "{c} {level}");
+        assert!(
+            digests.insert(info.digest),
+            "{c} {level}: same digest as another"
+        );
+    }
 }
 
 #[test]
 fn pack_dir_equals_pack_entries_of_the_same_content() {
     let tmp = tempfile::tempdir().unwrap();
     build_tree(tmp.path());
-    let (from_dir, dir_info) = pack_tree(tmp.path(), 2);
-    // Reversed order, no implicit directories: the packer sorts and adds them.
-    let mut entries = content();
-    entries.reverse();
-    let mut from_list = Vec::new();
-    let list_info = pack_entries(entries, &opts(2), &mut from_list).unwrap();
-    assert_eq!(dir_info, list_info);
-    assert_eq!(from_dir, from_list);
+    for c in BOTH {
+        let (from_dir, dir_info) = pack_tree(tmp.path(), c, 2);
+        // Reversed order, no implicit directories: the packer sorts and adds them.
+        let mut entries = content();
+        entries.reverse();
+        let mut from_list = Vec::new();
+        let list_info = pack_entries(entries, &opts(c, 2), &mut from_list).unwrap();
+        assert_eq!(dir_info, list_info);
+        assert!(from_dir == from_list, "{c}");
+    }
 }
 
 #[test]
@@ -241,13 +307,23 @@ fn walk_dir_prefixes_and_does_not_follow_symlinks() {
 
 #[test]
 fn round_trip_through_the_unpacker() {
+    for c in BOTH {
+        for writers in [0, 3] {
+            round_trip(c, writers);
+        }
+    }
+}
+
+fn round_trip(c: LayerCompression, writers: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     build_tree(&src);
-    let (bytes, info) = pack_tree(&src, 2);
+    let (bytes, info) = pack_tree(&src, c, 2);
     let dest = tmp.path().join("release");
-    let mut u = Unpacker::new(&dest, UnpackLimits::default()).unwrap();
+    let mut u = Unpacker::new(&dest, UnpackLimits::default())
+        .unwrap()
+        .with_writers(writers);
     let expected = Expected {
         digest: Some(info.digest),
         size: Some(info.size),
@@ -304,9 +380,9 @@ fn round_trip_through_the_unpacker() {
         b"module.exports = 42;\n"
     );
     // Re-packing the extracted tree gives the same layer.
-    let (again, again_info) = pack_tree(&dest, 1);
+    let (again, again_info) = pack_tree(&dest, c, 1);
     assert_eq!(again_info, info);
-    assert_eq!(again, bytes);
+    assert!(again == bytes, "{c}");
 }
 
 /// Runs a required external binary; skips (false) outside CI when it is missing.
@@ -326,35 +402,44 @@ fn have(bin: &str) -> bool {
 }
 
 #[test]
-fn gnu_tar_and_gzip_read_the_layer() {
-    if !have("tar") || !have("gzip") {
-        return;
+fn gnu_tar_gzip_and_zstd_read_the_layer() {
+    for (c, tool, flag) in [
+        (LayerCompression::Gzip, "gzip", "--gzip"),
+        (LayerCompression::Zstd, "zstd", "--zstd"),
+    ] {
+        if have("tar") && have(tool) {
+            read_with_gnu_tools(c, tool, flag);
+        }
     }
+}
+
+fn read_with_gnu_tools(c: LayerCompression, tool: &str, flag: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     build_tree(&src);
     let layer = tmp.path().join("layer.tgz");
-    let (bytes, _) = pack_tree(&src, 2);
+    let (bytes, _) = pack_tree(&src, c, 2);
     std::fs::write(&layer, &bytes).unwrap();
 
-    let test = Command::new("gzip").arg("-t").arg(&layer).output().unwrap();
+    let test = Command::new(tool).arg("-t").arg(&layer).output().unwrap();
     assert!(
         test.status.success(),
-        "gzip -t: {}",
+        "{tool} -t: {}",
         String::from_utf8_lossy(&test.stderr)
     );
 
     let list = Command::new("tar")
         .env("LC_ALL", "C.UTF-8")
-        .arg("-tzvf")
+        .arg(flag)
+        .arg("-tvf")
         .arg(&layer)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&list.stderr);
     assert!(
         list.status.success() && stderr.is_empty(),
-        "tar -tzvf failed: {stderr}"
+        "tar {flag} -tvf failed: {stderr}"
     );
     let listing = String::from_utf8(list.stdout).unwrap();
     let lines: Vec<&str> = listing.lines().collect();
@@ -384,7 +469,8 @@ fn gnu_tar_and_gzip_read_the_layer() {
     let out = tmp.path().join("x");
     std::fs::create_dir(&out).unwrap();
     let x = Command::new("tar")
-        .arg("-xzf")
+        .arg(flag)
+        .arg("-xf")
         .arg(&layer)
         .arg("-C")
         .arg(&out)
@@ -416,7 +502,13 @@ fn invalid_entries_are_refused() {
             target: target.to_string(),
         },
     };
-    let pack = |entries: Vec<PackEntry>| pack_entries(entries, &opts(1), std::io::sink());
+    let pack = |entries: Vec<PackEntry>| {
+        pack_entries(
+            entries,
+            &opts(LayerCompression::default(), 1),
+            std::io::sink(),
+        )
+    };
     for bad in [
         "", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a/./b", "nul\0",
     ] {
@@ -460,7 +552,13 @@ fn special_missing_or_changing_files_are_errors() {
             },
         }]
     };
-    let pack = |entries| pack_entries(entries, &opts(2), std::io::sink());
+    let pack = |entries| {
+        pack_entries(
+            entries,
+            &opts(LayerCompression::default(), 2),
+            std::io::sink(),
+        )
+    };
     // A directory where a file was expected.
     assert!(matches!(
         pack(file(tmp.path())),
@@ -514,8 +612,11 @@ impl std::io::Write for Failing {
 fn an_output_error_stops_the_pipeline() {
     let tmp = tempfile::tempdir().unwrap();
     build_tree(tmp.path());
-    for (threads, left) in [(1, 0), (2, 100), (4, 1 << 20)] {
-        let err = pack_dir(tmp.path(), "", &opts(threads), Failing { left }).unwrap_err();
+    for (c, threads, left) in BOTH
+        .into_iter()
+        .flat_map(|c| [(c, 1, 0), (c, 2, 100), (c, 4, 1 << 20)])
+    {
+        let err = pack_dir(tmp.path(), "", &opts(c, threads), Failing { left }).unwrap_err();
         assert!(
             matches!(&err, PackError::Io { source, .. } if source.to_string() == "disk full"),
             "{err:?}"
@@ -548,7 +649,7 @@ fn layers_made_by_gnu_tar_unpack() {
         .unwrap();
     u.finish().unwrap();
     // Same content as the source tree: re-packing gives the same diff_id.
-    let (_, from_src) = pack_tree(&src, 1);
-    let (_, from_dest) = pack_tree(&dest, 1);
+    let (_, from_src) = pack_tree(&src, LayerCompression::default(), 1);
+    let (_, from_dest) = pack_tree(&dest, LayerCompression::default(), 1);
     assert_eq!(from_src.diff_id, from_dest.diff_id);
 }

@@ -66,6 +66,14 @@ fn gz(tar: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// One zstd frame with a checksum, as the packer writes them.
+fn zst(tar: &[u8]) -> Vec<u8> {
+    let mut c = zstd::bulk::Compressor::new(3).unwrap();
+    c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+        .unwrap();
+    c.compress(tar).unwrap()
+}
+
 /// A temp root with a parent dir (holding the destination) and a sibling dir, both with
 /// sentinel files; `clean()` asserts that nothing changed anywhere under the root.
 struct Fx {
@@ -156,11 +164,20 @@ impl Fx {
     }
 }
 
+/// Refuses the archive gzip-compressed (in `fx`) and zstd-compressed (in a fresh fixture),
+/// with the same entry and reason either way.
 fn refused(fx: &Fx, tar: Vec<u8>) -> (String, String) {
-    match fx.refuse(&gz(&tar), &Expected::default(), UnpackLimits::default()) {
+    let refusal = |fx: &Fx, layer: Vec<u8>| match fx.refuse(
+        &layer,
+        &Expected::default(),
+        UnpackLimits::default(),
+    ) {
         UnpackError::Refused { path, reason } => (path, reason),
         other => panic!("expected Refused, got {other:?}"),
-    }
+    };
+    let from_gzip = refusal(fx, gz(&tar));
+    assert_eq!(refusal(&Fx::new(), zst(&tar)), from_gzip, "zstd differs");
+    from_gzip
 }
 
 #[test]
@@ -629,4 +646,123 @@ fn a_good_layer_lands_and_nothing_else_changes() {
     u.layer(&gz(&tar)[..], &Expected::default()).unwrap();
     u.finish().unwrap();
     assert_eq!(std::fs::read(fx.dest.join("d/l")).unwrap(), b"x");
+}
+
+#[test]
+fn corrupt_truncated_or_oversized_zstd() {
+    let tar = Tar::default()
+        .file("a", &[7u8; 100_000])
+        .file("b", b"some content here")
+        .end();
+    let good = zst(&tar);
+    // Cut short.
+    let fx = Fx::new();
+    let err = fx.refuse(
+        &good[..good.len() / 2],
+        &Expected::default(),
+        UnpackLimits::default(),
+    );
+    assert!(matches!(err, UnpackError::Corrupt(_)), "{err:?}");
+    // Damaged in the middle: the frame checksum catches it even with no digest given.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    bad[mid + 1] ^= 0x55;
+    let fx = Fx::new();
+    let err = fx.refuse(&bad, &Expected::default(), UnpackLimits::default());
+    assert!(
+        matches!(err, UnpackError::Corrupt(_) | UnpackError::Refused { .. }),
+        "{err:?}"
+    );
+    // Garbage after the last frame.
+    let mut tail = good.clone();
+    tail.extend_from_slice(b"garbage after the frames");
+    let fx = Fx::new();
+    let err = fx.refuse(&tail, &Expected::default(), UnpackLimits::default());
+    assert!(matches!(err, UnpackError::Corrupt(_)), "{err:?}");
+    // A frame that asks for a 1 GiB window: refused before anything that large is allocated.
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.set_parameter(zstd::zstd_safe::CParameter::WindowLog(30))
+        .unwrap();
+    enc.write_all(&tar).unwrap();
+    let wide = enc.finish().unwrap();
+    let fx = Fx::new();
+    let err = fx.refuse(&wide, &Expected::default(), UnpackLimits::default());
+    assert!(
+        matches!(err, UnpackError::Corrupt(ref m) if m.contains("decompressing")),
+        "{err:?}"
+    );
+    // Empty input and a bare magic number.
+    for layer in [&b""[..], &[0x28, 0xb5, 0x2f, 0xfd][..]] {
+        let fx = Fx::new();
+        let err = fx.refuse(layer, &Expected::default(), UnpackLimits::default());
+        assert!(matches!(err, UnpackError::Corrupt(_)), "{err:?}");
+    }
+}
+
+#[test]
+fn zstd_and_gzip_layers_of_the_same_tar_agree() {
+    let (gzip, _) = good_layer();
+    let tar = {
+        use std::io::Read;
+        let mut t = Vec::new();
+        flate2::read::GzDecoder::new(&gzip[..])
+            .read_to_end(&mut t)
+            .unwrap();
+        t
+    };
+    let zstd = zst(&tar);
+    let diff_id = Digest::of(&tar);
+    let mut trees = Vec::new();
+    for layer in [gzip, zstd] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("release");
+        let mut u = Unpacker::new(&dest, UnpackLimits::default()).unwrap();
+        let expected = Expected {
+            digest: Some(Digest::of(&layer)),
+            size: Some(layer.len() as u64),
+            diff_id: Some(diff_id),
+        };
+        u.layer(&layer[..], &expected).unwrap();
+        u.finish().unwrap();
+        let snap: BTreeMap<PathBuf, String> = snapshot(&dest)
+            .into_iter()
+            .map(|(p, v)| (p.strip_prefix(&dest).unwrap().to_path_buf(), v))
+            .collect();
+        trees.push(snap);
+        drop(tmp);
+    }
+    assert_eq!(trees[0], trees[1]);
+    assert!(!trees[0].is_empty());
+}
+
+#[test]
+fn a_writer_thread_failure_refuses_the_layer() {
+    // A name longer than the file system allows (255 bytes): the writer thread's create fails.
+    let long = format!("dir/{}", "n".repeat(300));
+    let mut tar = Tar::default();
+    tar.dir("dir").file("dir/ok", b"fine");
+    tar.header(b"././@LongLink", b'L', long.len() as u64 + 1, b"", 0o644)
+        .data(format!("{long}\0").as_bytes());
+    tar.file("placeholder", b"x");
+    for i in 0..200 {
+        tar.file(&format!("dir/after-{i}"), b"more");
+    }
+    let tar = tar.end();
+    for writers in [0, 1, 4] {
+        for layer in [gz(&tar), zst(&tar)] {
+            let fx = Fx::new();
+            let mut u = fx.unpacker(UnpackLimits::default()).with_writers(writers);
+            let staging = u.staging_dir().to_path_buf();
+            let err = u.layer(&layer[..], &Expected::default()).unwrap_err();
+            assert!(
+                matches!(&err, UnpackError::Io { source, .. }
+                    if source.raw_os_error() == Some(libc::ENAMETOOLONG)),
+                "writers {writers}: {err:?}"
+            );
+            assert!(!staging.exists(), "staging left after {err}");
+            assert!(matches!(u.finish(), Err(UnpackError::Spent)));
+            fx.clean();
+        }
+    }
 }

@@ -6,24 +6,32 @@
 //! only missing ones are uploaded, each with its sha256 for the store to verify.
 //!
 //! A commit that already has a `commits/<sha>` record is not rebuilt unless
-//! [`BuildOptions::rebuild`] is set; a rebuild (or a build racing another build of the same
-//! commit) that produces a different manifest digest fails with [`Error::NotReproducible`].
+//! [`BuildOptions::rebuild`] is set (its recorded blobs are still checked: the manifest against
+//! its digest, each layer for its size). A rebuild (or a build racing another build of the same
+//! commit) that produces a different manifest digest fails with [`Error::NotReproducible`]. A
+//! rebuild also re-runs npm ([`crate::deps_layer`]), re-hashes every blob the store already has
+//! and replaces one whose bytes do not match its digest with the freshly built bytes.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use artifact::manifest::{BuildRecord, DepsInfo, Layer, LayerKind, MANIFEST_FORMAT, Manifest};
-use artifact::pack::{self, LAYER_MEDIA_TYPE, LayerInfo, PackEntry, PackKind, PackOptions};
+use artifact::manifest::{BuildRecord, DepsInfo, Layer, LayerKind, Manifest};
+use artifact::pack::{self, LayerCompression, LayerInfo, PackEntry, PackOptions};
 use artifact::store::{PutBody, PutOutcome, Store};
 use artifact::{Digest, keys};
-use serde::Serialize;
 
-use crate::deps::{self, DepsFiles, DepsRecord, KeyInputs, NpmOptions};
+use crate::blobs::{self, get_json};
+pub use crate::blobs::{commit_record, load_manifest};
+pub use crate::content::{LABEL_CODE_DIGEST, LABEL_CONFIG_DIGEST, content_digests};
+use crate::deps::{self, DepsFiles, DepsRecord, NpmOptions};
+use crate::deps_layer::{DepsStep, Pending};
 use crate::progress::{CountingWriter, Progress, Step};
+use crate::report::report_from_manifest;
+pub use crate::report::{BuildReport, DepsReport, LayerReport, Outcome, Timing, human_bytes};
 use crate::service::{self, SERVICE_YAML};
-use crate::source::{self, SourceTree};
+use crate::source;
 use crate::{Error, VERSION};
 
 /// What to build and how.
@@ -41,15 +49,25 @@ pub struct BuildOptions {
     pub node: PathBuf,
     /// The npm program.
     pub npm: PathBuf,
-    /// npm's cache directory; `None` uses a fresh one inside the build's temp directory.
+    /// npm's cache directory to share between builds; `None` for a fresh one per build.
     pub npm_cache: Option<PathBuf>,
-    /// Where temp directories go; `None` for the system temp directory.
-    pub work_dir: Option<PathBuf>,
-    /// Build even when `commits/<sha>` exists, and check the result is identical.
+    /// Where temp files and npm's build directory go (an absolute path). npm runs in
+    /// `<work_dir>/builder-npm-<key prefix>/project`, a path that native modules record, so
+    /// builders that should produce identical layers use the same one.
+    pub work_dir: PathBuf,
+    /// Build even when `commits/<sha>` exists and re-run npm even when `deps/<key>` exists,
+    /// check that the result is identical, re-hash the blobs the store has and replace any
+    /// whose bytes do not match their digest.
     pub rebuild: bool,
     /// Compression threads (the bytes do not depend on it).
     pub pack_threads: usize,
+    /// Layer compression (zstd by default); part of the dependency key.
+    pub compression: LayerCompression,
 }
+
+/// The default work directory: a fixed path, not `$TMPDIR`, so that builders agree on the
+/// path npm builds in.
+pub const DEFAULT_WORK_DIR: &str = "/tmp";
 
 impl BuildOptions {
     pub fn new(repo: impl Into<PathBuf>, rev: impl Into<String>) -> Self {
@@ -61,174 +79,12 @@ impl BuildOptions {
             node: "node".into(),
             npm: "npm".into(),
             npm_cache: None,
-            work_dir: None,
+            work_dir: PathBuf::from(DEFAULT_WORK_DIR),
             rebuild: false,
             pack_threads: PackOptions::default().threads,
+            compression: LayerCompression::default(),
         }
     }
-}
-
-/// How the build ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// This build created `commits/<sha>`.
-    Built,
-    /// `commits/<sha>` already existed (from an earlier or a concurrent build) and this build
-    /// produced the same manifest.
-    Identical,
-    /// `commits/<sha>` already existed; nothing was built.
-    AlreadyBuilt,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LayerReport {
-    pub kind: LayerKind,
-    pub digest: Digest,
-    pub size: u64,
-    pub diff_id: Digest,
-    pub entries: u64,
-    /// True if this build uploaded the blob; false if the store had it.
-    pub uploaded: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct DepsReport {
-    pub key: String,
-    /// True if the layer came from an earlier build (`deps/<key>`) and npm did not run.
-    pub reused: bool,
-    pub native: bool,
-    pub lockfile_generated: bool,
-    pub npm_args: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Timing {
-    pub step: &'static str,
-    pub seconds: f64,
-}
-
-/// What a build did.
-#[derive(Clone, Debug, Serialize)]
-pub struct BuildReport {
-    /// The artifact id: the manifest digest.
-    pub id: Digest,
-    pub commit: String,
-    pub service: String,
-    pub store: String,
-    pub outcome: Outcome,
-    pub layers: Vec<LayerReport>,
-    pub deps: Option<DepsReport>,
-    pub manifest_uploaded: bool,
-    pub skipped_submodules: Vec<String>,
-    pub timings: Vec<Timing>,
-}
-
-/// The storage manifests of the source tree, for [`Manifest::storage`]: schema-guard's static
-/// extraction (no node needed) once per environment config shipped in `deploy/env/<env>.yaml`,
-/// as `{"format": 1, "envs": {"<env>": <storage manifest>}}` (env `default` when the tree has no
-/// env configs). The applier compares the one of the environment it deploys to.
-///
-/// An extraction failure does not fail the build: it is returned as a warning and the
-/// artifact carries no storage manifest for that environment (the deploy guard then says so).
-pub fn storage_manifest(source: &SourceTree) -> (Option<serde_json::Value>, Vec<String>) {
-    struct Mem<'a>(&'a SourceTree, Vec<String>);
-    impl schema_guard::extract::Tree for Mem<'_> {
-        fn paths(&self) -> Vec<String> {
-            self.1.clone()
-        }
-        fn read(&self, path: &str) -> Option<Vec<u8>> {
-            self.0.file(path).map(<[u8]>::to_vec)
-        }
-    }
-    let mut paths: Vec<String> = source
-        .entries
-        .iter()
-        .filter(|e| matches!(e.kind, PackKind::File { .. }))
-        .filter(|e| {
-            !e.path.split('/').any(|seg| {
-                seg == "node_modules" || seg.starts_with('.') || seg == "test" || seg == "tests"
-            }) || e.path == ".schema-guard.yaml"
-        })
-        .map(|e| e.path.clone())
-        .collect();
-    paths.sort();
-    let mut envs: Vec<String> = paths
-        .iter()
-        .filter_map(|p| p.strip_prefix("deploy/env/")?.strip_suffix(".yaml"))
-        .filter(|e| !e.contains('/'))
-        .map(str::to_string)
-        .collect();
-    let tree = Mem(source, paths);
-    let mut out = serde_json::Map::new();
-    let mut warnings = Vec::new();
-    if envs.is_empty() {
-        envs.push(String::new());
-    }
-    for env in envs {
-        let opts = schema_guard::extract::StaticOptions {
-            env: (!env.is_empty()).then(|| env.clone()),
-            ..Default::default()
-        };
-        let name = if env.is_empty() {
-            "default".to_string()
-        } else {
-            env
-        };
-        match schema_guard::extract::static_manifest_tree(&tree, &opts) {
-            Ok(mut m) => {
-                m.commit = Some(source.info.commit.clone());
-                out.insert(name, m.to_value());
-            }
-            Err(e) => warnings.push(format!("storage manifest of env {name}: {e}")),
-        }
-    }
-    if out.is_empty() {
-        return (None, warnings);
-    }
-    (
-        Some(serde_json::json!({"format": 1, "envs": serde_json::Value::Object(out)})),
-        warnings,
-    )
-}
-
-/// Manifest label: digest of the source tree outside `deploy/` (the code).
-pub const LABEL_CODE_DIGEST: &str = "content.code";
-/// Manifest label: digest of `deploy/` (service definition and per-environment config).
-pub const LABEL_CONFIG_DIGEST: &str = "content.config";
-
-/// Digests of the code and of the deploy config in the source tree, so the applier can tell a
-/// config-only deploy from a code deploy without reading layers. Each digest covers the sorted
-/// (path, kind, content) of its files.
-pub fn content_digests(source: &SourceTree) -> (Digest, Digest) {
-    let mut entries: Vec<&PackEntry> = source.entries.iter().collect();
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let (mut code, mut config) = (
-        artifact::digest::Hasher::new(),
-        artifact::digest::Hasher::new(),
-    );
-    for e in entries {
-        let h = if e.path == "deploy" || e.path.starts_with("deploy/") {
-            &mut config
-        } else {
-            &mut code
-        };
-        let (kind, body): (&[u8], &[u8]) = match &e.kind {
-            PackKind::Dir => (b"d", b""),
-            PackKind::File {
-                data: pack::PackData::Bytes(b),
-                executable,
-            } => (if *executable { b"x" } else { b"f" }, b),
-            // The source layer is read from git objects, so files are always in memory.
-            PackKind::File { .. } => (b"f", b""),
-            PackKind::Symlink { target } => (b"l", target.as_bytes()),
-        };
-        for part in [e.path.as_bytes(), kind, body] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-    }
-    (code.finish().0, config.finish().0)
 }
 
 struct Timer(Vec<Timing>);
@@ -249,7 +105,7 @@ impl Timer {
 }
 
 /// Packs `entries` into `path`, reporting compressed bytes as progress of `step`.
-fn pack_to_file(
+pub(crate) fn pack_to_file(
     entries: Vec<PackEntry>,
     opts: &PackOptions,
     path: &Path,
@@ -281,80 +137,32 @@ fn pack_to_file(
     Ok(info)
 }
 
-/// Uploads a blob unless the store has it. Returns whether this call created it.
-fn upload_blob(store: &dyn Store, digest: &Digest, body: PutBody) -> Result<bool, Error> {
-    let key = keys::blob(digest);
-    if store.head(&key)?.is_some() {
-        return Ok(false);
+/// Checks the blobs of an already built artifact before reporting it as built: the manifest
+/// against its digest ([`load_manifest`]), each layer for its recorded size.
+fn check_built(store: &dyn Store, id: &Digest) -> Result<Manifest, Error> {
+    let m = load_manifest(store, id)?;
+    for l in &m.layers {
+        let what = match l.kind {
+            LayerKind::Source => "source layer",
+            LayerKind::Deps => "dependency layer",
+        };
+        blobs::check_size(store, what, &l.digest, l.size)?;
     }
-    Ok(store.put_if_absent(&key, body, Some(digest))? == PutOutcome::Created)
+    Ok(m)
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(
-    store: &dyn Store,
-    key: &str,
-) -> Result<Option<T>, Error> {
-    match store.get_bytes(key) {
-        Ok((bytes, _)) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Corrupt {
-                key: key.to_string(),
-                detail: e.to_string(),
-            }),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reads the `commits/<sha>` record, if any.
-pub fn commit_record(store: &dyn Store, commit: &str) -> Result<Option<BuildRecord>, Error> {
-    get_json(store, &keys::commit(commit))
-}
-
-/// Reads and parses the manifest blob `digest` (without re-hashing it; see `inspect::verify`).
-pub fn load_manifest(store: &dyn Store, digest: &Digest) -> Result<Manifest, Error> {
-    let key = keys::blob(digest);
-    let (bytes, _) = store.get_bytes(&key)?;
-    Manifest::from_json(&bytes).map_err(|e| Error::Corrupt {
-        key,
-        detail: e.to_string(),
-    })
-}
-
-fn report_from_manifest(
-    id: Digest,
-    m: &Manifest,
-    store: &dyn Store,
-    outcome: Outcome,
-) -> BuildReport {
-    BuildReport {
-        id,
-        commit: m.source.commit.clone(),
-        service: m.service.clone(),
-        store: store.location(),
-        outcome,
-        layers: m
-            .layers
-            .iter()
-            .map(|l| LayerReport {
-                kind: l.kind,
-                digest: l.digest,
-                size: l.size,
-                diff_id: l.diff_id,
-                entries: l.entries,
-                uploaded: false,
-            })
-            .collect(),
-        deps: m.deps.as_ref().map(|d| DepsReport {
-            key: d.key.clone(),
-            reused: true,
-            native: d.native,
-            lockfile_generated: d.lockfile_generated,
-            npm_args: d.npm_args.clone(),
+/// The service name: `deploy/service.yaml`'s `name`, else package.json's.
+fn service_name(svc: &service::ServiceSpec, package_json: Option<&[u8]>) -> Result<String, Error> {
+    match (&svc.name, package_json) {
+        (Some(n), _) => Ok(n.clone()),
+        (None, Some(p)) => service::package_name(p)?.ok_or_else(|| {
+            Error::Config(format!(
+                "no service name: {SERVICE_YAML} has no `name` and package.json has no `name`"
+            ))
         }),
-        manifest_uploaded: false,
-        skipped_submodules: Vec::new(),
-        timings: Vec::new(),
+        (None, None) => Err(Error::Config(format!(
+            "no service name: the tree has neither {SERVICE_YAML} with a `name` nor a package.json"
+        ))),
     }
 }
 
@@ -370,7 +178,7 @@ pub fn build(
     if !opts.rebuild
         && let Some(rec) = commit_record(store, &commit_id)?
     {
-        let m = load_manifest(store, &rec.manifest)?;
+        let m = check_built(store, &rec.manifest)?;
         return Ok(report_from_manifest(
             rec.manifest,
             &m,
@@ -400,38 +208,35 @@ pub fn build(
     let package_json = src.file("package.json").map(<[u8]>::to_vec);
     let lockfile = src.file("package-lock.json").map(<[u8]>::to_vec);
     let npmrc = src.file(".npmrc").map(<[u8]>::to_vec);
-    let service_name = match (&svc.name, &package_json) {
-        (Some(n), _) => n.clone(),
-        (None, Some(p)) => service::package_name(p)?.ok_or_else(|| {
-            Error::Config(format!(
-                "no service name: {SERVICE_YAML} has no `name` and package.json has no `name`"
-            ))
-        })?,
-        (None, None) => {
-            return Err(Error::Config(format!(
-                "no service name: the tree has neither {SERVICE_YAML} with a `name` nor a package.json"
-            )));
-        }
+    let service_name = service_name(&svc, package_json.as_deref())?;
+    let local = match &package_json {
+        Some(p) => deps::select_local(
+            &src.entries,
+            &deps::local_dependency_paths(p, lockfile.as_deref())?,
+        )?,
+        None => Vec::new(),
     };
 
-    let mut tmp_builder = tempfile::Builder::new();
-    tmp_builder.prefix("builder-");
-    let tmp = match &opts.work_dir {
-        Some(d) => tmp_builder.tempdir_in(d),
-        None => tmp_builder.tempdir(),
+    if !opts.work_dir.is_absolute() {
+        return Err(Error::Config(format!(
+            "the work directory must be an absolute path, not {}",
+            opts.work_dir.display()
+        )));
     }
-    .map_err(|e| Error::io("creating a temp directory", e))?;
+    std::fs::create_dir_all(&opts.work_dir)
+        .map_err(|e| Error::io(format!("creating {}", opts.work_dir.display()), e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("builder-")
+        .tempdir_in(&opts.work_dir)
+        .map_err(|e| Error::io("creating a temp directory", e))?;
 
     let source_opts = PackOptions {
         mtime: src.info.commit_time.max(0) as u64,
         threads: opts.pack_threads.max(1),
-        ..PackOptions::default()
+        ..PackOptions::with_compression(opts.compression)
     };
-    let (storage, storage_warnings) = storage_manifest(&src);
+    let storage_source = crate::storage::StorageSource::new(&src);
     let (code_digest, config_digest) = content_digests(&src);
-    for w in &storage_warnings {
-        progress.warn(w);
-    }
     let source_path = tmp.path().join("source.tar.gz");
     let source_info = src.info.clone();
     let skipped_submodules = src.skipped_submodules.clone();
@@ -449,25 +254,27 @@ pub fn build(
     // Dependency layer.
     let mut layers = vec![LayerReport {
         kind: LayerKind::Source,
+        media_type: opts.compression.media_type().to_string(),
         digest: source_layer.digest,
         size: source_layer.size,
         diff_id: source_layer.diff_id,
         entries: source_layer.entries,
         uploaded: false,
     }];
-    let mut to_upload: Vec<(Digest, u64, PutBody, Option<usize>)> = vec![(
-        source_layer.digest,
-        source_layer.size,
-        PutBody::File(source_path.clone()),
-        Some(0),
-    )];
+    let mut to_upload: Vec<Pending> = vec![Pending {
+        digest: source_layer.digest,
+        size: source_layer.size,
+        body: PutBody::File(source_path.clone()),
+        layer: Some(0),
+    }];
     let mut deps_report = None;
-    let mut deps_record: Option<(DepsRecord, bool)> = None; // (record, built by us)
+    let mut deps_record: Option<(DepsRecord, bool)> = None; // (record, new: to be recorded)
     if let Some(package_json) = package_json {
         let files = DepsFiles {
             package_json,
             lockfile,
             npmrc,
+            local,
         };
         let node = timer.time("node facts", || deps::node_facts(&opts.node))?;
         let user_args = deps::user_npm_args(
@@ -478,119 +285,28 @@ pub fn build(
                 .unwrap_or_default(),
         )?;
         let recorded_args = deps::recorded_npm_args(&user_args);
-        let key = KeyInputs::new(&files, &recorded_args, &node).key();
-        let dkey = keys::deps(&key);
-
-        let existing: Option<DepsRecord> = get_json(store, &dkey)?;
-        let reusable = match existing {
-            Some(rec) => {
-                let layer_ok = store.head(&keys::blob(&rec.layer.digest))?.is_some();
-                let lock_ok = store.head(&keys::blob(&rec.lockfile_blob))?.is_some();
-                if layer_ok && lock_ok {
-                    Some(rec)
-                } else {
-                    progress.warn(&format!(
-                        "{dkey} exists but its blobs are missing; rebuilding the layer"
-                    ));
-                    None
-                }
-            }
-            None => None,
+        let npm = NpmOptions {
+            program: opts.npm.clone(),
+            shared_cache: opts.npm_cache.clone(),
         };
-        match reusable {
-            Some(rec) => {
-                progress.end(
-                    Step::Npm,
-                    &format!(
-                        "reused dependency layer {} (key {})",
-                        rec.layer.digest.short(12),
-                        &key[..12]
-                    ),
-                );
-                deps_record = Some((rec, false));
-            }
-            None => {
-                let npm_dir = tmp.path().join("npm");
-                std::fs::create_dir(&npm_dir)
-                    .map_err(|e| Error::io("creating the npm directory", e))?;
-                let npm = NpmOptions {
-                    program: opts.npm.clone(),
-                    cache: opts
-                        .npm_cache
-                        .clone()
-                        .unwrap_or_else(|| tmp.path().join("npm-cache")),
-                };
-                progress.begin(Step::Npm, None);
-                let installed =
-                    timer.time("npm", || deps::install(&npm_dir, &files, &user_args, &npm))?;
-                progress.end(
-                    Step::Npm,
-                    &format!(
-                        "npm {} {}{}",
-                        installed.npm_version,
-                        recorded_args.join(" "),
-                        if installed.lockfile_generated {
-                            " (lockfile generated)"
-                        } else {
-                            ""
-                        }
-                    ),
-                );
-                let entries = timer.time("walk node_modules", || {
-                    pack::walk_dir(&installed.node_modules, "node_modules").map_err(|source| {
-                        Error::Pack {
-                            what: "dependency",
-                            source,
-                        }
-                    })
-                })?;
-                let native = entries
-                    .iter()
-                    .any(|e| matches!(e.kind, PackKind::File { .. }) && e.path.ends_with(".node"));
-                let deps_opts = PackOptions {
-                    mtime: deps::DEPS_MTIME,
-                    ..source_opts.clone()
-                };
-                let deps_path = tmp.path().join("deps.tar.gz");
-                let info = timer.time("pack node_modules", || {
-                    pack_to_file(
-                        entries,
-                        &deps_opts,
-                        &deps_path,
-                        "dependency",
-                        Step::PackDeps,
-                        progress,
-                    )
-                })?;
-                let lock_digest = Digest::of(&installed.lockfile);
-                to_upload.push((info.digest, info.size, PutBody::File(deps_path), Some(1)));
-                to_upload.push((
-                    lock_digest,
-                    installed.lockfile.len() as u64,
-                    PutBody::Bytes(installed.lockfile),
-                    None,
-                ));
-                deps_record = Some((
-                    DepsRecord {
-                        format: deps::DEPS_RECORD_FORMAT,
-                        key: key.clone(),
-                        media_type: LAYER_MEDIA_TYPE.to_string(),
-                        layer: info,
-                        lockfile_blob: lock_digest,
-                        lockfile_generated: installed.lockfile_generated,
-                        node_version: node.version.clone(),
-                        npm_version: installed.npm_version,
-                        npm_args: recorded_args.clone(),
-                        native,
-                        platform: node.platform(),
-                    },
-                    true,
-                ));
-            }
-        }
-        let (rec, built) = deps_record.as_ref().expect("set above");
+        let step = DepsStep {
+            store,
+            files: &files,
+            user_args: &user_args,
+            recorded_args: &recorded_args,
+            node: &node,
+            npm: &npm,
+            work_dir: &opts.work_dir,
+            out_dir: tmp.path(),
+            pack: &source_opts,
+            rebuild: opts.rebuild,
+            progress,
+        };
+        let got = step.run(&mut |step, seconds| timer.0.push(Timing { step, seconds }))?;
+        let rec = &got.record;
         layers.push(LayerReport {
             kind: LayerKind::Deps,
+            media_type: rec.media_type.clone(),
             digest: rec.layer.digest,
             size: rec.layer.size,
             diff_id: rec.layer.diff_id,
@@ -598,28 +314,39 @@ pub fn build(
             uploaded: false,
         });
         deps_report = Some(DepsReport {
-            key: key.clone(),
-            reused: !built,
+            key: rec.key.clone(),
+            reused: got.reused,
+            reproduced: got.reproduced,
             native: rec.native,
             lockfile_generated: rec.lockfile_generated,
             npm_args: rec.npm_args.clone(),
         });
+        to_upload.extend(got.blobs);
+        deps_record = Some((got.record, got.new_record));
     }
 
-    // Upload layers (and the lockfile) that the store does not have.
-    let total: u64 = to_upload.iter().map(|(_, s, _, _)| s).sum();
+    // Store the blobs the store does not have (in a rebuild: or has with the wrong bytes).
+    let total: u64 = to_upload.iter().map(|p| p.size).sum();
     progress.begin(Step::Upload, Some(total));
     let upload_start = Instant::now();
     let mut uploaded_bytes = 0;
-    for (digest, size, body, layer_index) in to_upload {
-        let up = upload_blob(store, &digest, body)?;
-        if let Some(i) = layer_index {
-            layers[i].uploaded = up;
+    let mut repaired = Vec::new();
+    for p in to_upload {
+        let put = blobs::put_blob(store, &p.digest, p.body, opts.rebuild)?;
+        if let Some(i) = p.layer {
+            layers[i].uploaded = put.created;
         }
-        if up {
-            uploaded_bytes += size;
+        if put.created {
+            uploaded_bytes += p.size;
         }
-        progress.advance(Step::Upload, size);
+        if put.repaired {
+            progress.warn(&format!(
+                "{} did not match its digest; replaced with the rebuilt bytes",
+                keys::blob(&p.digest)
+            ));
+            repaired.push(keys::blob(&p.digest));
+        }
+        progress.advance(Step::Upload, p.size);
     }
 
     // Record the dependency layer; a concurrent build may have recorded it first.
@@ -636,6 +363,12 @@ pub fn build(
                     "{dkey} was recorded concurrently with layer {}; using it instead of {}",
                     theirs.layer.digest, rec.layer.digest
                 ));
+                blobs::check_size(
+                    store,
+                    "dependency layer",
+                    &theirs.layer.digest,
+                    theirs.layer.size,
+                )?;
                 layers[1].digest = theirs.layer.digest;
                 layers[1].size = theirs.layer.size;
                 layers[1].diff_id = theirs.layer.diff_id;
@@ -646,6 +379,14 @@ pub fn build(
         }
     }
 
+    // Storage manifests: captured with the commit's dependency layer (unpacked from the store,
+    // digests checked), else static.
+    let layer = deps_record.as_ref().map(|(rec, _)| &rec.layer);
+    let (storage, storage_warnings) =
+        storage_source.manifests(&opts.node, None, layer, store, tmp.path());
+    for w in &storage_warnings {
+        progress.warn(w);
+    }
     let (platform, deps_info) = match &deps_record {
         Some((rec, _)) => (
             rec.native.then(|| rec.platform.clone()),
@@ -673,21 +414,22 @@ pub fn build(
     {
         labels.insert("source.dir".to_string(), dir.to_string());
     }
+    let manifest_layers: Vec<Layer> = layers
+        .iter()
+        .map(|l| Layer {
+            kind: l.kind,
+            media_type: l.media_type.clone(),
+            digest: l.digest,
+            size: l.size,
+            diff_id: l.diff_id,
+            entries: l.entries,
+        })
+        .collect();
     let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+        format: Manifest::format_for(&manifest_layers),
         service: service_name,
         source: source_info,
-        layers: layers
-            .iter()
-            .map(|l| Layer {
-                kind: l.kind,
-                media_type: LAYER_MEDIA_TYPE.to_string(),
-                digest: l.digest,
-                size: l.size,
-                diff_id: l.diff_id,
-                entries: l.entries,
-            })
-            .collect(),
+        layers: manifest_layers,
         platform,
         deps: deps_info,
         storage,
@@ -699,9 +441,17 @@ pub fn build(
     let manifest_bytes = manifest.to_canonical_json();
     let id = Digest::of(&manifest_bytes);
     let manifest_size = manifest_bytes.len() as u64;
-    let manifest_uploaded = upload_blob(store, &id, PutBody::Bytes(manifest_bytes))?;
+    let put = blobs::put_blob(store, &id, PutBody::Bytes(manifest_bytes), opts.rebuild)?;
+    let manifest_uploaded = put.created;
     if manifest_uploaded {
         uploaded_bytes += manifest_size;
+    }
+    if put.repaired {
+        progress.warn(&format!(
+            "{} did not match its digest; replaced with the rebuilt bytes",
+            keys::blob(&id)
+        ));
+        repaired.push(keys::blob(&id));
     }
 
     let record = BuildRecord {
@@ -747,23 +497,8 @@ pub fn build(
         layers,
         deps: deps_report,
         manifest_uploaded,
+        repaired,
         skipped_submodules,
         timings: timer.0,
     })
-}
-
-/// `1.2 MB`-style sizes for humans (decimal units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

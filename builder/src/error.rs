@@ -13,7 +13,10 @@ pub enum ErrorKind {
     Usage,
     /// The store failed or could not be reached.
     Store,
-    /// The commit was already built to a different manifest.
+    /// A stored blob is missing or does not match its recorded digest or size.
+    Integrity,
+    /// The commit was already built to a different manifest, or npm resolved a dependency
+    /// layer that differs from the recorded one.
     NotReproducible,
 }
 
@@ -35,8 +38,29 @@ pub enum Error {
     Npm {
         step: String,
         status: String,
+        /// npm's own error text (its last lines, with the path of its log rewritten to the
+        /// kept copy).
         output: String,
+        /// Where npm's full log of the failed run was kept, if it wrote one.
+        log: Option<std::path::PathBuf>,
     },
+    #[error("{what} {key}: {detail}")]
+    BadBlob {
+        what: String,
+        key: String,
+        detail: String,
+    },
+    #[error(
+        "dependency layer {key} is not reproducible: npm produced {produced}, {recorded} is recorded; first difference: {first_difference}"
+    )]
+    LayerDiffers {
+        key: String,
+        recorded: String,
+        produced: String,
+        first_difference: String,
+    },
+    #[error("cannot repair {key}: {detail}")]
+    CannotRepair { key: String, detail: String },
     #[error("packing the {what} layer: {source}")]
     Pack {
         what: &'static str,
@@ -103,6 +127,8 @@ impl Error {
                 _ => ErrorKind::Store,
             },
             Error::Corrupt { .. } => ErrorKind::Store,
+            Error::BadBlob { .. } => ErrorKind::Integrity,
+            Error::LayerDiffers { .. } | Error::CannotRepair { .. } => ErrorKind::NotReproducible,
             Error::Sign(e) => match e {
                 SignError::Io { .. } | SignError::BadKey { .. } => ErrorKind::Usage,
                 SignError::Store(StoreError::BadLocation { .. } | StoreError::InvalidKey(_)) => {

@@ -1,5 +1,6 @@
 //! Reading what is stored: resolve a hash or commit to an artifact, list artifacts by commit,
-//! and verify an artifact by re-reading and re-hashing every blob it names.
+//! verify an artifact by re-reading and re-hashing every blob it names, and repair one by
+//! rebuilding its commit and replacing the blobs whose bytes do not match their digest.
 
 use std::io::{self, Read};
 
@@ -7,11 +8,12 @@ use artifact::manifest::{BuildRecord, LayerKind, Manifest};
 use artifact::resolve::ResolveError;
 use artifact::store::Store;
 use artifact::{Digest, keys};
-use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 
 use crate::Error;
-use crate::build::load_manifest;
+use crate::blobs::{commit_record, load_manifest};
+use crate::build::{self, BuildOptions, BuildReport};
+use crate::progress::Progress;
 
 /// Resolves `query` to a manifest digest with the one resolver every tool uses
 /// ([`artifact::resolve`]): a manifest digest (`sha256:<hex>` or hex, full or a unique prefix of
@@ -114,11 +116,12 @@ struct Hashes {
     diff_id: Option<Digest>,
 }
 
-/// Streams a blob, hashing the stored bytes, and (for a layer) the decompressed tar.
+/// Streams a blob, hashing the stored bytes, and (for a layer: `decompress` names its
+/// compression) the decompressed tar.
 fn hash_blob(
     store: &dyn Store,
     key: &str,
-    decompress: bool,
+    decompress: Option<artifact::pack::LayerCompression>,
 ) -> Result<Result<Hashes, String>, Error> {
     let got = match store.get(key) {
         Ok(g) => g,
@@ -126,11 +129,16 @@ fn hash_blob(
         Err(e) => return Err(e.into()),
     };
     let mut outer = artifact::digest::HashingReader::new(got.reader);
-    if decompress {
-        let mut inner = artifact::digest::HashingReader::new(MultiGzDecoder::new(&mut outer));
+    if let Some(compression) = decompress {
+        let decoder: Box<dyn Read + '_> = match compression.decoder(&mut outer) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(format!("{}: {e}", compression.name()))),
+        };
+        let mut inner = artifact::digest::HashingReader::new(decoder);
         if let Err(e) = io::copy(&mut inner, &mut io::sink()) {
-            return Ok(Err(format!("not a valid gzip stream: {e}")));
+            return Ok(Err(format!("not a valid {compression} stream: {e}")));
         }
+        // `finish` consumes `inner`, which releases the borrow of `outer`.
         let (diff_id, _) = inner.finish();
         // Anything after the gzip members still counts towards the stored digest.
         if let Err(e) = io::copy(&mut outer, &mut io::sink()) {
@@ -209,7 +217,7 @@ pub fn verify(store: &dyn Store, id: &Digest) -> Result<VerifyReport, Error> {
             LayerKind::Deps => "deps layer",
         };
         let key = keys::blob(&layer.digest);
-        let problem = match hash_blob(store, &key, true)? {
+        let problem = match hash_blob(store, &key, layer.compression())? {
             Err(p) => Some(p),
             Ok(h) => {
                 let mut p = Vec::new();
@@ -243,7 +251,7 @@ pub fn verify(store: &dyn Store, id: &Digest) -> Result<VerifyReport, Error> {
     }
     if let Some(deps) = &manifest.deps {
         let key = keys::blob(&deps.lockfile_blob);
-        let problem = match hash_blob(store, &key, false)? {
+        let problem = match hash_blob(store, &key, None)? {
             Err(p) => Some(p),
             Ok(h) if h.digest != deps.lockfile_blob => Some(format!(
                 "content hashes to {}, not {}",
@@ -258,4 +266,85 @@ pub fn verify(store: &dyn Store, id: &Digest) -> Result<VerifyReport, Error> {
         });
     }
     Ok(VerifyReport { id: *id, checks })
+}
+
+/// What [`repair`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RepairReport {
+    /// The verification before the repair.
+    pub before: VerifyReport,
+    /// The rebuild, if one was needed.
+    pub rebuild: Option<BuildReport>,
+    /// The verification after it.
+    pub after: VerifyReport,
+}
+
+/// The commit artifact `id` was built from: from its manifest, or, when the manifest itself is
+/// unreadable, from the `commits/` record that names `id`.
+fn commit_of(store: &dyn Store, id: &Digest) -> Result<(String, Option<Manifest>), Error> {
+    if let Ok(m) = load_manifest(store, id) {
+        return Ok((m.source.commit.clone(), Some(m)));
+    }
+    for meta in store.list(keys::COMMITS_PREFIX)? {
+        let sha = &meta.key[keys::COMMITS_PREFIX.len()..];
+        if let Ok(Some(rec)) = commit_record(store, sha)
+            && rec.manifest == *id
+        {
+            return Ok((rec.commit, None));
+        }
+    }
+    Err(Error::CannotRepair {
+        key: keys::blob(id),
+        detail: "the manifest is unreadable and no commits/ record names this artifact, so its \
+                 commit is unknown"
+            .into(),
+    })
+}
+
+/// Verifies artifact `id`; if a blob is missing or bad, rebuilds its commit from the
+/// repository in `template.repo` (with `rebuild`, which re-creates missing blobs and replaces
+/// those whose bytes do not match their digest, and proves the rebuild gives the same artifact)
+/// and verifies again. Only blobs that fail their digest are ever replaced, and only with bytes
+/// that hash to it. The recorded service directory and npm arguments are reused.
+pub fn repair(
+    store: &dyn Store,
+    id: &Digest,
+    template: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<RepairReport, Error> {
+    let before = verify(store, id)?;
+    if before.ok() {
+        return Ok(RepairReport {
+            after: before.clone(),
+            before,
+            rebuild: None,
+        });
+    }
+    let (commit, manifest) = commit_of(store, id)?;
+    let mut opts = template.clone();
+    opts.rev = commit;
+    opts.rebuild = true;
+    if let Some(m) = &manifest {
+        opts.service_dir = m.labels.get("source.dir").cloned();
+        if let Some(d) = &m.deps {
+            let base = crate::deps::recorded_npm_args(&[]);
+            if let Some(user) = d.npm_args.strip_prefix(&base[..]) {
+                opts.npm_args = Some(user.to_vec());
+            }
+        }
+    }
+    let report = build::build(store, &opts, progress)?;
+    if report.id != *id {
+        return Err(Error::NotReproducible {
+            commit: report.commit,
+            existing: id.to_string(),
+            produced: report.id.to_string(),
+        });
+    }
+    let after = verify(store, id)?;
+    Ok(RepairReport {
+        before,
+        rebuild: Some(report),
+        after,
+    })
 }

@@ -1,31 +1,27 @@
 //! The `builder` command line: parse arguments, resolve configuration, call the library,
-//! render the result (data on stdout, progress and summaries on stderr), map failures to the
-//! exit codes documented in docs/builder.md.
+//! render the result (data on stdout, progress and summaries on stderr). Failures become the
+//! exit codes documented in docs/builder.md in one place, `cli::exit`.
+
+mod cli;
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use artifact::Digest;
 use artifact::sign::{self, PublicKey, SecretKey};
-use artifact::store::{PutOutcome, Store};
-use builder::build::{self, BuildOptions, BuildReport, Outcome, human_bytes};
+use artifact::store::Store;
+use builder::Error;
+use builder::build::{self, BuildOptions};
 use builder::config::{self, StoreConfig, StoreFlags};
 use builder::inspect;
 use builder::progress::{Progress, Step};
-use builder::{Error, ErrorKind};
 use clap::{Parser, Subcommand, ValueEnum};
+use cli::{exit, keys, outln, print_json, render};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-
-const EXIT_BUILD: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_STORE: u8 = 3;
-const EXIT_VERIFY: u8 = 4;
-const EXIT_NOT_REPRODUCIBLE: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -71,12 +67,21 @@ enum Command {
     /// List built commits and their artifacts.
     Ls,
     /// Re-read every blob of an artifact and check its digests; with --trusted-key, also
-    /// require a valid signature by one of those keys.
+    /// require a valid signature by one of those keys; with --repair, rebuild its commit and
+    /// replace the blobs that are missing or do not match their digest.
     Verify {
         hash: String,
         /// A trusted public key file, or an inline `ed25519-public <base64>` (repeatable).
         #[arg(long = "trusted-key", value_name = "FILE")]
         trusted_keys: Vec<String>,
+        /// Rebuild the artifact's commit from --repo and replace its bad or missing blobs.
+        #[arg(long)]
+        repair: bool,
+        /// The git repository holding the artifact's commit (for --repair).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[command(flatten)]
+        tools: ToolArgs,
     },
     /// Generate an ed25519 signing key: PREFIX.key (secret, mode 0600) and PREFIX.pub.
     Keygen {
@@ -99,8 +104,12 @@ enum Command {
         prefix: String,
         #[arg(long)]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 6)]
-        level: u32,
+        /// Layer compression: zstd or gzip.
+        #[arg(long, default_value_t = artifact::pack::LayerCompression::default())]
+        compression: artifact::pack::LayerCompression,
+        /// Compression level [default: 3 for zstd, 6 for gzip]
+        #[arg(long)]
+        level: Option<u32>,
     },
 }
 
@@ -118,6 +127,21 @@ struct BuildArgs {
     /// Build this subdirectory of the commit's tree (a service inside a larger repository).
     #[arg(long, value_name = "SUBDIR")]
     service_dir: Option<String>,
+    /// Build even if the commit was built already and run npm even if its dependency layer is
+    /// recorded; fail (exit 5) if the result differs; replace stored blobs that do not match
+    /// their digest.
+    #[arg(long)]
+    rebuild: bool,
+    /// Sign the artifact with this secret key file (also when the commit was already built).
+    #[arg(long, env = "BUILDER_SIGN_KEY", value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    #[command(flatten)]
+    tools: ToolArgs,
+}
+
+/// How npm runs, for `build` and `verify --repair`.
+#[derive(clap::Args)]
+struct ToolArgs {
     /// npm cache directory to share between builds [default: a fresh one per build]
     #[arg(long, value_name = "DIR")]
     npm_cache: Option<PathBuf>,
@@ -127,19 +151,37 @@ struct BuildArgs {
     /// The npm program.
     #[arg(long, default_value = "npm")]
     npm: PathBuf,
-    /// Build even if the commit was built already, and fail (exit 5) if the result differs.
-    #[arg(long)]
-    rebuild: bool,
-    /// Directory for temporary files [default: the system temp directory]
-    #[arg(long, value_name = "DIR")]
-    work_dir: Option<PathBuf>,
-    /// Sign the artifact with this secret key file (also when the commit was already built).
-    #[arg(long, env = "BUILDER_SIGN_KEY", value_name = "FILE")]
-    sign_key: Option<PathBuf>,
+    /// Directory for temporary files and npm's build directory; native modules record its
+    /// path, so builders that must agree use the same one.
+    #[arg(long, value_name = "DIR", default_value = build::DEFAULT_WORK_DIR)]
+    work_dir: PathBuf,
+    /// Layer compression: zstd (layer format 2, the default) or gzip (format 1, readable by
+    /// appliers that predate zstd). Part of the dependency key.
+    #[arg(long, env = "BUILDER_COMPRESSION", default_value_t = artifact::pack::LayerCompression::default())]
+    compression: artifact::pack::LayerCompression,
+}
+
+impl ToolArgs {
+    fn options(&self, repo: &Path, rev: &str) -> anyhow::Result<BuildOptions> {
+        let mut opts = BuildOptions::new(repo, rev);
+        opts.node = self.node.clone();
+        opts.npm = self.npm.clone();
+        opts.compression = self.compression;
+        opts.work_dir = std::path::absolute(&self.work_dir)?;
+        if let Some(c) = &self.npm_cache {
+            std::fs::create_dir_all(c)
+                .with_context(|| format!("creating npm cache {}", c.display()))?;
+            opts.npm_cache = Some(std::path::absolute(c)?);
+        }
+        Ok(opts)
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return exit::clap(e),
+    };
     let terminal = std::io::stderr().is_terminal();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -150,19 +192,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error")),
         )
         .init();
-    match run(cli, terminal) {
-        Ok(code) => code,
-        Err(err) => {
-            let code = match err.downcast_ref::<Error>().map(Error::kind) {
-                Some(ErrorKind::Usage) => EXIT_USAGE,
-                Some(ErrorKind::Store) => EXIT_STORE,
-                Some(ErrorKind::NotReproducible) => EXIT_NOT_REPRODUCIBLE,
-                Some(ErrorKind::Build) | None => EXIT_BUILD,
-            };
-            eprintln!("error: {err:#}");
-            ExitCode::from(code)
-        }
-    }
+    run(cli, terminal).unwrap_or_else(exit::fail)
 }
 
 fn usage(msg: String) -> anyhow::Error {
@@ -182,8 +212,9 @@ fn store_config(cli: &Cli) -> anyhow::Result<StoreConfig> {
 
 fn run(cli: Cli, terminal: bool) -> anyhow::Result<ExitCode> {
     let cfg = store_config(&cli)?;
+    let json = cli.format == Format::Json;
     if cli.show_config {
-        print_config(&cfg, cli.format)?;
+        print_config(&cfg, json)?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(command) = &cli.command else {
@@ -191,59 +222,83 @@ fn run(cli: Cli, terminal: bool) -> anyhow::Result<ExitCode> {
             "no command given (build, show, ls, verify, sign, keygen); see --help".into(),
         ));
     };
-    if let Command::PackDir {
-        dir,
-        out,
-        prefix,
-        threads,
-        level,
-    } = command
-    {
-        return pack_dir(dir, out, prefix, *threads, *level);
-    }
-    if let Command::Keygen { out } = command {
-        return cmd_keygen(out, cli.format);
+    match command {
+        Command::PackDir {
+            dir,
+            out,
+            prefix,
+            threads,
+            compression,
+            level,
+        } => return pack_dir(dir, out, prefix, *threads, *compression, *level),
+        Command::Keygen { out } => return keys::cmd_keygen(out, json),
+        _ => {}
     }
     let store = cfg.open()?;
+    let progress: Box<dyn Progress> = if terminal {
+        Box::new(BarProgress::new())
+    } else {
+        Box::new(LogProgress)
+    };
     match command {
-        Command::Build(args) => cmd_build(&*store, args, cli.format, terminal),
-        Command::Show { hash } => cmd_show(&*store, hash, cli.format),
-        Command::Ls => cmd_ls(&*store, cli.format),
-        Command::Verify { hash, trusted_keys } => {
-            cmd_verify(&*store, hash, trusted_keys, cli.format)
+        Command::Build(args) => cmd_build(&*store, args, json, &*progress),
+        Command::Show { hash } => {
+            let (id, m) = inspect::show(&*store, hash)?;
+            if json {
+                print_json(&serde_json::json!({ "id": id, "manifest": m }))?;
+            } else {
+                render::manifest(&id, &m)?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Sign { hash, sign_key } => cmd_sign(&*store, hash, sign_key, cli.format),
+        Command::Ls => {
+            let entries = inspect::list(&*store)?;
+            if json {
+                print_json(&entries)?;
+            } else {
+                render::list(&entries)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            hash,
+            trusted_keys,
+            repair,
+            repo,
+            tools,
+        } => {
+            let repair = repair.then(|| tools.options(repo, "HEAD")).transpose()?;
+            cmd_verify(&*store, hash, trusted_keys, repair, json, &*progress)
+        }
+        Command::Sign { hash, sign_key } => keys::cmd_sign(&*store, hash, sign_key, json),
         Command::PackDir { .. } | Command::Keygen { .. } => unreachable!("handled above"),
     }
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn print_config(cfg: &StoreConfig, format: Format) -> anyhow::Result<()> {
-    if format == Format::Json {
+fn print_config(cfg: &StoreConfig, json: bool) -> anyhow::Result<()> {
+    if json {
         return print_json(cfg);
     }
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
-    println!(
+    outln!(
         "store                {:<40} ({})",
-        cfg.location.value, cfg.location.origin
+        cfg.location.value,
+        cfg.location.origin
     );
-    println!(
+    outln!(
         "s3-endpoint          {:<40} ({})",
         show(&cfg.s3_endpoint.value),
         cfg.s3_endpoint.origin
     );
-    println!(
+    outln!(
         "s3-region            {:<40} ({})",
         show(&cfg.s3_region.value),
         cfg.s3_region.origin
     );
-    println!(
+    outln!(
         "s3-force-path-style  {:<40} ({})",
-        cfg.s3_force_path_style.value, cfg.s3_force_path_style.origin
+        cfg.s3_force_path_style.value,
+        cfg.s3_force_path_style.origin
     );
     Ok(())
 }
@@ -251,22 +306,13 @@ fn print_config(cfg: &StoreConfig, format: Format) -> anyhow::Result<()> {
 fn cmd_build(
     store: &dyn Store,
     args: &BuildArgs,
-    format: Format,
-    terminal: bool,
+    json: bool,
+    progress: &dyn Progress,
 ) -> anyhow::Result<ExitCode> {
-    let mut opts = BuildOptions::new(&args.repo, &args.rev);
+    let mut opts = args.tools.options(&args.repo, &args.rev)?;
     opts.service_dir = args.service_dir.clone();
     opts.npm_args = (!args.npm_args.is_empty()).then(|| args.npm_args.clone());
-    opts.node = args.node.clone();
-    opts.npm = args.npm.clone();
-    opts.npm_cache = args.npm_cache.clone();
-    opts.work_dir = args.work_dir.clone();
     opts.rebuild = args.rebuild;
-    if let Some(c) = &opts.npm_cache {
-        std::fs::create_dir_all(c)
-            .with_context(|| format!("creating npm cache {}", c.display()))?;
-        opts.npm_cache = Some(std::path::absolute(c)?);
-    }
     // Read the key before building, so a bad key fails fast.
     let sign_key = args
         .sign_key
@@ -275,277 +321,17 @@ fn cmd_build(
         .transpose()
         .map_err(Error::from)?;
     let started = Instant::now();
-    let report = if terminal {
-        build::build(store, &opts, &BarProgress::new())?
-    } else {
-        build::build(store, &opts, &LogProgress)?
-    };
-    print_build_summary(&report, started.elapsed());
-    let signature = match &sign_key {
-        Some(key) => {
-            let s = sign_and_report(store, &report.id, key)?;
-            Some(s)
-        }
-        None => None,
-    };
-    if format == Format::Json {
+    let report = build::build(store, &opts, progress)?;
+    render::build_summary(&report, started.elapsed());
+    let signature = sign_key
+        .map(|key| keys::sign_and_report(store, &report.id, &key))
+        .transpose()?;
+    if json {
         let mut v = serde_json::to_value(&report)?;
         v["signature"] = serde_json::to_value(&signature)?;
         print_json(&v)?;
     } else {
-        println!("{}", report.id);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// What signing an artifact did, for the JSON output.
-#[derive(serde::Serialize)]
-struct SignReport {
-    key_id: String,
-    key: String,
-    /// False if the store already held this signature.
-    created: bool,
-}
-
-fn sign_and_report(store: &dyn Store, id: &Digest, key: &SecretKey) -> anyhow::Result<SignReport> {
-    let (record, outcome) = sign::sign_artifact(store, id, key).map_err(Error::from)?;
-    let created = outcome == PutOutcome::Created;
-    eprintln!(
-        "  signed by key {}{}",
-        record.key_id,
-        if created {
-            ""
-        } else {
-            " (signature already stored)"
-        }
-    );
-    Ok(SignReport {
-        key: artifact::keys::signature(id, &record.key_id),
-        key_id: record.key_id,
-        created,
-    })
-}
-
-fn cmd_sign(
-    store: &dyn Store,
-    hash: &str,
-    key_file: &std::path::Path,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let key = SecretKey::load(key_file).map_err(Error::from)?;
-    let (id, _) = inspect::show(store, hash)?;
-    eprintln!("{id}:");
-    let s = sign_and_report(store, &id, &key)?;
-    if format == Format::Json {
-        print_json(&serde_json::json!({ "id": id, "signature": s }))?;
-    } else {
-        println!("{}", s.key_id);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn cmd_keygen(prefix: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let with_ext = |ext: &str| {
-        let mut p = prefix.as_os_str().to_owned();
-        p.push(ext);
-        PathBuf::from(p)
-    };
-    let (secret_path, public_path) = (with_ext(".key"), with_ext(".pub"));
-    let key = SecretKey::generate();
-    let public = key.public();
-    let write = |path: &std::path::Path, mode: u32, text: &str| -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| {
-                usage(format!(
-                    "creating {}: {e} (keygen never overwrites a key)",
-                    path.display()
-                ))
-            })?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", path.display()))
-    };
-    write(&secret_path, 0o600, &key.to_text())?;
-    write(&public_path, 0o644, &public.to_text())?;
-    eprintln!(
-        "wrote {} (secret, keep it private) and {}",
-        secret_path.display(),
-        public_path.display()
-    );
-    if format == Format::Json {
-        print_json(&serde_json::json!({
-            "key_id": public.key_id(),
-            "secret_key_file": secret_path,
-            "public_key_file": public_path,
-        }))?;
-    } else {
-        println!("{}", public.key_id());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_build_summary(r: &BuildReport, total: Duration) {
-    let what = match r.outcome {
-        Outcome::Built => "built",
-        Outcome::Identical => "built (identical to the existing build of this commit)",
-        Outcome::AlreadyBuilt => {
-            "already built; nothing to do (use --rebuild to check reproducibility)"
-        }
-    };
-    eprintln!(
-        "{} {} at {}: {what}",
-        r.service,
-        r.id,
-        &r.commit[..12.min(r.commit.len())]
-    );
-    for l in &r.layers {
-        let kind = match l.kind {
-            artifact::manifest::LayerKind::Source => "source",
-            artifact::manifest::LayerKind::Deps => "deps",
-        };
-        let mut notes = vec![
-            if l.uploaded {
-                "uploaded"
-            } else {
-                "already in store"
-            }
-            .to_string(),
-        ];
-        if kind == "deps"
-            && let Some(d) = &r.deps
-        {
-            notes.push(
-                if d.reused {
-                    "reused, npm not run"
-                } else {
-                    "built with npm"
-                }
-                .into(),
-            );
-            if d.native {
-                notes.push("native modules".into());
-            }
-            if d.lockfile_generated {
-                notes.push("lockfile generated".into());
-            }
-        }
-        eprintln!(
-            "  {kind:<6} {}  {:>9}  {:>7} entries  {}",
-            l.digest.short(16),
-            human_bytes(l.size),
-            l.entries,
-            notes.join(", ")
-        );
-    }
-    if !r.timings.is_empty() {
-        let t: Vec<String> = r
-            .timings
-            .iter()
-            .map(|t| format!("{} {:.2}s", t.step, t.seconds))
-            .collect();
-        eprintln!(
-            "  timings: {}; total {:.2}s",
-            t.join(", "),
-            total.as_secs_f64()
-        );
-    }
-}
-
-fn cmd_show(store: &dyn Store, hash: &str, format: Format) -> anyhow::Result<ExitCode> {
-    let (id, m) = inspect::show(store, hash)?;
-    if format == Format::Json {
-        print_json(&serde_json::json!({ "id": id, "manifest": m }))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("artifact  {id}");
-    println!("service   {}", m.service);
-    println!("commit    {}  {}", m.source.commit, m.source.subject);
-    println!("author    {}", m.source.author);
-    println!("committed {}", fmt_time(m.source.commit_time));
-    println!("tree      {}", m.source.tree);
-    for l in &m.layers {
-        println!(
-            "layer     {:<6} {}  {}  {} entries  diff_id {}",
-            format!("{:?}", l.kind).to_lowercase(),
-            l.digest,
-            human_bytes(l.size),
-            l.entries,
-            l.diff_id
-        );
-    }
-    if let Some(d) = &m.deps {
-        println!(
-            "deps      key {}  node {}  npm {}  npm {}",
-            d.key,
-            d.node_version,
-            d.npm_version,
-            d.npm_args.join(" ")
-        );
-        println!(
-            "lockfile  {}{}",
-            d.lockfile_blob,
-            if d.lockfile_generated {
-                "  (generated by npm: the commit has none)"
-            } else {
-                ""
-            }
-        );
-    }
-    match &m.platform {
-        Some(p) => println!(
-            "platform  {}-{}-{} (node ABI {})",
-            p.os, p.arch, p.libc, p.node_abi
-        ),
-        None => println!("platform  any (no native modules)"),
-    }
-    println!(
-        "storage   {}",
-        if m.storage.is_some() {
-            "recorded"
-        } else {
-            "not recorded"
-        }
-    );
-    for (k, v) in &m.labels {
-        println!("label     {k}={v}");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn fmt_time(secs: i64) -> String {
-    if secs < 0 {
-        return secs.to_string();
-    }
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs as u64))
-        .to_string()
-}
-
-fn cmd_ls(store: &dyn Store, format: Format) -> anyhow::Result<ExitCode> {
-    let entries = inspect::list(store)?;
-    if format == Format::Json {
-        print_json(&entries)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<12}  {:<19}  {:<20}  {:<20}  {:<16}  SUBJECT",
-        "COMMIT", "ARTIFACT", "COMMITTED", "BUILT", "SERVICE"
-    );
-    for e in entries {
-        println!(
-            "{:<12}  sha256:{:<12}  {:<20}  {:<20}  {:<16}  {}",
-            &e.commit[..12.min(e.commit.len())],
-            e.manifest.short(12),
-            e.commit_time.map(fmt_time).unwrap_or_else(|| "?".into()),
-            e.built_at,
-            e.service.as_deref().unwrap_or("?"),
-            e.subject.as_deref().unwrap_or("(manifest unreadable)")
-        );
+        outln!("{}", report.id);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -554,7 +340,9 @@ fn cmd_verify(
     store: &dyn Store,
     hash: &str,
     trusted_keys: &[String],
-    format: Format,
+    repair: Option<BuildOptions>,
+    json: bool,
+    progress: &dyn Progress,
 ) -> anyhow::Result<ExitCode> {
     let trusted = trusted_keys
         .iter()
@@ -562,7 +350,22 @@ fn cmd_verify(
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::from)?;
     let id = inspect::resolve(store, hash)?;
-    let report = inspect::verify(store, &id)?;
+    let (report, repaired) = match &repair {
+        None => (inspect::verify(store, &id)?, None),
+        Some(template) => {
+            let r = inspect::repair(store, &id, template, progress)?;
+            for c in r.before.bad() {
+                eprintln!(
+                    "found bad blob {} ({}): {}",
+                    c.key,
+                    c.what,
+                    c.problem.as_deref().unwrap_or("")
+                );
+            }
+            let repaired = r.rebuild.as_ref().map(|b| b.repaired.clone());
+            (r.after, repaired)
+        }
+    };
     // Ok(key id) of a valid trusted signature, Err(why none counts); None: not asked.
     let signature = if trusted.is_empty() {
         None
@@ -574,7 +377,7 @@ fn cmd_verify(
         }
     };
     let sig_ok = signature.as_ref().is_none_or(|s| s.is_ok());
-    if format == Format::Json {
+    if json {
         let sig_json = signature.as_ref().map(|s| match s {
             Ok(key_id) => serde_json::json!({ "ok": true, "key_id": key_id }),
             Err(problem) => serde_json::json!({ "ok": false, "problem": problem }),
@@ -584,19 +387,18 @@ fn cmd_verify(
             "ok": report.ok() && sig_ok,
             "checks": report.checks,
             "signature": sig_json,
+            "repaired": repaired,
         }))?;
     } else {
-        for c in &report.checks {
-            match &c.problem {
-                None => println!("ok   {:<13} {}", c.what, c.key),
-                Some(p) => println!("BAD  {:<13} {}: {p}", c.what, c.key),
-            }
-        }
+        render::checks(&report)?;
         match &signature {
-            Some(Ok(key_id)) => println!("ok   {:<13} signed by trusted key {key_id}", "signature"),
-            Some(Err(p)) => println!("BAD  {:<13} {p}", "signature"),
+            Some(Ok(key_id)) => outln!("ok   {:<13} signed by trusted key {key_id}", "signature"),
+            Some(Err(p)) => outln!("BAD  {:<13} {p}", "signature"),
             None => {}
         }
+    }
+    for k in repaired.iter().flatten() {
+        eprintln!("repaired {k}");
     }
     if let Some(Err(p)) = &signature {
         eprintln!("error: {p}");
@@ -608,48 +410,54 @@ fn cmd_verify(
             }
             _ => eprintln!("{id}: every blob verified"),
         }
-        Ok(ExitCode::SUCCESS)
-    } else if report.ok() {
-        Ok(ExitCode::from(EXIT_VERIFY))
-    } else {
-        for c in report.bad() {
-            eprintln!(
-                "error: bad blob {} ({}): {}",
-                c.key,
-                c.what,
-                c.problem.as_deref().unwrap_or("")
-            );
-        }
-        Ok(ExitCode::from(EXIT_VERIFY))
+        return Ok(ExitCode::SUCCESS);
     }
+    for c in report.bad() {
+        eprintln!(
+            "error: bad blob {} ({}): {}",
+            c.key,
+            c.what,
+            c.problem.as_deref().unwrap_or("")
+        );
+    }
+    if !report.ok() && repair.is_none() {
+        eprintln!(
+            "hint: `builder verify --repair {hash} --repo <repository>` rebuilds the commit and replaces the bad blobs"
+        );
+    }
+    Ok(ExitCode::from(exit::INTEGRITY))
 }
 
 fn pack_dir(
-    dir: &std::path::Path,
-    out: &std::path::Path,
+    dir: &Path,
+    out: &Path,
     prefix: &str,
     threads: Option<usize>,
-    level: u32,
+    compression: artifact::pack::LayerCompression,
+    level: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let mut opts = artifact::pack::PackOptions {
-        mtime: 0,
-        level,
-        ..Default::default()
-    };
+    let mut opts = artifact::pack::PackOptions::with_compression(compression);
+    opts.mtime = 0;
+    if let Some(l) = level {
+        opts.level = l;
+    }
     if let Some(t) = threads {
         opts.threads = t.max(1);
     }
     let started = Instant::now();
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    let info =
-        artifact::pack::pack_dir(dir, prefix, &opts, &mut w).map_err(|source| Error::Pack {
-            what: "directory",
-            source,
-        })?;
-    std::io::Write::flush(&mut w)?;
+    let mut info = None;
+    cli::write_file(out, 0o644, false, |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let i = artifact::pack::pack_dir(dir, prefix, &opts, &mut w)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        w.flush()?;
+        info = Some(i);
+        Ok(())
+    })
+    .with_context(|| format!("packing {} into {}", dir.display(), out.display()))?;
     print_json(&serde_json::json!({
         "layer": info,
+        "media_type": compression.media_type(),
         "threads": opts.threads,
         "seconds": started.elapsed().as_secs_f64(),
     }))?;

@@ -38,6 +38,25 @@ pub fn parse_trailers(message: &str, commit: &str) -> Vec<Ack> {
         .collect()
 }
 
+/// Why an `--ack` value is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "malformed ack {0:?}: expected 'SGnnn <subject> <from>-><to> <reason>', e.g. 'SG002 pages 2->3 adds summaries'"
+)]
+pub struct AckSyntax(pub String);
+
+/// Parses one acknowledgement as given on a command line: `SG002 <subject> <from>-><to> <reason>`.
+pub fn parse_ack(spec: &str) -> Result<Ack, AckSyntax> {
+    let mut acks = parse_trailers(&format!("{TRAILER}: {}", spec.trim()), "");
+    match (acks.pop(), acks.is_empty()) {
+        (Some(mut a), true) if !a.reason.is_empty() && !spec.contains('\n') => {
+            a.source = AckSource::Caller;
+            Ok(a)
+        }
+        _ => Err(AckSyntax(spec.to_string())),
+    }
+}
+
 /// Acks in the commits reachable from `head` but not from `base`, newest first.
 pub fn acks_from_commits(
     repo_path: &Path,
@@ -97,5 +116,20 @@ mod tests {
         assert_eq!(a[0].reason, "adds summaries, rollback plan in T123");
         assert_eq!(a[1].from, "old");
         assert!(parse_trailers("Schema-Change-Ack: pages 2->3", "x").is_empty());
+        let a = parse_ack("SG002 title_revisions-ng 2->3 adds a column").unwrap();
+        assert_eq!(
+            (a.subject.as_str(), a.reason.as_str()),
+            ("title_revisions-ng", "adds a column")
+        );
+        assert_eq!(a.source, AckSource::Caller);
+        for bad in [
+            "SG002 t 2->3",
+            "pages 2->3 r",
+            "SG002 t 23 r",
+            "",
+            "SG002 t 2->3 r\nSG002 u 1->2 r",
+        ] {
+            assert!(parse_ack(bad).is_err(), "{bad:?}");
+        }
     }
 }

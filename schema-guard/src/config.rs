@@ -32,6 +32,8 @@ pub struct CaptureConfig {
     pub backend_modules: Vec<String>,
     /// How long to wait for the port (or the exit), in seconds.
     pub timeout_secs: u64,
+    /// Memory limit of the service process, in MiB.
+    pub memory_mb: u64,
 }
 
 impl Default for CaptureConfig {
@@ -40,6 +42,7 @@ impl Default for CaptureConfig {
             backend_key: "services.0.conf.storage.backend".into(),
             backend_modules: Vec::new(),
             timeout_secs: 60,
+            memory_mb: 2048,
         }
     }
 }

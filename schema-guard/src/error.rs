@@ -23,6 +23,10 @@ pub enum Error {
     Config(String),
     #[error("capture failed: {0}")]
     Capture(String),
+    /// The capture could not be made safe (a backend not substituted, no sandbox): it did not
+    /// run, or was stopped before storage code ran.
+    #[error("capture refused: {0}")]
+    CaptureUnsafe(String),
 }
 
 impl Error {

@@ -1,7 +1,9 @@
 //! The `schema-guard` command line: thin wrapper over the library.
 //!
-//! Exit codes: 0 clean (or only findings below `--fail-on`), 1 a failing finding, 2 a tool
-//! error (bad arguments, unreadable revision, capture failure).
+//! Exit codes, decided only in [`exit_code`]: 0 clean (or only findings below `--fail-on`),
+//! 1 a failing finding, 2 a tool error (unreadable revision or config, capture failure or
+//! refusal), 64 a usage error (bad arguments, a malformed `--ack`). A closed stdout
+//! (`| head`) ends the output quietly.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,9 @@ struct ExtractArgs {
     /// node binary for capture runs.
     #[arg(long, default_value = "node")]
     node: PathBuf,
+    /// Copy the service's output of capture runs here (the last run's).
+    #[arg(long)]
+    capture_log: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -86,7 +91,8 @@ enum Cmd {
         base: String,
         #[arg(long, default_value = "HEAD")]
         head: String,
-        /// Table backend behaviour (default from .schema-guard.yaml, else cassandra).
+        /// Table backend behaviour; default: the flavour the env config names (the table
+        /// module's `backend`), else .schema-guard.yaml, else cassandra.
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
         #[arg(long, value_enum, default_value = "text")]
@@ -99,6 +105,9 @@ enum Cmd {
         /// Write the report here instead of stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Acknowledge one change: 'SGnnn <subject> <from>-><to> <reason>' (repeatable).
+        #[arg(long = "ack", value_name = "ACK")]
+        acks: Vec<String>,
     },
     /// Print the storage manifest (JSON) of a revision.
     Manifest {
@@ -120,7 +129,22 @@ enum Cmd {
         fail_on: FailOnArg,
         #[arg(long)]
         strict: bool,
+        /// Acknowledge one change: 'SGnnn <subject> <from>-><to> <reason>' (repeatable).
+        #[arg(long = "ack", value_name = "ACK")]
+        acks: Vec<String>,
     },
+}
+
+/// A usage error found after argument parsing (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+fn cli_acks(specs: &[String]) -> Result<Vec<schema_guard::Ack>> {
+    specs
+        .iter()
+        .map(|s| schema_guard::ack::parse_ack(s).map_err(|e| Usage(e.to_string()).into()))
+        .collect()
 }
 
 fn static_opts(x: &ExtractArgs) -> StaticOptions {
@@ -142,6 +166,7 @@ fn extract_rev(x: &ExtractArgs, rev: &str) -> Result<StorageManifest> {
                     nm.is_dir().then_some(nm)
                 }),
                 config: static_opts(x),
+                log_file: x.capture_log.clone(),
                 ..CaptureOptions::default()
             };
             extract::capture_rev(&x.repo, rev, &opts).with_context(|| format!("capture of {rev}"))
@@ -164,12 +189,17 @@ fn repo_config(repo: &Path, rev: &str) -> Result<RepoConfig> {
     Ok(RepoConfig::from_tree(&tree)?)
 }
 
-fn backend(arg: Option<BackendArg>, cfg: &RepoConfig) -> Backend {
-    match arg {
-        Some(BackendArg::Cassandra) => Backend::Cassandra,
-        Some(BackendArg::Sqlite) => Backend::Sqlite,
-        None => cfg.backend.unwrap_or_default(),
-    }
+fn backend(
+    arg: Option<BackendArg>,
+    cfg: &RepoConfig,
+    base: &StorageManifest,
+    head: &StorageManifest,
+) -> Backend {
+    let flag = arg.map(|a| match a {
+        BackendArg::Cassandra => Backend::Cassandra,
+        BackendArg::Sqlite => Backend::Sqlite,
+    });
+    Backend::effective(flag, base, head, cfg.backend)
 }
 
 fn format(f: FormatArg) -> Format {
@@ -195,8 +225,12 @@ fn emit(text: &str, output: Option<&Path>) -> Result<()> {
     match output {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
         None => {
-            std::io::stdout().write_all(text.as_bytes())?;
-            Ok(())
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // The reader went away (`| head`): nothing more to say.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.context("writing to stdout"),
+            }
         }
     }
 }
@@ -232,12 +266,15 @@ fn run(cli: Cli) -> Result<bool> {
             fail_on: fo,
             strict,
             output,
+            acks: cli,
         } => {
+            let cli = cli_acks(&cli)?;
             let cfg = repo_config(&x.repo, &head)?;
             let start = std::time::Instant::now();
             let base_m = extract_rev(&x, &base)?;
             let head_m = extract_rev(&x, &head)?;
-            let mut acks = cfg.acks();
+            let mut acks = cli;
+            acks.extend(cfg.acks());
             acks.extend(schema_guard::ack::acks_from_commits(
                 &x.repo,
                 &base,
@@ -246,7 +283,7 @@ fn run(cli: Cli) -> Result<bool> {
                 &static_opts(&x),
             )?);
             let opts = Options {
-                backend: backend(b, &cfg),
+                backend: backend(b, &cfg, &base_m, &head_m),
                 strict,
                 acks,
                 base_label: Some(base.clone()),
@@ -275,17 +312,20 @@ fn run(cli: Cli) -> Result<bool> {
             format: f,
             fail_on: fo,
             strict,
+            acks: cli,
         } => {
+            let mut acks = cli_acks(&cli)?;
             let cfg = if Path::new(&b).is_file() {
                 RepoConfig::default()
             } else {
                 repo_config(&x.repo, &b)?
             };
             let (base_m, head_m) = (load_side(&x, &a)?, load_side(&x, &b)?);
+            acks.extend(cfg.acks());
             let opts = Options {
-                backend: backend(be, &cfg),
+                backend: backend(be, &cfg, &base_m, &head_m),
                 strict,
-                acks: cfg.acks(),
+                acks,
                 base_label: Some(a.clone()),
                 head_label: Some(b.clone()),
             };
@@ -302,6 +342,39 @@ fn run(cli: Cli) -> Result<bool> {
     }
 }
 
+/// Exit codes (documented in docs/schema-guard.md and the README).
+const EXIT_BLOCKING: u8 = 1;
+const EXIT_TOOL: u8 = 2;
+const EXIT_USAGE: u8 = 64;
+
+/// The one place where errors become exit codes, with a `hint:` where the user can act.
+fn exit_code(e: &anyhow::Error) -> (u8, Option<String>) {
+    if e.downcast_ref::<Usage>().is_some() {
+        return (EXIT_USAGE, Some("see `schema-guard check --help`".into()));
+    }
+    let lib = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<schema_guard::Error>());
+    let hint = match lib {
+        Some(schema_guard::Error::RevNotFound(rev)) => Some(format!(
+            "is {rev} fetched here? CI checkouts are often shallow: `git fetch origin <branch>` first"
+        )),
+        Some(schema_guard::Error::Capture(m)) if m.contains("--node-modules") => Some(
+            "pass --node-modules DIR: the revision's installed dependencies (npm ci, or a built artifact's layer)".into(),
+        ),
+        Some(schema_guard::Error::CaptureUnsafe(_)) => Some(
+            "capture runs only where it can isolate the service (util-linux `unshare`, network namespaces); \
+             use --extractor static there"
+                .into(),
+        ),
+        Some(schema_guard::Error::Config(_)) => {
+            Some("name the service config with --env ENV (deploy/env/ENV.yaml) or --config PATH".into())
+        }
+        _ => None,
+    };
+    (EXIT_TOOL, hint)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -313,17 +386,21 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
     match run(cli) {
         Ok(false) => ExitCode::SUCCESS,
-        Ok(true) => ExitCode::from(1),
+        Ok(true) => ExitCode::from(EXIT_BLOCKING),
         Err(e) => {
+            let (code, hint) = exit_code(&e);
             eprintln!("schema-guard: error: {e:#}");
-            ExitCode::from(2)
+            if let Some(h) = hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(code)
         }
     }
 }

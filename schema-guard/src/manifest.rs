@@ -68,6 +68,10 @@ pub struct TableEntry {
     /// Where the schema was declared, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// The storage group the domain resolves to (the first group whose patterns match); `None`
+    /// when no group matches or none is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_group: Option<String>,
     /// What the table-spec validator would refuse in this schema (empty when valid).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
@@ -86,6 +90,10 @@ pub struct Unresolved {
     pub location: Location,
     /// What could not be resolved (an expression, a template).
     pub what: String,
+    /// Short digest of what the value depends on (its file and the service config): the same
+    /// unresolved value with the same inputs in base and head is not a new risk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// The storage manifest of a revision.
@@ -108,6 +116,9 @@ pub struct StorageManifest {
     /// Every domain the service serves, sorted.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// The table backend flavour from the service config (`sqlite`, `cassandra`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Storage groups in their configured order; `None` when the config declares none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_groups: Option<Vec<StorageGroup>>,
@@ -136,6 +147,7 @@ impl StorageManifest {
             extractor: extractor.to_string(),
             commit: None,
             config: None,
+            backend: None,
             tables: Vec::new(),
             domains: Vec::new(),
             storage_groups: None,
@@ -155,11 +167,36 @@ impl StorageManifest {
             .retain(|t| seen.insert((t.table.clone(), t.domain.clone())));
         self.tables
             .sort_by(|a, b| (&a.table, &a.domain).cmp(&(&b.table, &b.domain)));
+        // One lookup per domain (group patterns are regexes).
+        let mut groups: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for i in 0..self.tables.len() {
+            if self.tables[i].storage_group.is_none() {
+                let d = self.tables[i].domain.clone();
+                let g = match groups.get(&d) {
+                    Some(g) => g.clone(),
+                    None => {
+                        let g = self.group_of(&d).map(str::to_string);
+                        groups.insert(d, g.clone());
+                        g
+                    }
+                };
+                self.tables[i].storage_group = g;
+            }
+        }
         let mut domains: BTreeSet<String> = self.domains.iter().cloned().collect();
         domains.extend(self.tables.iter().map(|t| t.domain.clone()));
         self.domains = domains.into_iter().collect();
         self.skip_flags.sort();
         self.skip_flags.dedup();
+        let mut seen = Vec::new();
+        self.unresolved.retain(|u| {
+            let key = (u.location.clone(), u.what.clone());
+            let new = !seen.contains(&key);
+            if new {
+                seen.push(key);
+            }
+            new
+        });
     }
 
     /// The manifest as a JSON value (what `artifact::Manifest.storage` holds).
@@ -237,6 +274,7 @@ impl StorageManifest {
             content_hash: n.content_hash,
             schema: n.schema,
             location,
+            storage_group: None,
             problems: n.problems,
         });
     }

@@ -103,11 +103,11 @@ pub fn text(r: &Report, opts: RenderOptions) -> String {
         if let Some(recipe) = &f.recipe {
             out.push_str(&format!("    rollback: {recipe}\n"));
         }
-        if f.acknowledged.is_none()
-            && f.severity == Severity::Block
-            && let Some(t) = f.ack_trailer()
+        if f.fails(opts.fail_on)
+            && let (Some(flag), Some(t)) = (f.ack_flag(), f.ack_trailer())
         {
-            out.push_str(&format!("    to acknowledge: {t}\n"));
+            out.push_str(&format!("    to acknowledge: {flag}\n"));
+            out.push_str(&format!("      (or the commit trailer `{t}`)\n"));
         }
     }
     for t in &r.tables {

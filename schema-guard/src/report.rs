@@ -34,6 +34,29 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Parses a flavour name as service configs write it (`sqlite`, `cassandra`).
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s {
+            "cassandra" => Some(Backend::Cassandra),
+            "sqlite" => Some(Backend::Sqlite),
+            _ => None,
+        }
+    }
+
+    /// The backend whose rules apply to a change: an explicit override, else the flavour the
+    /// head's service config names (else the base's), else the repository default.
+    pub fn effective(
+        flag: Option<Backend>,
+        base: &crate::StorageManifest,
+        head: &crate::StorageManifest,
+        repo_default: Option<Backend>,
+    ) -> Backend {
+        flag.or_else(|| head.backend.as_deref().and_then(Backend::parse))
+            .or_else(|| base.backend.as_deref().and_then(Backend::parse))
+            .or(repo_default)
+            .unwrap_or_default()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Cassandra => "cassandra",
@@ -164,6 +187,21 @@ impl Finding {
         ))
     }
 
+    /// The `--ack` argument that would acknowledge this finding, shell-quoted, with a
+    /// `<reason>` placeholder to replace.
+    pub fn ack_flag(&self) -> Option<String> {
+        if !self.acknowledgeable {
+            return None;
+        }
+        let spec = format!(
+            "{} {} {} <reason>",
+            self.rule,
+            self.subject,
+            self.change().unwrap_or_else(|| "-".into())
+        );
+        Some(format!("--ack {}", shell_quote(&spec)))
+    }
+
     /// Whether this finding fails a check at the given threshold.
     pub fn fails(&self, fail_on: FailOn) -> bool {
         if self.acknowledged.is_some() {
@@ -174,6 +212,11 @@ impl Finding {
             FailOn::Flag => self.severity >= Severity::Flag,
         }
     }
+}
+
+/// Quotes a word for a POSIX shell (single quotes; `'` as `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// What happens to one table (over all domains with the same change).

@@ -165,9 +165,24 @@ fn non_rollbackable_change_blocks_and_points_at_the_declaration() {
     assert!(out.contains("rollback: To roll back"), "{out}");
     assert!(out.contains("`version: 3`"), "{out}");
     assert!(
-        out.contains("to acknowledge: Schema-Change-Ack: SG002 page_revisions 1->2"),
+        out.contains("to acknowledge: --ack 'SG002 page_revisions 1->2 <reason>'"),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "(or the commit trailer `Schema-Change-Ack: SG002 page_revisions 1->2 <reason>`)"
+        ),
+        "{out}"
+    );
+    // The printed --ack, with a reason, passes; a malformed one is a usage error.
+    let o = r.sg(&[
+        "check",
+        "--ack",
+        "SG002 page_revisions 1->2 reviewed the recipe",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let o = r.sg(&["check", "--ack", "SG002 page_revisions 1->2"]);
+    assert_eq!(code(&o), 64, "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("rollback UNSAFE"), "{out}");
 }
 
@@ -201,7 +216,7 @@ fn trailer_ack_passes_until_the_table_changes_again() {
     let o = r.sg(&["check", "--base", &base, "--head", "HEAD"]);
     assert_eq!(code(&o), 1, "{}", stdout(&o));
     assert!(
-        stdout(&o).contains("to acknowledge: Schema-Change-Ack: SG002 page_revisions 1->3"),
+        stdout(&o).contains("to acknowledge: --ack 'SG002 page_revisions 1->3 <reason>'"),
         "{}",
         stdout(&o)
     );
@@ -289,32 +304,79 @@ fn config_value_changes_a_bucket_schema() {
 }
 
 #[test]
-fn unresolvable_values_are_reported_not_guessed() {
+fn unresolvable_values_block_until_acknowledged() {
     let r = Repo::new();
     r.write(
         "sys/computed.js",
-        "'use strict';\nmodule.exports = function (options) {\n    return { resources: [{ uri: '/{domain}/sys/table/computed', body: {\n        table: 'computed',\n        version: options.computedVersion,\n        attributes: { k: 'string' },\n        index: [{ attribute: 'k', type: 'hash' }]\n    } }] };\n};\n",
+        "'use strict';\nmodule.exports = function (options) {\n    return { resources: [{ uri: '/{domain}/sys/table/computed', body: {\n        table: 'computed',\n        version: Date.now() % 7,\n        attributes: { k: 'string' },\n        index: [{ attribute: 'k', type: 'hash' }]\n    } }] };\n};\n",
     );
     r.commit("Computed schema");
     let o = r.sg(&["check", "--base", "HEAD~1", "--head", "HEAD"]);
-    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let out = stdout(&o);
+    assert_eq!(code(&o), 1, "{out}");
     assert!(
-        stdout(&o).contains(
-            "sys/computed.js:5: info[SG090] could not resolve `version: options.computedVersion`"
-        ),
-        "{}",
-        stdout(&o)
+        out.contains("sys/computed.js:5: block[SG090] could not resolve `version: Date.now() % 7`"),
+        "{out}"
     );
+    let ack = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("to acknowledge: --ack '"))
+        .and_then(|l| l.strip_suffix(" <reason>'"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    assert!(ack.starts_with("SG090 sys/computed.js new->"), "{ack}");
+    let o = r.sg(&[
+        "check",
+        "--ack",
+        &format!("{ack} reviewed: the version is fixed per process"),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    // Unchanged in a later commit: known since base, info only.
+    r.write("NOTES.md", "x\n");
+    r.commit("Docs");
+    let o = r.sg(&["check"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(stdout(&o).contains("info[SG090]"), "{}", stdout(&o));
 }
 
 #[test]
-fn tool_errors_exit_two() {
+fn tool_errors_exit_two_usage_errors_sixty_four() {
     let r = Repo::new();
     let o = r.sg(&["check", "--base", "no-such-rev", "--head", "HEAD"]);
     assert_eq!(code(&o), 2);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-rev"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no-such-rev") && err.contains("\nhint: "),
+        "{err}"
+    );
     let o = r.sg(&["check", "--format", "bogus"]);
-    assert_eq!(code(&o), 2);
+    assert_eq!(code(&o), 64);
+    let o = r.sg(&["check", "--ack", "not an ack"]);
+    assert_eq!(code(&o), 64);
+    let o = r.sg(&["--help"]);
+    assert_eq!(code(&o), 0);
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let r = Repo::new();
+    add_summary_column(&r, 2);
+    r.commit("Add summary column");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_schema-guard"))
+        .args(["check", "--format", "sarif"])
+        .current_dir(&r.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1, "the outcome, not an error");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -506,53 +568,13 @@ fn markdown_and_output_file() {
     assert!(md.contains("| block | SG030 |"), "{md}");
 }
 
-// ---- capture (needs node and npm) ----
+// ---- capture (needs node, npm and a network namespace) ----
 
-fn have(bin: &str) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// node_modules for the fixture service via `npm ci` in a scratch dir; None (skip) when node
-/// or npm is missing outside CI.
-fn npm_ci_fixture(dir: &Path) -> Option<PathBuf> {
-    if !have("node") || !have("npm") {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("node and npm are required for capture tests in CI");
-        }
-        eprintln!("SKIP: node/npm not found; capture tests not run");
-        return None;
-    }
-    let work = dir.join("deps");
-    std::fs::create_dir_all(&work).unwrap();
-    for f in ["package.json", "package-lock.json"] {
-        std::fs::copy(fixture_service().join(f), work.join(f)).unwrap();
-    }
-    let out = Command::new("npm")
-        .args([
-            "ci",
-            "--omit=dev",
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-        ])
-        .current_dir(&work)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "npm ci: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(work.join("node_modules"))
-}
+mod common;
 
 #[test]
 fn capture_agrees_with_static_and_follows_config_values() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(nm) = npm_ci_fixture(scratch.path()) else {
+    let Some(nm) = common::node_modules("fixture") else {
         return;
     };
     let r = Repo::new();
@@ -637,8 +659,7 @@ fn capture_agrees_with_static_and_follows_config_values() {
 
 #[test]
 fn capture_reports_a_service_that_fails_to_start() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(nm) = npm_ci_fixture(scratch.path()) else {
+    let Some(nm) = common::node_modules("fixture") else {
         return;
     };
     let r = Repo::new();
@@ -665,8 +686,7 @@ fn capture_reports_a_service_that_fails_to_start() {
 
 #[test]
 fn capture_require_hook_replaces_a_backend_loaded_by_package_name() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(nm) = npm_ci_fixture(scratch.path()) else {
+    let Some(nm) = common::node_modules("fixture") else {
         return;
     };
     let r = Repo::new();
@@ -694,4 +714,34 @@ fn capture_require_hook_replaces_a_backend_loaded_by_package_name() {
             .collect()
     };
     assert_eq!(key(&captured), key(&expected));
+}
+
+#[test]
+fn capture_kills_what_the_service_started() {
+    let Some(nm) = common::node_modules("fixture") else {
+        return;
+    };
+    let r = Repo::new();
+    let marker = format!("sg-orphan-{}", std::process::id());
+    r.write(
+        "sys/spawner.js",
+        &format!(
+            "'use strict';\nconst {{ spawn }} = require('child_process');\nmodule.exports = function () {{\n    spawn(process.execPath, ['-e', 'setTimeout(() => {{}}, 600000)', '{marker}'], {{ stdio: 'ignore' }}).unref();\n    return {{ resources: [] }};\n}};\n"
+        ),
+    );
+    r.commit("A module that leaves a child process behind");
+    let opts = schema_guard::extract::CaptureOptions {
+        node_modules: Some(nm),
+        ..Default::default()
+    };
+    schema_guard::extract::capture_rev(&r.path, "HEAD", &opts).expect("capture");
+    let left = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }

@@ -9,7 +9,6 @@
 //! before the lease is taken or any host is touched.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use artifact::manifest::{LayerKind, Manifest};
 use artifact::resolve;
@@ -402,25 +401,24 @@ fn most_common(it: impl Iterator<Item = Digest>) -> Option<Digest> {
 }
 
 /// Reads `deploy/service.yaml` straight out of the source layer in the store, to show each
-/// host's checks in the plan. Read-only (nothing is written), so the `tar` crate's reader
-/// serves; unpacking onto a host goes through `artifact::unpack`.
+/// host's checks in the plan, verifying the layer's digests (gzip or zstd layers).
 pub fn service_spec_from_store(store: &dyn Store, manifest: &Manifest) -> Option<ServiceSpec> {
     let layer = manifest.layer(LayerKind::Source)?;
     let got = store.get(&keys::blob(&layer.digest)).ok()?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(got.reader));
-    for entry in ar.entries().ok()? {
-        let mut entry = entry.ok()?;
-        let path = entry
-            .path()
-            .ok()?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
-        if path == model::service::SERVICE_YAML {
-            let mut s = String::new();
-            entry.by_ref().take(1 << 20).read_to_string(&mut s).ok()?;
-            return ServiceSpec::parse(&s).ok();
-        }
+    let expected = artifact::unpack::Expected {
+        digest: Some(layer.digest),
+        size: Some(layer.size),
+        diff_id: Some(layer.diff_id),
+    };
+    let file = artifact::unpack::read_layer_file(
+        got.reader,
+        &expected,
+        model::service::SERVICE_YAML,
+        1 << 20,
+    )
+    .ok()?;
+    match file {
+        Some(b) => ServiceSpec::parse(std::str::from_utf8(&b).ok()?).ok(),
+        None => Some(ServiceSpec::default()),
     }
-    Some(ServiceSpec::default())
 }

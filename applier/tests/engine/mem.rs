@@ -437,7 +437,7 @@ impl Bed {
 
     /// Stores a small artifact of `commit` (a 40-hex id) whose service logs `log`.
     pub fn artifact(&self, commit: &str, log: &str) -> ReleaseRef {
-        let layer = source_layer(commit);
+        let (layer, diff_id) = source_layer(commit);
         let ld = Digest::of(&layer);
         put(&*self.store, &keys::blob(&ld), &layer);
         let m = Manifest {
@@ -455,8 +455,8 @@ impl Bed {
                 media_type: "application/vnd.restbase-deploy.layer.v1.tar+gzip".into(),
                 digest: ld,
                 size: layer.len() as u64,
-                diff_id: ld,
-                entries: 1,
+                diff_id,
+                entries: 2,
             }],
             platform: None,
             deps: None,
@@ -539,12 +539,10 @@ impl Bed {
     }
 }
 
-/// A gzipped tar holding `deploy/service.yaml` (what the plan reads its checks from).
-fn source_layer(commit: &str) -> Vec<u8> {
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
+/// A gzipped tar holding `deploy/service.yaml` (what the plan reads its checks from), and the
+/// digest of the tar before compression (the layer's diff id).
+fn source_layer(commit: &str) -> (Vec<u8>, Digest) {
+    let mut tar = tar::Builder::new(Vec::new());
     let mut add = |path: &str, body: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_size(body.len() as u64);
@@ -554,7 +552,10 @@ fn source_layer(commit: &str) -> Vec<u8> {
     };
     add("deploy/service.yaml", SPEC.as_bytes());
     add("REVISION", commit.as_bytes());
-    tar.into_inner().unwrap().finish().unwrap()
+    let plain = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    (gz.finish().unwrap(), Digest::of(&plain))
 }
 
 fn put(store: &dyn Store, key: &str, bytes: &[u8]) {

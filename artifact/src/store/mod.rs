@@ -182,31 +182,189 @@ pub struct StoreOptions {
     pub s3_part_size: Option<u64>,
 }
 
-/// Opens a store from a location string:
+/// The location forms [`open`] accepts, for error messages and help texts.
+pub const ACCEPTED_LOCATIONS: &str = "a directory path (/srv/artifacts, ./artifacts), \
+     file:///absolute/path, or s3://bucket[/prefix]";
+
+/// A parsed store location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A directory store (created if missing).
+    Dir(PathBuf),
+    /// An S3 bucket and an optional key prefix (without a trailing `/`).
+    S3 { bucket: String, prefix: String },
+}
+
+/// Parses a store location. The accepted forms ([`ACCEPTED_LOCATIONS`]):
+/// - `s3://bucket[/prefix]`: the scheme in lower case; the bucket named as S3 requires
+///   (3-63 characters of `a-z`, `0-9`, `.`, `-`, starting and ending with a letter or digit);
+///   the prefix a relative key path (no empty, `.` or `..` segments).
+/// - `file:///absolute/path`: a directory.
+/// - a plain path, absolute or relative: a directory. A location whose first `/`-separated
+///   segment contains `:` is read as `scheme:...` (the way git tells URLs from paths), so a
+///   typo such as `S3://b`, `s3:/b` or `gs://b` is refused instead of becoming a local directory
+///   named after it; write `./a:b` for a directory that really has a colon in its first segment.
+pub fn parse_location(location: &str) -> Result<Location, StoreError> {
+    let bad = |detail: String| StoreError::BadLocation {
+        location: location.to_string(),
+        detail: format!("{detail}; accepted forms: {ACCEPTED_LOCATIONS}"),
+    };
+    if location.is_empty() {
+        return Err(bad("empty location".into()));
+    }
+    let first_segment = location.split('/').next().unwrap_or_default();
+    let Some((scheme, rest)) = first_segment
+        .contains(':')
+        .then(|| location.split_once(':'))
+        .flatten()
+    else {
+        return Ok(Location::Dir(PathBuf::from(location)));
+    };
+    match (scheme, rest.strip_prefix("//")) {
+        ("s3", Some(rest)) => {
+            let (bucket, prefix) = match rest.split_once('/') {
+                Some((b, p)) => (b, p.trim_end_matches('/')),
+                None => (rest, ""),
+            };
+            if !valid_bucket(bucket) {
+                return Err(bad(format!(
+                    "{bucket:?} is not a valid S3 bucket name (3-63 characters of a-z, 0-9, `.` \
+                     and `-`, starting and ending with a letter or digit)"
+                )));
+            }
+            if !prefix.is_empty() && validate_key(prefix).is_err() {
+                return Err(bad(format!(
+                    "the prefix {prefix:?} must be a relative path without empty, `.` or `..` segments"
+                )));
+            }
+            Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            })
+        }
+        ("file", Some(path)) if path.starts_with('/') => Ok(Location::Dir(PathBuf::from(path))),
+        ("file", Some(path)) => Err(bad(format!(
+            "file:// must be followed by an absolute path (file:///srv/artifacts), not {path:?}"
+        ))),
+        (s, Some(_)) if ["s3", "file"].contains(&s.to_ascii_lowercase().as_str()) => {
+            Err(bad(format!(
+                "the scheme must be written in lower case: {}:{rest}",
+                s.to_ascii_lowercase()
+            )))
+        }
+        (s, _) if ["s3", "file"].contains(&s.to_ascii_lowercase().as_str()) => Err(bad(format!(
+            "{s}: must be followed by `//` ({}://...)",
+            s.to_ascii_lowercase()
+        ))),
+        (s, _) => Err(bad(format!(
+            "unknown scheme {s:?} (for a directory whose name has a colon, write ./{location})"
+        ))),
+    }
+}
+
+fn valid_bucket(b: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&b.len())
+        && b.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && edge(b.chars().next())
+        && edge(b.chars().last())
+}
+
+/// Opens a store from a location string ([`parse_location`]):
 /// - `s3://bucket[/prefix]`: S3; credentials come from the SDK's default chain
 ///   (`AWS_ACCESS_KEY_ID`, profiles, instance roles), endpoint and region from `opts`.
 /// - `file:///path` or a plain path: a directory store (created if missing).
 pub fn open(location: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(rest) = location.strip_prefix("s3://") {
-        #[cfg(feature = "s3")]
-        {
-            return Ok(Arc::new(s3::S3Store::from_url(rest, opts)?));
+    match parse_location(location)? {
+        Location::S3 { bucket, prefix } => {
+            #[cfg(feature = "s3")]
+            {
+                let rest = if prefix.is_empty() {
+                    bucket
+                } else {
+                    format!("{bucket}/{prefix}")
+                };
+                Ok(Arc::new(s3::S3Store::from_url(&rest, opts)?))
+            }
+            #[cfg(not(feature = "s3"))]
+            {
+                let _ = (bucket, prefix, opts);
+                Err(StoreError::BadLocation {
+                    location: location.to_string(),
+                    detail: "this build has no S3 support (feature `s3`)".into(),
+                })
+            }
         }
-        #[cfg(not(feature = "s3"))]
-        {
-            let _ = (rest, opts);
-            return Err(StoreError::BadLocation {
-                location: location.to_string(),
-                detail: "this build has no S3 support (feature `s3`)".into(),
-            });
+        Location::Dir(path) => Ok(Arc::new(fs::FsStore::open(path)?)),
+    }
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::*;
+
+    fn err(s: &str) -> String {
+        match parse_location(s) {
+            Err(e @ StoreError::BadLocation { .. }) => e.to_string(),
+            other => panic!("{s:?} should be refused, got {other:?}"),
         }
     }
-    let path = location.strip_prefix("file://").unwrap_or(location);
-    if path.is_empty() {
-        return Err(StoreError::BadLocation {
-            location: location.to_string(),
-            detail: "empty path".into(),
-        });
+
+    #[test]
+    fn accepted_forms() {
+        let dir = |p: &str| Location::Dir(PathBuf::from(p));
+        assert_eq!(parse_location("/srv/a").unwrap(), dir("/srv/a"));
+        assert_eq!(parse_location("./.artifacts").unwrap(), dir("./.artifacts"));
+        assert_eq!(parse_location("rel/dir").unwrap(), dir("rel/dir"));
+        assert_eq!(parse_location("./a:b").unwrap(), dir("./a:b"));
+        assert_eq!(parse_location("/x/a:b").unwrap(), dir("/x/a:b"));
+        assert_eq!(parse_location("file:///srv/a").unwrap(), dir("/srv/a"));
+        let s3 = |b: &str, p: &str| Location::S3 {
+            bucket: b.into(),
+            prefix: p.into(),
+        };
+        assert_eq!(parse_location("s3://bkt").unwrap(), s3("bkt", ""));
+        assert_eq!(parse_location("s3://bkt/").unwrap(), s3("bkt", ""));
+        assert_eq!(
+            parse_location("s3://my.bkt-1/a/b/").unwrap(),
+            s3("my.bkt-1", "a/b")
+        );
     }
-    Ok(Arc::new(fs::FsStore::open(path)?))
+
+    #[test]
+    fn refused_forms_name_the_problem_and_the_accepted_forms() {
+        for (s, why) in [
+            ("S3://bkt/p", "lower case: s3://bkt/p"),
+            ("File:///srv", "lower case: file:///srv"),
+            ("s3:/bkt", "must be followed by `//`"),
+            ("s3:bkt", "must be followed by `//`"),
+            ("gs://bkt", "unknown scheme \"gs\""),
+            ("https://example.org/x", "unknown scheme \"https\""),
+            ("a:b", "write ./a:b"),
+            ("s3://", "not a valid S3 bucket name"),
+            ("s3://Bucket", "not a valid S3 bucket name"),
+            ("s3://b_k", "not a valid S3 bucket name"),
+            ("s3://bkt/a/../b", "prefix"),
+            ("s3://bkt//x", "prefix"),
+            ("file://srv/a", "absolute path"),
+            ("file://", "absolute path"),
+            ("", "empty location"),
+        ] {
+            let e = err(s);
+            assert!(e.contains(why), "{s:?}: {e}");
+            assert!(e.contains("accepted forms: a directory path"), "{s:?}: {e}");
+            assert!(e.contains("s3://bucket[/prefix]"), "{s:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn open_refuses_before_creating_anything() {
+        // Before, each of these became a directory store named after the typo.
+        let cwd = std::env::current_dir().unwrap();
+        for (s, made) in [("S3://bkt", "S3:"), ("gs://bkt", "gs:"), ("s3:/bkt", "s3:")] {
+            assert!(open(s, &StoreOptions::default()).is_err(), "{s}");
+            assert!(!cwd.join(made).exists(), "{s} created {made}");
+        }
+    }
 }

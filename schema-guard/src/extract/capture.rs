@@ -1,42 +1,60 @@
-//! Capture extractor: runs the revision's own code with `node` and a recording table backend.
+//! Capture extractor: runs the revision's own code with `node` and a recording table module
+//! substituted for every storage backend, in a sandbox that cannot reach storage.
 //!
-//! The service is started as `node server.js -c <tmp config>` in the directory holding the
-//! revision's files. The temporary config is the chosen env config with:
-//! - the table backend replaced by a recorder (`capture.backend_key`, default
-//!   `services.0.conf.storage.backend`, is set to the recorder's path; module names listed in
-//!   `capture.backend_modules` are also redirected to it by a `--require` hook, for services
-//!   that load their backend by package name),
-//! - `services[0].conf.port` set to a free loopback port, `host` 127.0.0.1, `num_workers: 0`,
-//!   `startup.exit_delay_ms` small, and the fixture failure switches (`fixture:`) removed.
-//!
-//! The recorder appends each `createTable(domain, schema)` and its options to a JSON-lines
-//! file and accepts everything. The service binds its port only after every schema was
-//! applied, so "port bound" means the record is complete; the process is then stopped with
-//! SIGTERM. A process that exits first, or a timeout, is an error carrying the log tail.
+//! - The revision's files are in a directory (a git revision is written to a temp dir); a
+//!   `node_modules` given by the caller is bind-mounted into it inside the sandbox's own mount
+//!   namespace, so module paths (and service-runner's realpath-based base path) resolve to the
+//!   revision's tree, not next to the modules.
+//! - Backends: every `restbase-mod-table-*` module (RESTBase's `sys/table.js` loads
+//!   `restbase-mod-table-${backend}`), the names in `capture.backend_modules`, and the
+//!   fixture's `storage.backend` config key resolve to the embedded recorder
+//!   (`recorder.js`, speaking the hyperswitch table-module interface and the fixture's). A
+//!   storage driver (`sqlite3`, `cassandra-driver`, ...) being required stops the run at once:
+//!   [`Error::CaptureUnsafe`]. A config whose backend cannot be named is refused before running.
+//! - Sandbox: `unshare --net --mount` (a fresh network namespace: no interface is up, every
+//!   connection fails), an empty environment but PATH/HOME/TMPDIR/LANG, a temp directory,
+//!   `prlimit` memory and CPU limits, a wall-clock timeout, its own process group killed at the
+//!   end. Without `unshare` the capture refuses to run.
+//! - The service binding its port means every schema was applied (hyperswitch and the fixture
+//!   bind only after): the hook records it and the process exits.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{ServiceConfig, StaticOptions, Tree};
+use super::{Layout, ServiceConfig, StaticOptions, Tree};
 use crate::config::{CaptureConfig, RepoConfig};
-use crate::manifest::{Location, StorageGroup, StorageManifest};
+use crate::manifest::{Location, StorageManifest};
 use crate::{Error, Result};
 
 const RECORDER_JS: &str = include_str!("recorder.js");
 const HOOK_JS: &str = include_str!("require-hook.js");
+
+/// Storage drivers that must never load in a capture run.
+pub const FORBIDDEN_DRIVERS: &[&str] = &[
+    "sqlite3",
+    "better-sqlite3",
+    "cassandra-driver",
+    "pg",
+    "mysql",
+    "mysql2",
+    "mongodb",
+    "redis",
+    "ioredis",
+];
+
+/// The port the service is told to bind inside the sandbox (nothing is reachable there).
+const SANDBOX_PORT: u16 = 17231;
 
 /// How to run a capture.
 #[derive(Clone, Debug)]
 pub struct CaptureOptions {
     /// The `node` binary.
     pub node: PathBuf,
-    /// A `node_modules` directory to use when the code directory has none (e.g. from a built
-    /// artifact's dependency layer).
+    /// The revision's dependency layer (`node_modules`), used when the code directory has none.
     pub node_modules: Option<PathBuf>,
     /// Service config and env selection (as for the static extractor).
     pub config: StaticOptions,
@@ -44,20 +62,9 @@ pub struct CaptureOptions {
     pub capture: Option<CaptureConfig>,
     /// Entry point relative to the code directory.
     pub entry: String,
-    /// Environment variables removed from the service's environment (default: the fixture
-    /// service's failure switches).
-    pub unset_env: Vec<String>,
+    /// Copy the service's output (stdout and stderr) here.
+    pub log_file: Option<PathBuf>,
 }
-
-/// The fixture service's failure-switch variables, unset for capture runs.
-pub const FIXTURE_SWITCHES: &[&str] = &[
-    "FIXTURE_CRASH_AT_START",
-    "FIXTURE_SERVE_5XX",
-    "FIXTURE_STORAGE_ERRORS",
-    "FIXTURE_STORAGE_ERROR_INTERVAL_MS",
-    "FIXTURE_START_DELAY_MS",
-    "FIXTURE_NEVER_BIND",
-];
 
 impl Default for CaptureOptions {
     fn default() -> Self {
@@ -67,7 +74,7 @@ impl Default for CaptureOptions {
             config: StaticOptions::default(),
             capture: None,
             entry: "server.js".into(),
-            unset_env: FIXTURE_SWITCHES.iter().map(|s| s.to_string()).collect(),
+            log_file: None,
         }
     }
 }
@@ -102,33 +109,17 @@ fn set_path(v: &mut Value, dotted: &str, new: Value) {
     }
 }
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::Capture(format!("no free port: {e}")))?;
-    Ok(l.local_addr()
-        .map_err(|e| Error::Capture(e.to_string()))?
-        .port())
-}
-
-fn terminate(child: &mut Child) {
+fn kill_group(child: &mut Child) {
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-KILL", "--", &format!("-{}", child.id())])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let _ = child.kill();
     let _ = child.wait();
 }
 
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+fn log_tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let interesting: Vec<&str> = lines
         .iter()
@@ -144,9 +135,100 @@ fn log_tail(path: &Path) -> String {
         .rev()
         .take(10)
         .rev()
-        .copied()
+        .map(|l| {
+            if l.len() > 400 {
+                format!("{}...", &l[..l.floor_char_boundary(400)])
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The sandbox wrapper: `unshare` with a network and a mount namespace (and a user namespace
+/// when not root). `None` when it cannot create one here.
+fn sandbox_prefix() -> Option<Vec<String>> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .is_some_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut args: Vec<String> = vec!["unshare".into()];
+    if !root {
+        args.extend(["--user".into(), "--map-root-user".into()]);
+    }
+    args.extend([
+        "--net".into(),
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "--".into(),
+    ]);
+    let ok = Command::new(&args[0])
+        .args(&args[1..])
+        .arg("true")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(args)
+}
+
+/// The capture config with the backend replaced and the sandbox's port, plus the module names
+/// the hook must replace. Refuses when the backend cannot be named.
+fn prepare_config(
+    original: &Value,
+    cfg: &ServiceConfig,
+    cap: &CaptureConfig,
+    recorder: &Path,
+) -> Result<(Value, Vec<String>)> {
+    let mut v = original.clone();
+    let mut replace = cap.backend_modules.clone();
+    match cfg.layout {
+        Layout::Restbase => {
+            let backend = cfg
+                .storage
+                .get("backend")
+                .and_then(Value::as_str)
+                .unwrap_or("cassandra");
+            if cfg.storage.is_null() {
+                return Err(Error::CaptureUnsafe(
+                    "no table storage module (mounted at /{domain}/sys/table) found in the config, so it cannot be substituted".into(),
+                ));
+            }
+            replace.push(format!("restbase-mod-table-{backend}"));
+        }
+        Layout::Fixture => {
+            let current = super::get_path(original, &cap.backend_key)
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if let Some(name) = current.filter(|n| !n.starts_with('.') && !n.starts_with('/')) {
+                replace.push(name);
+            }
+            set_path(
+                &mut v,
+                &cap.backend_key,
+                Value::String(recorder.to_string_lossy().into_owned()),
+            );
+            if let Some(conf) = v
+                .pointer_mut("/services/0/conf")
+                .and_then(Value::as_object_mut)
+            {
+                conf.remove("fixture");
+            }
+            set_path(&mut v, "services.0.conf.startup.exit_delay_ms", json!(100));
+        }
+    }
+    set_path(&mut v, "num_workers", json!(0));
+    set_path(&mut v, "services.0.conf.port", json!(SANDBOX_PORT));
+    set_path(&mut v, "services.0.conf.host", json!("127.0.0.1"));
+    replace.sort();
+    replace.dedup();
+    Ok((v, replace))
 }
 
 /// Captures the storage manifest of the code in `code_dir` (the revision's files; its
@@ -160,38 +242,22 @@ pub fn capture(code_dir: &Path, opts: &CaptureOptions) -> Result<StorageManifest
     })?;
     let text = tree.read_text(&config_path).unwrap_or_default();
     let original = super::yaml_to_json(&text, &config_path)?;
+    let service = ServiceConfig::read(&original, Some(config_path.clone()), &tree);
 
     let work = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let recorder = work.path().join("schema-guard-recorder.js");
-    let hook = work.path().join("schema-guard-require-hook.js");
-    let record = work.path().join("record.jsonl");
-    let log = work.path().join("service.log");
-    for (p, body) in [(&recorder, RECORDER_JS), (&hook, HOOK_JS)] {
+    let (recorder, hook, record) = (
+        work.path().join("recorder.js"),
+        work.path().join("hook.js"),
+        work.path().join("record.jsonl"),
+    );
+    let (home, tmp) = (work.path().join("home"), work.path().join("tmp"));
+    for d in [&home, &tmp] {
+        std::fs::create_dir(d).map_err(|e| Error::io(d, e))?;
+    }
+    for (p, body) in [(&recorder, RECORDER_JS), (&hook, HOOK_JS), (&record, "")] {
         std::fs::write(p, body).map_err(|e| Error::io(p, e))?;
     }
-    std::fs::write(&record, b"").map_err(|e| Error::io(&record, e))?;
-
-    let port = free_port()?;
-    let mut cfg = original.clone();
-    set_path(
-        &mut cfg,
-        &cap.backend_key,
-        Value::String(recorder.to_string_lossy().into_owned()),
-    );
-    set_path(&mut cfg, "num_workers", json!(0));
-    set_path(&mut cfg, "services.0.conf.port", json!(port));
-    set_path(&mut cfg, "services.0.conf.host", json!("127.0.0.1"));
-    set_path(
-        &mut cfg,
-        "services.0.conf.startup.exit_delay_ms",
-        json!(100),
-    );
-    if let Some(conf) = cfg
-        .pointer_mut("/services/0/conf")
-        .and_then(Value::as_object_mut)
-    {
-        conf.remove("fixture");
-    }
+    let (cfg, replace) = prepare_config(&original, &service, &cap, &recorder)?;
     let cfg_file = work.path().join("config.yaml");
     // JSON is YAML: the service's YAML loader reads it as is.
     std::fs::write(
@@ -200,117 +266,128 @@ pub fn capture(code_dir: &Path, opts: &CaptureOptions) -> Result<StorageManifest
     )
     .map_err(|e| Error::io(&cfg_file, e))?;
 
-    let log_file = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
-    let log_err = log_file.try_clone().map_err(|e| Error::io(&log, e))?;
-    let mut cmd = Command::new(&opts.node);
-    if !cap.backend_modules.is_empty() {
-        cmd.arg("--require").arg(&hook);
-    }
-    cmd.arg(&opts.entry)
+    let prefix = sandbox_prefix().ok_or_else(|| {
+        Error::CaptureUnsafe(
+            "cannot create a network namespace here (`unshare --net --mount` failed or is missing)"
+                .into(),
+        )
+    })?;
+    let mount = match (&opts.node_modules, code_dir.join("node_modules").exists()) {
+        (Some(nm), false) => {
+            let nm = std::fs::canonicalize(nm).map_err(|e| Error::io(nm, e))?;
+            let dst = code_dir.join("node_modules");
+            std::fs::create_dir(&dst).map_err(|e| Error::io(&dst, e))?;
+            Some((nm, dst))
+        }
+        _ => None,
+    };
+    let node = which(&opts.node)
+        .ok_or_else(|| Error::Capture(format!("node not found: {}", opts.node.display())))?;
+    let mut cmd = Command::new(&prefix[0]);
+    cmd.args(&prefix[1..]).arg("/bin/sh").arg("-c");
+    // Values reach the script as arguments, never spliced into it.
+    cmd.arg(r#"set -e; if [ -n "$1" ]; then mount --bind "$1" "$2"; fi; shift 2; exec "$@""#)
+        .arg("sh");
+    match &mount {
+        Some((src, dst)) => cmd.arg(src).arg(dst),
+        None => cmd.arg("").arg(""),
+    };
+    let mem = cap.memory_mb.max(64);
+    cmd.arg("prlimit")
+        .arg(format!("--data={}", mem * 1024 * 1024))
+        .arg(format!("--cpu={}", cap.timeout_secs.max(1) * 2))
+        .arg("--")
+        .arg(&node)
+        .arg(format!("--max-old-space-size={}", mem / 2))
+        .arg("--require")
+        .arg(&hook)
+        .arg(&opts.entry)
         .arg("-c")
-        .arg(&cfg_file)
-        .current_dir(code_dir)
+        .arg(&cfg_file);
+    let path_env = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        node.parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    cmd.current_dir(code_dir)
+        .env_clear()
+        .env("PATH", path_env)
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp)
+        .env("LANG", "C.UTF-8")
         .env("SCHEMA_GUARD_RECORD", &record)
         .env("SCHEMA_GUARD_RECORDER", &recorder)
+        .env("SCHEMA_GUARD_PORT", SANDBOX_PORT.to_string())
         .env(
             "SCHEMA_GUARD_REPLACE",
-            serde_json::to_string(&cap.backend_modules).expect("serialises"),
+            serde_json::to_string(&replace).expect("serialises"),
         )
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file))
+        .env(
+            "SCHEMA_GUARD_FORBID",
+            serde_json::to_string(FORBIDDEN_DRIVERS).expect("serialises"),
+        )
+        .stdin(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let log = work.path().join("service.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
+    let log_err = log_file.try_clone().map_err(|e| Error::io(&log, e))?;
+    cmd.stdout(Stdio::from(log_file))
         .stderr(Stdio::from(log_err));
-    for k in &opts.unset_env {
-        cmd.env_remove(k);
-    }
-    if let Some(nm) = &opts.node_modules
-        && !code_dir.join("node_modules").exists()
-    {
-        cmd.env("NODE_PATH", nm);
-    }
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::Capture(format!("cannot run {}: {e}", opts.node.display())))?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        .map_err(|e| Error::Capture(format!("cannot start the sandbox: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(cap.timeout_secs.max(1));
-    let outcome = loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            break Ok(());
-        }
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => {
-                break Err(Error::Capture(format!(
-                    "the service exited ({status}) before binding its port:\n{}",
-                    log_tail(&log)
-                )));
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() > deadline => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(25)),
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(Error::Capture(e.to_string()));
             }
-            Ok(None) => {}
-            Err(e) => break Err(Error::Capture(e.to_string())),
         }
-        if Instant::now() > deadline {
-            break Err(Error::Capture(format!(
+    };
+    kill_group(&mut child);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if let Some(dest) = &opts.log_file {
+        std::fs::write(dest, &log_text).map_err(|e| Error::io(dest, e))?;
+    }
+    if let Some((_, dst)) = &mount {
+        let _ = std::fs::remove_dir(dst);
+    }
+    let records: Vec<Value> = std::fs::read_to_string(&record)
+        .map_err(|e| Error::io(&record, e))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::Capture(format!("bad record line {l:?}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(f) = records.iter().find(|r| r["kind"] == "forbidden") {
+        return Err(Error::CaptureUnsafe(format!(
+            "the revision loaded the storage driver {} (from {}): a backend was not substituted, so the run was stopped",
+            f["module"].as_str().unwrap_or("?"),
+            f["from"].as_str().unwrap_or("?")
+        )));
+    }
+    if !records.iter().any(|r| r["kind"] == "listen") {
+        return Err(Error::Capture(match status {
+            None => format!(
                 "the service did not bind its port within {} s:\n{}",
                 cap.timeout_secs,
-                log_tail(&log)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    terminate(&mut child);
-    outcome?;
-
-    let records = std::fs::read_to_string(&record).map_err(|e| Error::io(&record, e))?;
-    let service = ServiceConfig::from_value(&original, Some(config_path.clone()));
-    let mut m = StorageManifest::new("capture");
-    service.apply(&mut m);
-    // Declaring locations from a static read of the same files.
-    let statics = super::static_manifest_tree(&tree, &opts.config).ok();
-    let locations: BTreeMap<String, Location> = statics
-        .iter()
-        .flat_map(|s| s.tables.iter())
-        .filter_map(|t| Some((t.table.clone(), t.location.clone()?)))
-        .collect();
-    for line in records.lines().filter(|l| !l.trim().is_empty()) {
-        let rec: Value = serde_json::from_str(line)
-            .map_err(|e| Error::Capture(format!("bad record line {line:?}: {e}")))?;
-        match rec.get("kind").and_then(Value::as_str) {
-            Some("init") => {
-                let o = &rec["options"];
-                if let Some(groups) = o.get("storage_groups").and_then(Value::as_array) {
-                    m.storage_groups = Some(
-                        groups
-                            .iter()
-                            .map(|g| StorageGroup {
-                                name: g["name"].as_str().unwrap_or_default().to_string(),
-                                domains: g["domains"]
-                                    .as_array()
-                                    .map(|a| {
-                                        a.iter()
-                                            .filter_map(Value::as_str)
-                                            .map(str::to_string)
-                                            .collect()
-                                    })
-                                    .unwrap_or_default(),
-                            })
-                            .collect(),
-                    );
-                }
-                if let Some(v) = o.get("version").and_then(Value::as_i64) {
-                    m.storage_version = Some(v);
-                }
-            }
-            Some("table") => {
-                let domain = rec["domain"].as_str().unwrap_or_default();
-                let schema = &rec["schema"];
-                let name = schema["table"]
-                    .as_str()
-                    .or(rec["name"].as_str())
-                    .unwrap_or_default();
-                m.add_table(domain, schema, locations.get(name).cloned());
-            }
-            _ => {}
-        }
+                log_tail(&log_text)
+            ),
+            Some(s) => format!(
+                "the service exited ({s}) before binding its port:\n{}",
+                log_tail(&log_text)
+            ),
+        }));
     }
-    let names: Vec<String> = repo.backend_modules.clone().unwrap_or_else(|| {
+    let mut m = manifest_from_records(&records, &service, &tree, &opts.config)?;
+    let names = repo.backend_modules.clone().unwrap_or_else(|| {
         super::DEFAULT_BACKEND_MODULES
             .iter()
             .map(|s| s.to_string())
@@ -321,19 +398,74 @@ pub fn capture(code_dir: &Path, opts: &CaptureOptions) -> Result<StorageManifest
     Ok(m)
 }
 
+fn which(node: &Path) -> Option<PathBuf> {
+    if node.components().count() > 1 {
+        return std::fs::canonicalize(node).ok();
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(node))
+        .find(|p| p.is_file())
+}
+
+fn manifest_from_records(
+    records: &[Value],
+    service: &ServiceConfig,
+    tree: &dyn Tree,
+    opts: &StaticOptions,
+) -> Result<StorageManifest> {
+    let mut m = StorageManifest::new("capture");
+    service.apply(&mut m);
+    // Declaring locations from a static read of the same files.
+    let statics = super::static_manifest_tree(tree, opts).ok();
+    let locations: BTreeMap<String, Location> = statics
+        .iter()
+        .flat_map(|s| s.tables.iter())
+        .filter_map(|t| Some((t.table.clone(), t.location.clone()?)))
+        .collect();
+    let mut inits = 0;
+    for rec in records {
+        match rec["kind"].as_str() {
+            Some("init") => {
+                inits += 1;
+                if !rec["storage_groups"].is_null() {
+                    m.storage_groups =
+                        super::storage_groups(&json!({"storage_groups": rec["storage_groups"]}));
+                }
+                if let Some(v) = rec["options"].get("version").and_then(Value::as_i64) {
+                    m.storage_version = Some(v);
+                }
+            }
+            Some("table") => {
+                let domain = rec["domain"].as_str().unwrap_or_default();
+                let name = rec["table"].as_str().unwrap_or_default();
+                m.add_table(domain, &rec["schema"], locations.get(name).cloned());
+                if let Some(t) = m.tables.last_mut() {
+                    t.storage_group = rec["group"].as_str().map(str::to_string);
+                }
+            }
+            _ => {}
+        }
+    }
+    if inits == 0 && service.layout == Layout::Restbase {
+        return Err(Error::CaptureUnsafe(
+            "the table module was never loaded through the recorder".into(),
+        ));
+    }
+    Ok(m)
+}
+
 /// Captures the storage manifest of a git revision: its tree is written to a temporary
-/// directory, `node_modules` (required) is linked in, and [`capture`] runs there.
+/// directory and [`capture`] runs there with [`CaptureOptions::node_modules`] (required).
 pub fn capture_rev(repo_path: &Path, rev: &str, opts: &CaptureOptions) -> Result<StorageManifest> {
     let repo = git2::Repository::discover(repo_path)?;
     let tree = super::GitTree::open(&repo, rev)?;
+    if opts.node_modules.is_none() {
+        return Err(Error::Capture(
+            "capture of a git revision needs its node_modules (--node-modules)".into(),
+        ));
+    }
     let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     super::materialise(&tree, dir.path())?;
-    let nm = opts.node_modules.as_ref().ok_or_else(|| {
-        Error::Capture("capture needs a node_modules directory (--node-modules)".into())
-    })?;
-    let nm = std::fs::canonicalize(nm).map_err(|e| Error::io(nm, e))?;
-    std::os::unix::fs::symlink(&nm, dir.path().join("node_modules"))
-        .map_err(|e| Error::io(dir.path().join("node_modules"), e))?;
     let mut m = capture(dir.path(), opts)?;
     m.commit = Some(tree.commit.clone());
     Ok(m)

@@ -1,26 +1,34 @@
 //! Extractors: from a revision to its [`StorageManifest`].
 //!
-//! - [`static_manifest`] reads a git revision's tree only: literal schema objects in JS
-//!   modules, `x-setup-handler` requests in YAML (with `{{options.x}}` templates resolved from
-//!   the service config), key-value buckets (`version = 5000 + body.version`), and the
-//!   service config (domains, storage groups, storage version). Values it cannot resolve are
-//!   recorded as [`Unresolved`] (rule SG090), never guessed.
+//! - [`static_manifest`] reads a git revision's tree only (no code runs). The service config
+//!   (`deploy/env/<env>.yaml` or `config.yaml`) has one of two layouts: RESTBase's
+//!   (`services[0].conf.spec`, walked module by module in [`spec`]) or the fixture service's
+//!   (`services[0].conf.domains` / `storage`, [`fixture`]). JS modules are read by the bounded
+//!   static reader [`js`] (constants, arithmetic, functions and methods of the module).
+//!   Storage requests become tables: `/{domain}/sys/table/<t>` bodies are schemas,
+//!   `/{domain}/sys/key_value/<b>` bodies go through the key-value module's `makeSchema`.
+//!   Values it cannot resolve are recorded as [`Unresolved`] (rule SG090), never guessed or
+//!   dropped.
 //! - [`capture::capture`] runs the revision's own code with `node` and a recording table
-//!   backend, so computed schemas come out exactly as the service sends them.
+//!   module, without network, so computed schemas come out exactly as the service sends them.
 
 use std::path::Path;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use crate::config::RepoConfig;
 use crate::manifest::{Location, StorageGroup, StorageManifest, Unresolved};
 use crate::{Error, Result};
 
 pub mod capture;
+pub mod fixture;
 pub mod js;
+pub mod spec;
 pub mod tree;
 
 pub use capture::{CaptureOptions, capture, capture_rev};
+pub use fixture::bucket_schema;
 pub use tree::{DirTree, GitTree, Tree, materialise, resolve_commit};
 
 /// Table backend modules whose versions are recorded by default.
@@ -29,6 +37,9 @@ pub const DEFAULT_BACKEND_MODULES: &[&str] = &[
     "restbase-mod-table-sqlite",
     "restbase-mod-table-spec",
 ];
+
+/// Largest YAML file read (service config, specs).
+pub const MAX_YAML_BYTES: usize = 2 << 20;
 
 /// Settings shared by both extractors.
 #[derive(Clone, Debug, Default)]
@@ -40,19 +51,50 @@ pub struct StaticOptions {
     pub env: Option<String>,
 }
 
+/// A storage request found statically: `uri` and `body`, for one domain or (`None`) for every
+/// configured domain.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub domain: Option<String>,
+    pub uri: Value,
+    pub body: Value,
+    pub location: Location,
+}
+
+/// Which config layout a service uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// `services[0].conf.spec`: hyperswitch modules, the table module's options.
+    Restbase,
+    /// `services[0].conf.domains` and `services[0].conf.storage`.
+    #[default]
+    Fixture,
+}
+
 /// The service config of a revision, as far as storage is concerned.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceConfig {
     pub path: Option<String>,
+    pub layout: Layout,
     pub domains: Vec<String>,
+    /// Template values of the fixture layout (`services[0].conf.options`).
     pub options: Value,
+    /// The table backend's config: `sys/table` module `options.conf`, or `conf.storage`.
+    pub storage: Value,
     pub storage_groups: Option<Vec<StorageGroup>>,
     pub storage_version: Option<i64>,
     pub replication: Option<Value>,
     pub skip_flags: Vec<String>,
+    /// The backend flavour (`sqlite`, `cassandra`).
+    pub backend: Option<String>,
+    /// Storage requests found while reading the layout (RESTBase).
+    pub requests: Vec<Request>,
+    pub unresolved: Vec<Unresolved>,
+    /// JS modules mounted at a path, for bucket models.
+    walked: Option<std::rc::Rc<std::cell::RefCell<spec::Walked>>>,
 }
 
-fn get_path<'v>(v: &'v Value, dotted: &str) -> Option<&'v Value> {
+pub(crate) fn get_path<'v>(v: &'v Value, dotted: &str) -> Option<&'v Value> {
     let mut cur = v;
     for part in dotted.split('.') {
         cur = match part.parse::<usize>() {
@@ -63,18 +105,28 @@ fn get_path<'v>(v: &'v Value, dotted: &str) -> Option<&'v Value> {
     Some(cur)
 }
 
-fn yaml_to_json(text: &str, path: &str) -> Result<Value> {
-    let v: serde_norway::Value = serde_norway::from_str(text).map_err(|e| Error::Yaml {
+/// Reads YAML (merge keys applied) as JSON; files over [`MAX_YAML_BYTES`] are refused.
+pub fn yaml_to_json(text: &str, path: &str) -> Result<Value> {
+    let err = |message: String| Error::Yaml {
         path: path.into(),
-        message: e.to_string(),
-    })?;
-    serde_json::to_value(v).map_err(|e| Error::Yaml {
-        path: path.into(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    if text.len() > MAX_YAML_BYTES {
+        return Err(err(format!(
+            "{} bytes, over the {MAX_YAML_BYTES}-byte limit",
+            text.len()
+        )));
+    }
+    let mut v: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
+    v.apply_merge().map_err(|e| err(e.to_string()))?;
+    serde_json::to_value(v).map_err(|e| err(e.to_string()))
 }
 
-fn find_skip_flags(v: &Value, out: &mut Vec<String>) {
+fn find_skip_flags(v: &Value, out: &mut Vec<String>, depth: usize) {
+    if depth > 128 {
+        return;
+    }
     match v {
         Value::Object(m) => {
             for (k, val) in m {
@@ -83,55 +135,107 @@ fn find_skip_flags(v: &Value, out: &mut Vec<String>) {
                 {
                     out.push(k.clone());
                 }
-                find_skip_flags(val, out);
+                find_skip_flags(val, out, depth + 1);
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| find_skip_flags(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| find_skip_flags(x, out, depth + 1)),
         _ => {}
     }
 }
 
-impl ServiceConfig {
-    /// Reads the storage-relevant parts of a service-runner style config.
-    pub fn from_value(v: &Value, path: Option<String>) -> ServiceConfig {
-        let conf = get_path(v, "services.0.conf").unwrap_or(v);
-        let storage = conf.get("storage").cloned().unwrap_or(Value::Null);
-        let domains = conf
-            .get("domains")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let storage_groups =
-            storage
-                .get("storage_groups")
-                .and_then(Value::as_array)
-                .map(|groups| {
-                    groups
+/// Storage groups as configured: `domains` a string, a `/regex/` or a list of them.
+pub fn storage_groups(storage: &Value) -> Option<Vec<StorageGroup>> {
+    let groups = storage.get("storage_groups")?.as_array()?;
+    Some(
+        groups
+            .iter()
+            .map(|g| StorageGroup {
+                name: g
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                domains: match g.get("domains") {
+                    Some(Value::String(s)) => vec![s.clone()],
+                    Some(Value::Array(a)) => a
                         .iter()
-                        .map(|g| StorageGroup {
-                            name: g
-                                .get("name")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
-                            domains: g
-                                .get("domains")
-                                .and_then(Value::as_array)
-                                .map(|a| {
-                                    a.iter()
-                                        .filter_map(Value::as_str)
-                                        .map(str::to_string)
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        })
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                    _ => Vec::new(),
+                },
+            })
+            .collect(),
+    )
+}
+
+impl ServiceConfig {
+    /// Reads the storage-relevant parts of a service config; `tree` is needed for the
+    /// RESTBase layout (its modules are files of the tree).
+    pub fn read(v: &Value, path: Option<String>, tree: &dyn Tree) -> ServiceConfig {
+        let conf = get_path(v, "services.0.conf").unwrap_or(v);
+        let mut cfg = ServiceConfig {
+            path: path.clone(),
+            options: conf
+                .get("options")
+                .cloned()
+                .unwrap_or(Value::Object(Map::new())),
+            ..ServiceConfig::default()
+        };
+        if let Some(root) = conf.get("spec") {
+            cfg.layout = Layout::Restbase;
+            let mut w = spec::Walker {
+                tree,
+                limits: js::Limits::default(),
+                modules: Default::default(),
+                out: spec::Walked::default(),
+            };
+            let file = path.clone().unwrap_or_else(|| "config.yaml".into());
+            w.spec(root, &file, &[], conf, 0);
+            cfg.domains = w.out.domains.iter().cloned().collect();
+            match w.out.table_conf.clone() {
+                Some(c) => cfg.storage = c,
+                None => w.out.unresolved.push(Unresolved {
+                    location: Location {
+                        path: file.clone(),
+                        line: None,
+                    },
+                    what: "the table storage module (no module mounted at /{domain}/sys/table)"
+                        .into(),
+                    inputs: None,
+                }),
+            }
+            // sys/table.js defaults its backend to cassandra.
+            cfg.backend = Some(
+                cfg.storage
+                    .get("backend")
+                    .and_then(Value::as_str)
+                    .unwrap_or("cassandra")
+                    .to_string(),
+            );
+            cfg.requests = std::mem::take(&mut w.out.requests);
+            cfg.unresolved = std::mem::take(&mut w.out.unresolved);
+            cfg.walked = Some(std::rc::Rc::new(std::cell::RefCell::new(w.out)));
+        } else {
+            cfg.storage = conf.get("storage").cloned().unwrap_or(Value::Null);
+            cfg.domains = conf
+                .get("domains")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
                         .collect()
-                });
+                })
+                .unwrap_or_default();
+            cfg.backend = cfg
+                .storage
+                .get("flavour")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        cfg.storage_groups = storage_groups(&cfg.storage);
+        cfg.storage_version = cfg.storage.get("version").and_then(Value::as_i64);
         let mut replication = Map::new();
         for k in [
             "datacenters",
@@ -140,24 +244,13 @@ impl ServiceConfig {
             "localDc",
             "local_dc",
         ] {
-            if let Some(x) = storage.get(k) {
+            if let Some(x) = cfg.storage.get(k) {
                 replication.insert(k.to_string(), x.clone());
             }
         }
-        let mut skip_flags = Vec::new();
-        find_skip_flags(v, &mut skip_flags);
-        ServiceConfig {
-            path,
-            domains,
-            options: conf
-                .get("options")
-                .cloned()
-                .unwrap_or(Value::Object(Map::new())),
-            storage_groups,
-            storage_version: storage.get("version").and_then(Value::as_i64),
-            replication: (!replication.is_empty()).then_some(Value::Object(replication)),
-            skip_flags,
-        }
+        cfg.replication = (!replication.is_empty()).then_some(Value::Object(replication));
+        find_skip_flags(v, &mut cfg.skip_flags, 0);
+        cfg
     }
 
     /// Finds and reads the service config of a tree.
@@ -170,9 +263,10 @@ impl ServiceConfig {
             return Ok(ServiceConfig::default());
         };
         let text = tree.read_text(&path).unwrap_or_default();
-        Ok(ServiceConfig::from_value(
+        Ok(ServiceConfig::read(
             &yaml_to_json(&text, &path)?,
             Some(path),
+            tree,
         ))
     }
 
@@ -184,6 +278,7 @@ impl ServiceConfig {
         m.storage_version = self.storage_version;
         m.replication = self.replication.clone();
         m.skip_flags = self.skip_flags.clone();
+        m.backend = self.backend.clone();
     }
 }
 
@@ -230,14 +325,13 @@ pub fn backend_module_versions(
     names: &[String],
 ) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
-    let pkg: Value = tree
-        .read("package.json")
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
-    let lock: Value = tree
-        .read("package-lock.json")
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+    let read = |p: &str| -> Value {
+        tree.read(p)
+            .filter(|b| b.len() <= 16 << 20)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let (pkg, lock) = (read("package.json"), read("package-lock.json"));
     for name in names {
         let locked = lock
             .get("packages")
@@ -255,54 +349,8 @@ pub fn backend_module_versions(
     out
 }
 
-fn js_candidate(path: &str) -> bool {
-    path.ends_with(".js") && !path.split('/').rev().skip(1).any(tree::skipped_dir)
-}
-
-/// The key-value bucket table the fixture contract's `sys/key_value` module creates.
-pub fn bucket_schema(bucket: &str, body: &Value) -> std::result::Result<Value, String> {
-    let version = match body.get("version") {
-        None | Some(Value::Null) => 0,
-        Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or_default(),
-        Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => {
-            s.trim().parse().unwrap_or_default()
-        }
-        Some(other) => {
-            return Err(format!(
-                "bucket {bucket}: version {other} is not an integer"
-            ));
-        }
-    };
-    let s = |k: &str, d: &str| {
-        body.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or(d)
-            .to_string()
-    };
-    let mut schema = json!({
-        "table": bucket,
-        "version": 5000 + version,
-        "attributes": {"key": s("keyType", "string"), "value": s("valueType", "blob"), "tid": "timeuuid"},
-        "index": [
-            {"attribute": "key", "type": "hash"},
-            {"attribute": "tid", "type": "range", "order": "desc"}
-        ]
-    });
-    let mut options = Map::new();
-    for k in ["default_time_to_live", "compression"] {
-        if let Some(v) = body.get(k) {
-            options.insert(k.to_string(), v.clone());
-        }
-    }
-    if !options.is_empty() {
-        schema["options"] = Value::Object(options);
-    }
-    Ok(schema)
-}
-
 /// Resolves `{{a.b}}` templates; a string that is exactly one template keeps the value's type.
-fn expand(v: &Value, ctx: &Value) -> std::result::Result<Value, String> {
+pub(crate) fn expand(v: &Value, ctx: &Value) -> std::result::Result<Value, String> {
     let re = regex::Regex::new(r"\{\{\s*([^{}]+?)\s*\}\}").expect("valid regex");
     let lookup = |expr: &str| -> std::result::Result<Value, String> {
         let mut cur = ctx;
@@ -353,182 +401,151 @@ fn expand(v: &Value, ctx: &Value) -> std::result::Result<Value, String> {
     })
 }
 
-fn line_of(text: &str, needle: &str) -> Option<u32> {
+pub(crate) fn line_of(text: &str, needle: &str) -> Option<u32> {
     text.lines()
         .position(|l| l.contains(needle))
         .map(|i| i as u32 + 1)
 }
 
-fn collect_setup_handlers<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                if k == "x-setup-handler" {
-                    out.push(x);
-                } else {
-                    collect_setup_handlers(x, out);
+fn default_modules(repo: &RepoConfig) -> Vec<String> {
+    repo.backend_modules.clone().unwrap_or_else(|| {
+        DEFAULT_BACKEND_MODULES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    })
+}
+
+/// Turns storage requests into tables of the manifest.
+fn add_requests(m: &mut StorageManifest, cfg: &ServiceConfig, tree: &dyn Tree) {
+    let mut walker = spec::Walker {
+        tree,
+        limits: js::Limits::default(),
+        modules: Default::default(),
+        out: cfg
+            .walked
+            .as_ref()
+            .map(|w| std::mem::take(&mut *w.borrow_mut()))
+            .unwrap_or_default(),
+    };
+    for r in &cfg.requests {
+        let targets: Vec<String> = match &r.domain {
+            Some(d) => vec![d.clone()],
+            None => cfg.domains.clone(),
+        };
+        let Some(uri) = r.uri.as_str() else {
+            let what = match js::as_unresolved(&r.uri) {
+                Some(w) => format!("the uri `{}` of a storage request ({})", w.text, w.reason),
+                None => "a storage request without uri".into(),
+            };
+            m.unresolved.push(Unresolved {
+                location: r.location.clone(),
+                what,
+                inputs: None,
+            });
+            continue;
+        };
+        for d in targets {
+            let uri = uri
+                .replace("{domain}", &d)
+                .replace("{{request.params.domain}}", &d);
+            let parts: Vec<&str> = uri.trim_start_matches('/').split('/').collect();
+            let schema = match parts.as_slice() {
+                [_, "sys", "table", t] => {
+                    let mut s = r.body.clone();
+                    if let Some(o) = s.as_object_mut() {
+                        // The table backends take the name from the URI.
+                        o.insert("table".into(), Value::String(t.to_string()));
+                    }
+                    Ok(s)
                 }
+                [_, "sys", "key_value", bucket] => match cfg.layout {
+                    Layout::Restbase => walker.bucket(&d, bucket, &r.body),
+                    Layout::Fixture => bucket_schema(bucket, &r.body),
+                },
+                _ => Err(format!(
+                    "a storage request to {uri:?} (no static model for it)"
+                )),
+            };
+            let mut at = r.location.clone();
+            let schema = schema.and_then(|s| {
+                let mut leaves = Vec::new();
+                js::unresolved_leaves(&s, "", &mut leaves);
+                match leaves.first() {
+                    None => Ok(s),
+                    Some((key, w)) => {
+                        if !w.path.is_empty() {
+                            at = Location {
+                                path: w.path.clone(),
+                                line: Some(w.line),
+                            };
+                        }
+                        Err(format!(
+                            "`{key}: {}` in the schema of table {} ({})",
+                            w.text,
+                            parts.get(3).unwrap_or(&"?"),
+                            w.reason
+                        ))
+                    }
+                }
+            });
+            match schema {
+                Ok(s) if s.to_string().contains("{{") => m.unresolved.push(Unresolved {
+                    location: r.location.clone(),
+                    what: format!("a template in the request to {uri} (not expanded at start-up)"),
+                    inputs: None,
+                }),
+                Ok(s) => m.add_table(&d, &s, Some(r.location.clone())),
+                Err(what) => m.unresolved.push(Unresolved {
+                    location: at,
+                    what,
+                    inputs: None,
+                }),
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| collect_setup_handlers(x, out)),
-        _ => {}
     }
+    m.unresolved.append(&mut walker.out.unresolved);
 }
 
 /// Static extraction over any [`Tree`].
 pub fn static_manifest_tree(tree: &dyn Tree, opts: &StaticOptions) -> Result<StorageManifest> {
     let repo = RepoConfig::from_tree(tree)?;
-    let cfg = ServiceConfig::from_tree(tree, opts, &repo)?;
+    let mut cfg = ServiceConfig::from_tree(tree, opts, &repo)?;
     let mut m = StorageManifest::new("static");
     cfg.apply(&mut m);
-    let mut domains = cfg.domains.clone();
-    if domains.is_empty() {
-        domains.push("{domain}".to_string());
-        m.unresolved.push(Unresolved {
-            location: Location {
-                path: cfg.path.clone().unwrap_or_else(|| "config.yaml".into()),
-                line: None,
-            },
-            what: "the service's domains (no `domains` list in the config)".into(),
-        });
-    }
-    let names: Vec<String> = repo.backend_modules.clone().unwrap_or_else(|| {
-        DEFAULT_BACKEND_MODULES
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    });
-    m.backend_modules = backend_module_versions(tree, &names);
-    let ctx = json!({ "options": cfg.options });
-    let config_files: Vec<&str> = cfg.path.iter().map(String::as_str).collect();
-
-    for path in tree.paths() {
-        let is_yaml = path.ends_with(".yaml") || path.ends_with(".yml");
-        if js_candidate(&path) {
-            let Some(src) = tree.read_text(&path) else {
-                continue;
-            };
-            if !src.contains("attributes") {
-                continue;
-            }
-            for found in js::find_objects_with_keys(&src, &["attributes", "index"]) {
-                let loc = Location {
-                    path: path.clone(),
-                    line: Some(found.line),
-                };
-                let table = match found.value.get("table") {
-                    Some(js::JsValue::Str(t)) => t.clone(),
-                    // A schema template (e.g. a bucket module): its tables come from its callers.
-                    _ => continue,
-                };
-                let mut unresolved = Vec::new();
-                found.value.unresolved("", &mut unresolved);
-                if !unresolved.is_empty() {
-                    for (key, text, line) in unresolved {
-                        m.unresolved.push(Unresolved {
-                            location: Location {
-                                path: path.clone(),
-                                line: Some(line),
-                            },
-                            what: format!("`{key}: {text}` in the schema of table {table}"),
-                        });
-                    }
-                    continue;
-                }
-                let schema = found.value.to_json().expect("resolved");
-                for d in &domains {
-                    m.add_table(d, &schema, Some(loc.clone()));
-                }
-            }
-        } else if is_yaml
-            && !config_files.contains(&path.as_str())
-            && !path.split('/').rev().skip(1).any(tree::skipped_dir)
-            && !path.starts_with("deploy/")
-        {
-            let Some(text) = tree.read_text(&path) else {
-                continue;
-            };
-            if !text.contains("x-setup-handler") {
-                continue;
-            }
-            let doc = yaml_to_json(&text, &path)?;
-            let mut lists = Vec::new();
-            collect_setup_handlers(&doc, &mut lists);
-            for list in lists {
-                for item in list.as_array().into_iter().flatten() {
-                    for (name, request) in item.as_object().into_iter().flatten() {
-                        let loc = Location {
-                            path: path.clone(),
-                            line: line_of(&text, &format!("{name}:")),
-                        };
-                        add_setup_request(&mut m, &domains, name, request, &ctx, loc);
-                    }
-                }
-            }
+    m.unresolved.append(&mut cfg.unresolved);
+    if cfg.layout == Layout::Fixture {
+        if cfg.domains.is_empty() {
+            cfg.domains.push("{domain}".to_string());
+            m.unresolved.push(Unresolved {
+                location: Location {
+                    path: cfg.path.clone().unwrap_or_else(|| "config.yaml".into()),
+                    line: None,
+                },
+                what: "the service's domains (no `domains` list in the config)".into(),
+                inputs: None,
+            });
         }
+        cfg.requests =
+            fixture::requests(tree, &cfg.options, js::Limits::default(), &mut m.unresolved);
+    }
+    m.backend_modules = backend_module_versions(tree, &default_modules(&repo));
+    add_requests(&mut m, &cfg, tree);
+    // What an unresolved value depends on: its file and the service config.
+    let config_text = cfg
+        .path
+        .as_deref()
+        .and_then(|p| tree.read(p))
+        .unwrap_or_default();
+    for u in &mut m.unresolved {
+        let mut h = Sha256::new();
+        h.update(tree.read(&u.location.path).unwrap_or_default());
+        h.update(b"\0");
+        h.update(&config_text);
+        u.inputs = Some(hex::encode(&h.finalize()[..6]));
     }
     m.finish();
     Ok(m)
-}
-
-fn add_setup_request(
-    m: &mut StorageManifest,
-    domains: &[String],
-    name: &str,
-    request: &Value,
-    ctx: &Value,
-    loc: Location,
-) {
-    let request = match expand(request, ctx) {
-        Ok(r) => r,
-        Err(t) => {
-            m.unresolved.push(Unresolved {
-                location: loc,
-                what: format!(
-                    "template {t} in setup request {name} (not a literal in the service config)"
-                ),
-            });
-            return;
-        }
-    };
-    let uri = request
-        .get("uri")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let body = request
-        .get("body")
-        .cloned()
-        .unwrap_or(Value::Object(Map::new()));
-    let parts: Vec<&str> = uri.trim_start_matches('/').split('/').collect();
-    let targets: Vec<String> = match parts.first() {
-        Some(&"{domain}") => domains.to_vec(),
-        Some(d) if !d.is_empty() => vec![d.to_string()],
-        _ => Vec::new(),
-    };
-    let schema = match parts.as_slice() {
-        [_, "sys", "table", t] => {
-            let mut s = body.clone();
-            if s.get("table").is_none() && s.is_object() {
-                s["table"] = Value::String(t.to_string());
-            }
-            Ok(s)
-        }
-        [_, "sys", "key_value", bucket] => bucket_schema(bucket, &body),
-        _ => Err(format!(
-            "setup request {name} to {uri:?} (no static model for it)"
-        )),
-    };
-    match schema {
-        Ok(s) => {
-            for d in targets {
-                m.add_table(&d, &s, Some(loc.clone()));
-            }
-        }
-        Err(what) => m.unresolved.push(Unresolved {
-            location: loc,
-            what,
-        }),
-    }
 }
 
 /// Static storage manifest of a git revision (`repo_path` is any path inside the repository).
@@ -557,19 +574,7 @@ pub fn static_manifest_dir(dir: &Path, opts: &StaticOptions) -> Result<StorageMa
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_versions_and_defaults() {
-        let s = bucket_schema("b", &json!({"version": "3", "valueType": "json"})).unwrap();
-        assert_eq!(s["version"], json!(5003));
-        assert_eq!(s["attributes"]["value"], json!("json"));
-        assert_eq!(s["attributes"]["key"], json!("string"));
-        assert_eq!(
-            bucket_schema("b", &json!({})).unwrap()["version"],
-            json!(5000)
-        );
-        assert!(bucket_schema("b", &json!({"version": "x"})).is_err());
-    }
+    use serde_json::json;
 
     #[test]
     fn templates_resolve_or_fail() {

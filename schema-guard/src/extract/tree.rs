@@ -19,11 +19,6 @@ pub trait Tree {
     }
 }
 
-/// Directories never read: dependencies, VCS data, tests.
-pub(crate) fn skipped_dir(name: &str) -> bool {
-    name == "node_modules" || name.starts_with('.') || name == "test" || name == "tests"
-}
-
 /// The tree of one git revision.
 pub struct GitTree<'r> {
     repo: &'r git2::Repository,

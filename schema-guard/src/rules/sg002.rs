@@ -91,8 +91,13 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
              old code run against the newer storage.",
         );
         recipe.push_str(&format!(
-            " Acknowledge with the commit trailer `Schema-Change-Ack: {ID} {} {}->{} <reason>`.",
-            p.table, b.version, h.version
+            " Acknowledge with `--ack 'SG002 {t} {}->{} <reason>'` or the commit trailer \
+             `Schema-Change-Ack: {ID} {t} {}->{} <reason>`.",
+            b.version,
+            h.version,
+            b.version,
+            h.version,
+            t = p.table,
         ));
         f.recipe = Some(recipe);
         out.push(f);

@@ -117,14 +117,20 @@ impl Ctx {
             ("GRAPHITE_SETTINGS_MODULE", SETTINGS_MODULE.to_string()),
             ("DJANGO_SETTINGS_MODULE", "graphite.settings".to_string()),
         ];
-        if !d.join("graphite.db").exists() {
-            // graphite-web's own tables (sessions, users): once per bed, a few seconds.
+        // graphite-web's own tables (sessions, users): once per bed, a few seconds. A marker
+        // written after a successful migrate tells a complete database from one a killed or
+        // out-of-space `up` left half-made, which is removed and made again.
+        let migrated = d.join("graphite.db.migrated");
+        if !migrated.exists() {
+            let _ = std::fs::remove_file(d.join("graphite.db"));
             let mut c = Command::new("graphite-manage");
             c.args(["migrate", "--run-syncdb", "-v0"]);
             for (k, v) in &env {
                 c.env(k, v);
             }
             procs::output(&mut c, "graphite-manage migrate")?;
+            std::fs::write(&migrated, b"")
+                .map_err(|e| Error::Failed(format!("{}: {e}", migrated.display())))?;
         }
         if self.graphite_web_pid(st).is_none() {
             self.port_free("graphite-web", st.ports.graphite_web)?;
