@@ -50,7 +50,10 @@ const Q_P99: &str = r#"histogram_quantile(0.99, sum by (le) (rate(fixture_http_r
 
 impl Dec {
     fn setup(bed: Bed) -> Dec {
-        let dir = tempfile::Builder::new().prefix("deciding-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("deciding-")
+            .tempdir()
+            .unwrap();
         let store = dir.path().join("store");
         for h in &bed.hosts {
             let _ = applier::target::HostRoot::new(&h.root).stop();
@@ -141,7 +144,10 @@ impl Dec {
         watch["canary_bake"] = json!("40s");
         watch["checks"]["watch"] = json!({
             "interval": "1s", "window": "10s",
-            "alarms": [{"name": "bed-alarm", "source": "graphite", "query": format!("{prefix}.alarm.errors"), "threshold": 1}],
+            // The alarm's series exists only once it goes off: no data is explicitly a pass
+            // (the default, retry, would trip on an alarm nobody can read).
+            "alarms": [{"name": "bed-alarm", "source": "graphite", "query": format!("{prefix}.alarm.errors"), "threshold": 1,
+                        "inconclusive": "pass"}],
         });
         let cfg = json!({
             "store": store, "lease_ttl": "10s",
@@ -242,9 +248,16 @@ fn canary_against_baseline_under_load_through_haproxy() {
     let (code, evs, err) = d.deploy("dec", "good", &[]);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     let r = report(&evs);
-    assert!(r["note"].as_str().unwrap().starts_with("no baseline"), "{r:#}");
+    assert!(
+        r["note"].as_str().unwrap().starts_with("no baseline"),
+        "{r:#}"
+    );
     let m = metric(&r, "5xx-ratio");
-    assert_eq!((m["test"].as_str(), m["verdict"].as_str()), (Some("threshold"), Some("pass")), "{m:#}");
+    assert_eq!(
+        (m["test"].as_str(), m["verdict"].as_str()),
+        (Some("threshold"), Some("pass")),
+        "{m:#}"
+    );
     // The Graphite host check read the fixture's own carbon metrics through the render API
     // (retried until the first flush was readable).
     let graphite: Vec<&Value> = events(&evs, "check")
@@ -271,7 +284,10 @@ fn canary_against_baseline_under_load_through_haproxy() {
     assert!(m["p"].as_f64().unwrap() <= 0.01, "{m:#}");
     assert!(m["effect"].as_f64().unwrap() >= 0.02, "{m:#}");
     assert!(m["u"].as_f64().is_some());
-    let finished = events(&evs, "finished")[0]["message"].as_str().unwrap().to_string();
+    let finished = events(&evs, "finished")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(finished.contains("canary analysis of canary"), "{finished}");
     eprintln!("regression: {}", m);
 
@@ -296,8 +312,14 @@ fn canary_against_baseline_under_load_through_haproxy() {
     let r = report(&evs);
     assert_eq!(r["verdict"], "inconclusive", "{r:#}");
     let m = metric(&r, "5xx-ratio");
-    assert!(m["reason"].as_str().unwrap().contains("too few samples"), "{m:#}");
-    let finished = events(&evs, "finished")[0]["message"].as_str().unwrap().to_string();
+    assert!(
+        m["reason"].as_str().unwrap().contains("too few samples"),
+        "{m:#}"
+    );
+    let finished = events(&evs, "finished")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(finished.contains("never got data"), "{finished}");
     assert!(finished.contains("canary analysis of canary"), "{finished}");
 }
@@ -307,7 +329,11 @@ fn the_watch_aborts_at_once_when_a_graphite_alarm_trips_mid_rollout() {
     let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
     let bed = testkit::require!(bed());
     let d = Dec::setup(bed);
-    let (code, evs, err) = d.deploy("dec-watch", "good", &["envs.dec-watch.canary_bake=0s".into()]);
+    let (code, evs, err) = d.deploy(
+        "dec-watch",
+        "good",
+        &["envs.dec-watch.canary_bake=0s".into()],
+    );
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     // The deploy of good2 bakes its canary for 40 s; the alarm goes off during the bake.
     let mut child = d
@@ -319,7 +345,10 @@ fn the_watch_aborts_at_once_when_a_graphite_alarm_trips_mid_rollout() {
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut seen = read_until(&mut out, |e| e["event"] == "bake");
     let t0 = Instant::now();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let path = format!("{}.alarm.errors", d.prefix);
     let points: Vec<(&str, f64, u64)> = (0..3).map(|i| (path.as_str(), 5.0, now - i)).collect();
     d.bed.graphite.send(&points).unwrap();
@@ -336,7 +365,9 @@ fn the_watch_aborts_at_once_when_a_graphite_alarm_trips_mid_rollout() {
     // At once: well before the 40 s bake would have ended; t2 and t3 never touched.
     assert!(took < Duration::from_secs(20), "abort took {took:?}");
     assert!(
-        !seen.iter().any(|e| e["event"] == "step" && e["host"] != "t1"),
+        !seen
+            .iter()
+            .any(|e| e["event"] == "step" && e["host"] != "t1"),
         "a host past the canary was touched"
     );
     assert_eq!(
@@ -352,7 +383,10 @@ fn graphite_metrics_check_reads_graphite_webs_render_api() {
     let bed = testkit::require!(Bed::running());
     let g = &bed.graphite;
     let prefix = format!("gcheck{}x{}", std::process::id(), rand::random::<u16>());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let (hi, lo) = (format!("{prefix}.t1.ratio"), format!("{prefix}.t2.ratio"));
     let mut pts: Vec<(&str, f64, u64)> = Vec::new();
     for i in 1..5 {
@@ -390,7 +424,11 @@ fn graphite_metrics_check_reads_graphite_webs_render_api() {
     };
     let r = run("t1");
     assert_eq!(r.outcome, applier::checks::Outcome::Fail, "{r:?}");
-    assert!(r.detail.contains("= 0.5 over the threshold"), "{}", r.detail);
+    assert!(
+        r.detail.contains("= 0.5 over the threshold"),
+        "{}",
+        r.detail
+    );
     let r = run("t2");
     assert_eq!(r.outcome, applier::checks::Outcome::Pass, "{r:?}");
     // A series nobody wrote: no data, retried until its deadline, never a pass.
@@ -411,7 +449,10 @@ fn conftool_driver_depools_repools_and_reads_state_from_etcd() {
         confctl: c.confctl.clone(),
         config: Some(c.config.clone()),
         schema: Some(c.schema.clone()),
-        selector: Some(format!("dc={},cluster={},service={}", c.dc, c.cluster, c.service)),
+        selector: Some(format!(
+            "dc={},cluster={},service={}",
+            c.dc, c.cluster, c.service
+        )),
         nodes: BTreeMap::new(),
         timeout: Duration::from_secs(30),
     };
@@ -444,7 +485,10 @@ fn conftool_driver_depools_repools_and_reads_state_from_etcd() {
         selector: None,
         ..pool.clone()
     };
-    assert_eq!(per_host.out_of_pool(&all).unwrap(), vec!["t2".to_string(), "t3".to_string()]);
+    assert_eq!(
+        per_host.out_of_pool(&all).unwrap(),
+        vec!["t2".to_string(), "t3".to_string()]
+    );
     pool.repool(&t2, None).unwrap();
     assert_eq!(c.pooled("t2").unwrap(), "yes");
     c.set_pooled("t3", "yes").unwrap();

@@ -167,8 +167,10 @@ pub struct WatchAlarm {
     /// PromQL or a Graphite target; `{window}` substituted. The largest value counts.
     pub query: String,
     pub threshold: f64,
-    /// No data on a reading: `pass` (ignored, counted), `fail` (trips), `retry` (trips when
-    /// no reading had data for `deadline`, default 3 intervals).
+    /// No data on a reading, or a reading that failed (the backend unreachable, an error
+    /// answer): `retry` (default: trips when no reading had data for `deadline`, default 3
+    /// intervals), `fail` (trips at once), or `pass` (ignored, counted in the summary), which
+    /// must be said explicitly: an alarm that cannot be read fails closed.
     #[serde(default = "default_watch_no_data")]
     pub inconclusive: InconclusivePolicy,
     #[serde(default)]
@@ -178,7 +180,7 @@ pub struct WatchAlarm {
 }
 
 fn default_watch_no_data() -> InconclusivePolicy {
-    InconclusivePolicy::Pass
+    InconclusivePolicy::Retry
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,6 +192,12 @@ pub struct WatchLogs {
     pub patterns: Vec<String>,
     /// Trips above this many matching lines per second (over `window`, all pooled hosts).
     pub max_per_second: f64,
+    /// A reading where a serving host's log could not be read: as for an alarm (`retry`
+    /// by default, until `deadline`, default 3 intervals; `fail`; or an explicit `pass`).
+    #[serde(default = "default_watch_no_data")]
+    pub inconclusive: InconclusivePolicy,
+    #[serde(default)]
+    pub deadline: Option<Dur>,
     #[serde(default, skip_serializing_if = "CheckMode::is_gate")]
     pub mode: CheckMode,
 }

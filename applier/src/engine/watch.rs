@@ -47,6 +47,12 @@ impl Signals {
         self.no_data.lock().unwrap().insert(what);
     }
 
+    /// `what` had data after all (the watch names an alarm as soon as a reading had none, so
+    /// that a summary written while the watch still runs has it).
+    fn got_data(&self, what: &str) {
+        self.no_data.lock().unwrap().remove(what);
+    }
+
     /// `; never got data: a, b`, or nothing.
     pub fn no_data_note(&self) -> String {
         let n = self.no_data.lock().unwrap();
@@ -87,7 +93,7 @@ impl Run<'_> {
             }
             if let Some(l) = &cfg.error_logs {
                 let s = seen.entry("error_logs".into()).or_default();
-                self.read_error_logs(cfg, l, s);
+                self.read_error_logs(cfg, l, s, started);
             }
         }
         let mut parts = Vec::new();
@@ -158,6 +164,7 @@ impl Run<'_> {
             Ok(Some(v)) => {
                 s.with_data += 1;
                 s.last_data = Some(Instant::now());
+                self.signals.got_data(&format!("watch {}", a.name));
                 if v > a.threshold {
                     self.alarm(
                         &a.name,
@@ -173,31 +180,70 @@ impl Run<'_> {
                     Err(e) => e,
                     _ => format!("no data for {query:?}"),
                 };
-                let deadline = a.deadline.map(|d| d.0).unwrap_or(cfg.interval.0 * 3);
-                let since = s.last_data.unwrap_or(started);
-                let trip = match a.inconclusive {
-                    InconclusivePolicy::Pass => false,
-                    InconclusivePolicy::Fail => true,
-                    InconclusivePolicy::Retry => since.elapsed() >= deadline,
-                };
-                if trip {
-                    self.alarm(
-                        &a.name,
-                        None,
-                        a.threshold,
-                        a.mode,
-                        format!("{why} (no-data policy)"),
-                    );
-                }
+                self.no_reading(
+                    cfg,
+                    &a.name,
+                    a.threshold,
+                    a.mode,
+                    (a.inconclusive, a.deadline),
+                    s,
+                    started,
+                    why,
+                );
             }
         }
     }
 
+    /// A reading without data (or that failed): trips under the no-data policy (`retry`
+    /// once no reading had data for the deadline, `fail` at once, never for an explicit
+    /// `pass`).
+    #[allow(clippy::too_many_arguments)]
+    fn no_reading(
+        &self,
+        cfg: &WatchConfig,
+        name: &str,
+        threshold: f64,
+        mode: CheckMode,
+        (policy, deadline): (InconclusivePolicy, Option<model::Dur>),
+        s: &Seen,
+        started: Instant,
+        why: String,
+    ) {
+        if s.with_data == 0 {
+            self.signals.no_data(format!("watch {name}"));
+        }
+        let deadline = deadline.map(|d| d.0).unwrap_or(cfg.interval.0 * 3);
+        let since = s.last_data.unwrap_or(started);
+        let trip = match policy {
+            InconclusivePolicy::Pass => false,
+            InconclusivePolicy::Fail => true,
+            InconclusivePolicy::Retry => since.elapsed() >= deadline,
+        };
+        if trip {
+            let policy = match policy {
+                InconclusivePolicy::Retry => "no-data policy retry: none for the deadline",
+                _ => "no-data policy fail",
+            };
+            self.alarm(name, None, threshold, mode, format!("{why} ({policy})"));
+        }
+    }
+
     /// Offending lines per second over the window, across the hosts serving now.
-    fn read_error_logs(&self, cfg: &WatchConfig, l: &WatchLogs, s: &mut Seen) {
+    fn read_error_logs(&self, cfg: &WatchConfig, l: &WatchLogs, s: &mut Seen, started: Instant) {
         s.readings += 1;
+        let policy = (l.inconclusive, l.deadline);
         let Some(min) = level_number(&l.level) else {
-            return;
+            let why = format!("unknown log level {:?}", l.level);
+            return self.no_reading(
+                cfg,
+                "error_logs",
+                l.max_per_second,
+                l.mode,
+                policy,
+                s,
+                started,
+                why,
+            );
         };
         let serving: Vec<String> = self.journal.hosts(|hs| {
             hs.iter()
@@ -214,22 +260,48 @@ impl Run<'_> {
         let from = to - cfg.window.0;
         let mut lines = 0.0;
         let mut read = 0;
+        let mut unread = Vec::new();
         for h in &serving {
             let host = self.ctx.host(h);
-            let Ok(st) = host.status() else { continue };
-            let Some(run) = st.running else { continue };
-            let Ok(text) = read_log(host, &run.log) else {
-                continue;
+            // No instance running (nothing deployed there yet): nothing is served from it.
+            let text = match host.status() {
+                Ok(st) => match st.running {
+                    Some(run) => read_log(host, &run.log),
+                    None => continue,
+                },
+                Err(e) => Err(e.to_string()),
             };
-            read += 1;
-            lines += count_by_time(&text, min, &l.patterns, from, to, cfg.window.0)
-                .iter()
-                .sum::<f64>();
+            match text {
+                Ok(text) => {
+                    read += 1;
+                    lines += count_by_time(&text, min, &l.patterns, from, to, cfg.window.0)
+                        .iter()
+                        .sum::<f64>();
+                }
+                Err(e) => unread.push(format!("{h}: {e}")),
+            }
         }
-        if read == 0 {
-            return;
+        // A serving host whose log cannot be read is not a host without errors.
+        if !unread.is_empty() || read == 0 {
+            let why = if unread.is_empty() {
+                "no serving host's log to read".to_string()
+            } else {
+                format!("logs not readable: {}", unread.join("; "))
+            };
+            return self.no_reading(
+                cfg,
+                "error_logs",
+                l.max_per_second,
+                l.mode,
+                policy,
+                s,
+                started,
+                why,
+            );
         }
+        s.last_data = Some(Instant::now());
         s.with_data += 1;
+        self.signals.got_data("watch error_logs");
         let rate = lines / cfg.window.0.as_secs_f64().max(1.0);
         if rate > l.max_per_second {
             self.alarm(

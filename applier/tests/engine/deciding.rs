@@ -228,3 +228,43 @@ fn a_rollback_takes_the_fast_path_and_says_so() {
         bed.assert_serves(h, A);
     }
 }
+
+#[test]
+fn a_watch_alarm_that_cannot_be_read_fails_closed_unless_its_policy_says_pass() {
+    let hs = ["h1", "h2"];
+    let (bed, r) = bed(&hs);
+    // Nothing listens on port 1: every reading of the alarm fails.
+    let watch = |policy: Option<&str>| {
+        let mut a = json!({"name": "svc-5xx", "source": "prometheus", "url": "http://127.0.0.1:1",
+                           "query": "sum(rate(x[{window}]))", "threshold": 0.1});
+        if let Some(p) = policy {
+            a["inconclusive"] = json!(p);
+        }
+        with(
+            groups(&hs, 1),
+            json!({"canary_bake": "3s", "checks": {"watch": {"interval": "200ms", "window": "1s", "alarms": [a]}}}),
+        )
+    };
+    // The default (`retry`, 3 intervals without data): the run stops during the bake.
+    let ctx = bed.ctx("wnd", watch(None));
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
+    assert!(o.message.contains("watch svc-5xx"), "{}", o.message);
+    assert!(o.message.contains("no-data policy retry"), "{}", o.message);
+    bed.assert_serves("h2", A);
+    // `fail`: the same, at the first reading.
+    let ctx = bed.ctx("wnd2", watch(Some("fail")));
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
+    assert!(o.message.contains("no-data policy fail"), "{}", o.message);
+    // An explicit `pass`: the deploy goes on, and the summary says the alarm never had data.
+    let ctx = bed.ctx("wnd3", watch(Some("pass")));
+    let o = deploy(&ctx, &NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    assert!(
+        o.message
+            .contains("never got data (not counted as passes): watch svc-5xx"),
+        "{}",
+        o.message
+    );
+}
