@@ -17,6 +17,7 @@
 //!   points deploy, promote, rollback, resume and status.
 //! - [`promotion`]: the `promotion.requires` records and what `promote` takes from an env.
 //! - [`records`]: env state and deploy journals in the store, and the [`records::Step`] names.
+//! - [`report`]: the deploy report (self-contained HTML), `show` and `history`, from journals.
 //! - [`keys`]: where the environment records live in the store.
 //! - [`guard`]: the storage-schema guard seam.
 //! - [`events`]: the progress event stream.
@@ -38,6 +39,7 @@ pub mod pool;
 pub mod promotion;
 pub mod protocol;
 pub mod records;
+pub mod report;
 pub mod service;
 pub mod target;
 

@@ -145,6 +145,8 @@ pub enum Step {
     PromotionCheck,
     /// The `require_signature` gate passed.
     Signature,
+    /// The storage guard's findings and acknowledgements, when it had any.
+    Guard,
     /// `applier resume` continued the deploy.
     Resume,
     /// `applier resume --rollback` rolled it back.
@@ -191,6 +193,7 @@ impl Step {
         match self {
             Step::PromotionCheck => "promotion_check",
             Step::Signature => "signature",
+            Step::Guard => "guard",
             Step::Resume => "resume",
             Step::ResumeRollback => "resume_rollback",
             Step::Preflight => "preflight",
@@ -355,19 +358,30 @@ impl JournalWriter {
     }
 }
 
+/// Deploy `id` of `env` as the store holds it.
+pub fn read_journal(store: &dyn Store, env: &str, id: &str) -> Result<Journal, RecordError> {
+    let key = keys::deploy_journal(env, id);
+    let (b, _) = store.get_bytes(&key)?;
+    serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
+        key,
+        detail: e.to_string(),
+    })
+}
+
 /// Every journal of an environment, oldest first.
 pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Journal>, RecordError> {
+    let prefix = keys::deploys_prefix(env);
     let mut out = Vec::new();
-    for meta in store.list(&keys::deploys_prefix(env))? {
-        if !meta.key.ends_with(".json") {
+    for meta in store.list(&prefix)? {
+        let Some(id) = meta
+            .key
+            .strip_prefix(prefix.as_str())
+            .and_then(|k| k.strip_suffix(".json"))
+            .filter(|id| !id.contains('/'))
+        else {
             continue;
-        }
-        let (b, _) = store.get_bytes(&meta.key)?;
-        let j: Journal = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
-            key: meta.key.clone(),
-            detail: e.to_string(),
-        })?;
-        out.push(j);
+        };
+        out.push(read_journal(store, env, id)?);
     }
     out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
     Ok(out)
@@ -401,6 +415,7 @@ mod tests {
     const STEPS: &[Step] = &[
         Step::PromotionCheck,
         Step::Signature,
+        Step::Guard,
         Step::Resume,
         Step::ResumeRollback,
         Step::Preflight,

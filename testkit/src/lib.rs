@@ -6,6 +6,8 @@
 //! - [`repo`]: git repositories made from `fixtures/service`, variants built with `builder`.
 //! - [`store`]: directory stores, blob paths, corrupting a blob.
 //! - [`net`]: free ports, waiting for a port, a minimal HTTP GET.
+//! - [`browser`]: headless Chromium through ChromeDriver (WebDriver), screenshots, a strict
+//!   well-formedness check, and `target/ci-artifacts/` where CI keeps what tests leave.
 //! - [`config`]: config files written by serialising the real config types.
 //! - [`bed`]: the typed description of the test bed (`testbed.json`) and clients for its
 //!   parts; [`testbed`]: the bed itself (the `testbed` binary, `ci/testbed`, is its front).
@@ -14,6 +16,7 @@
 //! `CI_STATE_DIR`) and prints skip notices: that is its job.
 
 pub mod bed;
+pub mod browser;
 pub mod cmd;
 pub mod config;
 pub mod net;

@@ -114,6 +114,10 @@ pub struct EnvConfig {
     /// environments; `None`: no such gate.
     #[serde(default)]
     pub promotion: Option<PromotionPolicy>,
+    /// Where every deploy, rollback and resume of this env writes its HTML report
+    /// (`<env>-<deploy id>.html`) when it ends; `None`: no report is written.
+    #[serde(default)]
+    pub report_dir: Option<PathBuf>,
     pub hosts: BTreeMap<String, HostConfig>,
 }
 

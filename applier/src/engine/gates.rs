@@ -110,7 +110,18 @@ pub fn storage(
     {
         deploy_type = DeployType::Config;
     }
-    Decision::pass(deploy_type)
+    // Findings that did not block, and the acknowledgements given: one line each, for the
+    // journal (the report shows them).
+    let lines: Vec<String> = g
+        .findings
+        .iter()
+        .cloned()
+        .chain(opts.guard.acks.iter().map(|a| format!("ack: {a}")))
+        .collect();
+    if lines.is_empty() {
+        return Decision::pass(deploy_type);
+    }
+    Decision::noted(deploy_type, Step::Guard, lines.join("\n"))
 }
 
 /// The storage guard of a rollback of `host` from `from` to `to`: the old code must still

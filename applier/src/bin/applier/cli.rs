@@ -91,12 +91,46 @@ pub enum Cmd {
         #[arg(long)]
         env: String,
     },
-    /// Past deploys of an environment.
+    /// Past deploys of an environment: who, why, type, outcome, duration, hosts changed.
     History {
         #[arg(long)]
         env: String,
+        /// Show at most the last N that pass the filters.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only deploys started since: a time (2026-12-01T10:00:00Z), a date (2026-12-01) or a
+        /// span back from now (2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only these outcomes (comma-separated): succeeded, rolled_back, needs_human,
+        /// refused, running, or failed (rolled_back and needs_human).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only deploys that touched this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// The steps of one deploy as text.
+    Show {
+        deploy_id: String,
+        /// The environment (searched in every configured one if omitted).
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// One deploy as a self-contained HTML report (on stdout, or into `-o FILE`).
+    Report {
+        /// The deploy (or `--latest`).
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        deploy_id: Option<String>,
+        /// The environment (searched in every configured one if omitted; needed with --latest).
+        #[arg(long, required_if_eq("latest", "true"))]
+        env: Option<String>,
+        /// The environment's most recent deploy.
+        #[arg(long)]
+        latest: bool,
+        /// Write the report to this file instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// The target side: host-protocol requests as JSON lines on stdin (a hello first), one
     /// JSON answer line each on stdout. Alone with no input, `applier host --root R stop`

@@ -2,11 +2,11 @@
 
 use std::io::IsTerminal;
 
-use applier::engine::{self, DeployError, DeployOptions, HostReport, Outcome};
-use applier::records::Journal;
+use applier::engine::{self, DeployError, DeployOptions, EnvContext, HostReport, Outcome};
+use applier::records::JournalStatus;
 
 use crate::cli::{Cli, Cmd, Format};
-use crate::context::{env_ctx, open_store, resolve_config};
+use crate::context::{env_ctx, resolve_config};
 use crate::exit::{Exit, Failure};
 use crate::render::{Render, Sink, short};
 
@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             let ctx = env_ctx(&r, env)?;
             let sink = Sink::new(render);
             let res = engine::deploy(&ctx, &sink, target, &flags.options());
-            finish(&sink, res)
+            finish(&sink, &ctx, res)
         }
         Cmd::Promote { from, to, flags } => {
             let r = resolve_config(&cli)?;
@@ -43,7 +43,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 .map(|e| e.hosts.keys().cloned().collect());
             let sink = Sink::new(render);
             let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &flags.options());
-            finish(&sink, res)
+            finish(&sink, &ctx, res)
         }
         Cmd::Rollback {
             env,
@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 force_schema_rollback: *force_schema_rollback,
                 skip_promotion_check: false,
             };
-            finish(&sink, engine::rollback(&ctx, &sink, &opts))
+            finish(&sink, &ctx, engine::rollback(&ctx, &sink, &opts))
         }
         Cmd::Resume {
             deploy_id,
@@ -74,25 +74,12 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             force,
         } => {
             let r = resolve_config(&cli)?;
-            let env = match env {
-                Some(e) => e.clone(),
-                None => {
-                    let store = open_store(&r)?;
-                    let envs: Vec<String> = r.config.envs.keys().cloned().collect();
-                    applier::records::find_journal(store.as_ref(), &envs, deploy_id)
-                        .map_err(Failure::refused)?
-                        .ok_or_else(|| {
-                            Failure::usage(anyhow::anyhow!(
-                                "no deploy {deploy_id} in any configured environment"
-                            ))
-                            .hint("`applier history --env <env>` lists an environment's deploys")
-                        })?
-                }
-            };
+            let env = crate::reports::env_of(&r, env.as_deref(), deploy_id)?;
             let ctx = env_ctx(&r, &env)?;
             let sink = Sink::new(render);
             finish(
                 &sink,
+                &ctx,
                 engine::resume(&ctx, &sink, deploy_id, *rollback, *force),
             )
         }
@@ -106,22 +93,47 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 .any(|h| !h.drift.is_empty() || h.error.is_some());
             Ok(if drift { Exit::Failed } else { Exit::Ok })
         }
-        Cmd::History { env, limit } => {
+        Cmd::History {
+            env,
+            limit,
+            since,
+            status,
+            host,
+        } => {
             let r = resolve_config(&cli)?;
-            let store = open_store(&r)?;
-            let all = applier::records::history(store.as_ref(), env).map_err(Failure::refused)?;
-            let skip = all.len().saturating_sub(*limit);
-            print_history(&all[skip..], render);
-            Ok(Exit::Ok)
+            let filter = crate::reports::filter(since.as_deref(), status.as_deref(), host)?;
+            crate::reports::history(&r, env, *limit, &filter, render)
+        }
+        Cmd::Show { deploy_id, env } => {
+            let r = resolve_config(&cli)?;
+            crate::reports::show(&r, env.as_deref(), deploy_id, render)
+        }
+        Cmd::Report {
+            deploy_id,
+            env,
+            latest,
+            output,
+        } => {
+            let r = resolve_config(&cli)?;
+            let id = if *latest { None } else { deploy_id.as_deref() };
+            crate::reports::report(&r, env.as_deref(), id, output.as_deref())
         }
     }
 }
 
-/// Ends a run: the outcome line (or JSON error event) and the exit code.
-fn finish(sink: &Sink, res: Result<Outcome, DeployError>) -> Result<Exit, Failure> {
+/// Ends a run: the report (when the env has a `report_dir`), the outcome line (or JSON error
+/// event) and the exit code.
+fn finish(
+    sink: &Sink,
+    ctx: &EnvContext,
+    res: Result<Outcome, DeployError>,
+) -> Result<Exit, Failure> {
     sink.done();
     match res {
         Ok(o) => {
+            if o.status != JournalStatus::Running {
+                crate::reports::auto_write(ctx, &o.deploy_id);
+            }
             if sink.render != Render::Json {
                 println!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
             }
@@ -173,28 +185,6 @@ fn print_status(hosts: &[HostReport], render: Render) {
             s(&h.recorded_current),
             s(&h.last_good),
             h.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
-        );
-    }
-}
-
-fn print_history(shown: &[Journal], render: Render) {
-    for j in shown {
-        if render == Render::Json {
-            println!("{}", serde_json::to_string(j).expect("serialises"));
-            continue;
-        }
-        println!(
-            "{}  {:<8} {:<11} {:<12} {}  by {}{}",
-            j.id,
-            j.kind.as_str(),
-            j.status.as_str(),
-            j.commit.as_deref().map(short).unwrap_or("-"),
-            j.started_at,
-            j.who,
-            j.abort_reason
-                .as_deref()
-                .map(|r| format!("  aborted: {r}"))
-                .unwrap_or_default()
         );
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! - `cli`: the subcommands and flags.
 //! - `context`: configuration layers, the store and the environment context.
-//! - `commands`: one function per subcommand (deploy, promote, rollback, resume, status,
-//!   history).
+//! - `commands`: one function per subcommand (deploy, promote, rollback, resume, status), and
+//!   the dispatch of the rest.
+//! - `reports`: the commands that read deploys back (history, show, report) and the report a
+//!   run writes to its env's `report_dir`.
 //! - `host`: `applier host ...`, the target side of a remote transport.
-//! - `render`: the live, plain and JSON renderers of the event stream.
+//! - `live`: the live view's board (the table, the bake countdown, the summary).
+//! - `render`: the live view (a table redrawn in place), plain lines and JSON lines of the
+//!   event stream.
 //! - `exit`: the exit codes, decided in one place from the library's outcomes and error kinds.
 //!
 //! An error is printed on stderr as `applier: <error>`, followed by a `hint:` line where the
@@ -16,7 +20,9 @@ mod commands;
 mod context;
 mod exit;
 mod host;
+mod live;
 mod render;
+mod reports;
 
 use std::process::ExitCode;
 

@@ -1,13 +1,20 @@
-//! Rendering the event stream: a live view (indicatif) on a terminal, plain lines on stderr,
-//! or JSON lines on stdout (each event stamped with `ts`; `finished` also carries the exit
-//! code). Data goes to stdout, progress to stderr.
+//! Rendering the event stream: on a terminal, a live table redrawn in place (host, group,
+//! step, elapsed, last check; the canary bake's countdown; a final summary); plain lines on
+//! stderr when stderr is not a terminal; or JSON lines on stdout (`--format json`: each event
+//! as the library serialises it, stamped with `ts`; `finished` also carries the exit code).
+//! Data goes to stdout, progress to stderr.
+//!
+//! The live view's board is in `live`; this module decides which view an event goes to and
+//! holds the one plain spelling of every event, which the live view also prints above its
+//! table for what the table does not show (groups, aborts, rollbacks).
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use applier::events::{Event, EventSink};
 
 use crate::exit::Exit;
+use crate::live::Board;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Render {
@@ -18,13 +25,25 @@ pub enum Render {
 
 pub struct Sink {
     pub render: Render,
-    live: Option<Live>,
+    live: Option<Arc<Live>>,
     out: Mutex<()>,
 }
 
+/// The live view: its board and the thread that redraws it (elapsed times, the countdown).
 struct Live {
-    multi: indicatif::MultiProgress,
-    bars: Mutex<std::collections::BTreeMap<String, indicatif::ProgressBar>>,
+    board: Mutex<Board>,
+    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Live {
+    fn draw(&self) {
+        let mut b = self.board.lock().unwrap();
+        let frame = b.redraw(std::time::Instant::now(), crate::live::terminal_width());
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(frame.as_bytes());
+        let _ = e.flush();
+    }
 }
 
 pub fn short(s: &str) -> &str {
@@ -39,11 +58,136 @@ fn colon(detail: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+fn ok(b: bool) -> &'static str {
+    if b { "ok" } else { "FAILED" }
+}
+
+/// The plain spelling of an event: the lines it prints (on stderr), if any.
+pub fn plain_lines(e: &Event) -> Vec<String> {
+    match e {
+        Event::Promote { .. } | Event::Finished { .. } => vec![],
+        Event::Plan {
+            deploy_id,
+            env,
+            kind,
+            commit,
+            groups,
+            dry_run,
+            deploy_type,
+            ..
+        } => {
+            let mut v = vec![format!(
+                "{}{} {deploy_id} to {env}{} ({})",
+                if *dry_run { "plan: " } else { "" },
+                kind.as_str(),
+                commit
+                    .as_deref()
+                    .map(|c| format!(": {}", short(c)))
+                    .unwrap_or_default(),
+                deploy_type
+                    .map(|t| format!("{t:?}").to_lowercase())
+                    .unwrap_or_else(|| "code".into())
+            )];
+            for g in groups {
+                v.push(format!("  group {}", g.name));
+                for h in &g.hosts {
+                    v.push(format!(
+                        "    {:<14} {} -> {}  checks: {}",
+                        h.host,
+                        h.from.as_deref().map(short).unwrap_or("-"),
+                        short(&h.to),
+                        if h.checks.is_empty() {
+                            "-".into()
+                        } else {
+                            h.checks.join(", ")
+                        }
+                    ));
+                }
+            }
+            v
+        }
+        Event::Preflight {
+            host,
+            ok: o,
+            detail,
+        } => vec![format!("[{host}] preflight {}: {detail}", ok(*o))],
+        Event::Fetch {
+            host,
+            ok: o,
+            detail,
+        } => vec![format!("[{host}] fetch {}: {detail}", ok(*o))],
+        Event::Group { group, hosts } => vec![format!("== group {group}: {}", hosts.join(", "))],
+        Event::Step {
+            host,
+            step,
+            ok: o,
+            detail,
+        } => vec![format!("[{host}] {step} {}{}", ok(*o), colon(detail))],
+        Event::Check { host, result } => vec![format!(
+            "[{host}] check {} {:?}: {}",
+            result.name, result.outcome, result.detail
+        )],
+        Event::HostDone {
+            host,
+            release,
+            ok: o,
+            detail,
+        } => vec![format!(
+            "[{host}] done {} {}{}",
+            short(release),
+            ok(*o),
+            colon(detail)
+        )],
+        Event::Bake { group, seconds } => vec![format!("baking {group} for {seconds}s")],
+        Event::Abort { reason } => vec![format!("ABORT: {reason}")],
+        Event::Analysis { report } => vec![report.summary()],
+        Event::Watch {
+            alarm,
+            tripped,
+            detail,
+            ..
+        } => vec![format!(
+            "watch {alarm}{}: {detail}",
+            if *tripped { " TRIPPED" } else { "" }
+        )],
+        Event::Note { step, host, detail } => vec![match host {
+            Some(h) => format!("[{h}] {step}: {detail}"),
+            None => format!("{step}: {detail}"),
+        }],
+        Event::Rollback {
+            host,
+            to,
+            ok: o,
+            detail,
+        } => vec![format!(
+            "[{host}] rollback to {} {}{}",
+            to.as_deref().map(short).unwrap_or("nothing"),
+            ok(*o),
+            colon(detail)
+        )],
+    }
+}
+
 impl Sink {
     pub fn new(render: Render) -> Self {
-        let live = (render == Render::Live).then(|| Live {
-            multi: indicatif::MultiProgress::new(),
-            bars: Mutex::new(Default::default()),
+        let live = (render == Render::Live).then(|| {
+            let l = Arc::new(Live {
+                board: Mutex::new(Board::new(std::time::Instant::now())),
+                ticker: Mutex::new(None),
+                stop: Default::default(),
+            });
+            let t = l.clone();
+            let handle = std::thread::spawn(move || {
+                use std::sync::atomic::Ordering;
+                while !t.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    if t.board.lock().unwrap().is_ticking() {
+                        t.draw();
+                    }
+                }
+            });
+            *l.ticker.lock().unwrap() = Some(handle);
+            l
         });
         Sink {
             render,
@@ -52,11 +196,15 @@ impl Sink {
         }
     }
 
+    /// Stops the live view after its last frame (the final summary when the run finished).
     pub fn done(&self) {
         if let Some(l) = &self.live {
-            for b in l.bars.lock().unwrap().values() {
-                b.finish();
+            l.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(h) = l.ticker.lock().unwrap().take() {
+                let _ = h.join();
             }
+            l.board.lock().unwrap().freeze();
+            l.draw();
         }
     }
 
@@ -66,47 +214,6 @@ impl Sink {
         let mut so = std::io::stdout().lock();
         let _ = writeln!(so, "{v}");
         let _ = so.flush();
-    }
-
-    fn bar(&self, host: &str) -> Option<indicatif::ProgressBar> {
-        let l = self.live.as_ref()?;
-        let mut bars = l.bars.lock().unwrap();
-        Some(
-            bars.entry(host.to_string())
-                .or_insert_with(|| {
-                    let b = l.multi.add(indicatif::ProgressBar::new_spinner());
-                    b.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{spinner} {prefix:<14} {wide_msg}",
-                        )
-                        .expect("template"),
-                    );
-                    b.set_prefix(host.to_string());
-                    b.enable_steady_tick(std::time::Duration::from_millis(120));
-                    b
-                })
-                .clone(),
-        )
-    }
-
-    fn line(&self, s: String) {
-        match &self.live {
-            Some(l) => {
-                let _ = l.multi.println(s);
-            }
-            None => {
-                let _g = self.out.lock().unwrap();
-                eprintln!("{s}");
-            }
-        }
-    }
-
-    /// A host's line: its bar's message in the live view, else a `[host]` line.
-    fn host_line(&self, host: &str, msg: String, prefix: &str) {
-        match self.bar(host) {
-            Some(b) => b.set_message(msg),
-            None => self.line(format!("[{host}] {prefix}{msg}")),
-        }
     }
 }
 
@@ -121,129 +228,37 @@ impl EventSink for Sink {
             self.json(&v);
             return;
         }
-        let ok = |b: bool| if b { "ok" } else { "FAILED" };
-        match e {
-            Event::Promote {
-                from,
-                to,
-                commit,
-                artifact,
-                from_deploy,
-                ..
-            } => {
-                // Data: which artifact is promoted.
+        if let Event::Promote {
+            from,
+            to,
+            commit,
+            artifact,
+            from_deploy,
+            ..
+        } = e
+        {
+            // Data: which artifact is promoted.
+            let _g = self.out.lock().unwrap();
+            println!(
+                "promote {} ({artifact}) from {from} (deploy {from_deploy}) to {to}",
+                short(commit)
+            );
+            return;
+        }
+        match &self.live {
+            Some(l) => {
+                l.board
+                    .lock()
+                    .unwrap()
+                    .apply(e, std::time::Instant::now(), plain_lines);
+                l.draw();
+            }
+            None => {
                 let _g = self.out.lock().unwrap();
-                println!(
-                    "promote {} ({artifact}) from {from} (deploy {from_deploy}) to {to}",
-                    short(commit)
-                );
-            }
-            Event::Plan {
-                deploy_id,
-                env,
-                kind,
-                commit,
-                groups,
-                dry_run,
-                deploy_type,
-                ..
-            } => {
-                self.line(format!(
-                    "{}{} {deploy_id} to {env}{} ({})",
-                    if *dry_run { "plan: " } else { "" },
-                    kind.as_str(),
-                    commit
-                        .as_deref()
-                        .map(|c| format!(": {}", short(c)))
-                        .unwrap_or_default(),
-                    deploy_type
-                        .map(|t| format!("{t:?}").to_lowercase())
-                        .unwrap_or_else(|| "code".into())
-                ));
-                for g in groups {
-                    self.line(format!("  group {}", g.name));
-                    for h in &g.hosts {
-                        self.line(format!(
-                            "    {:<14} {} -> {}  checks: {}",
-                            h.host,
-                            h.from.as_deref().map(short).unwrap_or("-"),
-                            short(&h.to),
-                            if h.checks.is_empty() {
-                                "-".into()
-                            } else {
-                                h.checks.join(", ")
-                            }
-                        ));
-                    }
+                for line in plain_lines(e) {
+                    eprintln!("{}", applier::report::text::terminal_safe(&line));
                 }
             }
-            Event::Preflight {
-                host,
-                ok: o,
-                detail,
-            } => self.line(format!("[{host}] preflight {}: {detail}", ok(*o))),
-            Event::Fetch {
-                host,
-                ok: o,
-                detail,
-            } => self.line(format!("[{host}] fetch {}: {detail}", ok(*o))),
-            Event::Group { group, hosts } => {
-                self.line(format!("== group {group}: {}", hosts.join(", ")))
-            }
-            Event::Step {
-                host,
-                step,
-                ok: o,
-                detail,
-            } => self.host_line(host, format!("{step} {}{}", ok(*o), colon(detail)), ""),
-            Event::Check { host, result } => self.host_line(
-                host,
-                format!(
-                    "check {} {:?}: {}",
-                    result.name, result.outcome, result.detail
-                ),
-                "",
-            ),
-            Event::HostDone {
-                host,
-                release,
-                ok: o,
-                detail,
-            } => {
-                let msg = format!("{} {}{}", short(release), ok(*o), colon(detail));
-                match self.bar(host) {
-                    Some(b) => b.finish_with_message(msg),
-                    None => self.line(format!("[{host}] done {msg}")),
-                }
-            }
-            Event::Bake { group, seconds } => self.line(format!("baking {group} for {seconds}s")),
-            Event::Abort { reason } => self.line(format!("ABORT: {reason}")),
-            Event::Analysis { report } => self.line(report.summary()),
-            Event::Watch {
-                alarm,
-                tripped,
-                detail,
-                ..
-            } => self.line(format!(
-                "watch {alarm}{}: {detail}",
-                if *tripped { " TRIPPED" } else { "" }
-            )),
-            Event::Note { step, host, detail } => match host {
-                Some(h) => self.host_line(h, format!("{step}: {detail}"), ""),
-                None => self.line(format!("{step}: {detail}")),
-            },
-            Event::Rollback {
-                host,
-                to,
-                ok: o,
-                detail,
-            } => self.line(format!(
-                "[{host}] rollback to {} {}{}",
-                to.as_deref().map(short).unwrap_or("nothing"),
-                ok(*o),
-                colon(detail)
-            )),
-            Event::Finished { .. } => {}
         }
     }
 }

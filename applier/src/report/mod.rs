@@ -1,0 +1,80 @@
+//! What a person reads about deploys, made from their journals: the deploy report (one
+//! self-contained HTML file: `applier report`, and written by a deploy to an environment's
+//! `report_dir`), `applier show` (the steps as text) and `applier history` (who, why, type,
+//! outcome, duration, hosts changed, with filters).
+//!
+//! - [`model`]: the [`Report`] built from a journal (timeline, checks, rollback path, storage
+//!   guard, canary analyses); every renderer draws from it.
+//! - [`html`]: the HTML report (its canary charts in `canary`); [`markup`]: the escaping
+//!   writer it is made with.
+//! - [`text`]: `applier show`.
+//! - [`history`]: history rows and filters.
+//!
+//! Journals are read by the caller through [`crate::records`]; nothing here touches the store.
+
+mod canary;
+pub mod history;
+pub mod html;
+pub mod markup;
+pub mod model;
+pub mod text;
+
+use std::path::{Path, PathBuf};
+
+pub use model::{CanaryAnalysis, CanaryMetric, Report};
+
+use crate::records::Journal;
+
+/// The canary analyses a journal records, as the report draws them. The journal of this
+/// version records none; analysis records (JSON) read through [`CanaryAnalysis::from_value`].
+pub fn canary_of(_journal: &Journal) -> Vec<CanaryAnalysis> {
+    Vec::new()
+}
+
+/// The report of a journal.
+pub fn of(journal: &Journal) -> Report {
+    Report::from_journal(journal, canary_of(journal))
+}
+
+/// The HTML report of a journal.
+pub fn html_of(journal: &Journal) -> String {
+    html::render(&of(journal))
+}
+
+/// The file name a report of `journal` gets in a report directory: `<env>-<id>.html`;
+/// `None` when the journal's env or id is not a plain name (a record is untrusted: it must
+/// not choose where the file goes).
+pub fn file_name(journal: &Journal) -> Option<String> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (plain(&journal.env) && plain(&journal.id))
+        .then(|| format!("{}-{}.html", journal.env, journal.id))
+}
+
+/// Writes the report of `journal` into `dir` (created if absent) atomically: a temporary file
+/// renamed over `<env>-<id>.html`, so a reader never sees half a report.
+pub fn write_to_dir(dir: &Path, journal: &Journal) -> std::io::Result<PathBuf> {
+    let name = file_name(journal).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the journal names env {:?} and id {:?}: not plain names for a file",
+                journal.env, journal.id
+            ),
+        )
+    })?;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, html_of(journal).as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&path).map_err(|e| e.error)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests;
