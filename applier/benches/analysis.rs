@@ -102,7 +102,8 @@ fn main() {
     let bed = testkit::Bed::running().unwrap_or_else(|m| panic!("{m}"));
     testkit::node_tools().unwrap_or_else(|m| panic!("{m}"));
     let dir = tempfile::Builder::new()
-        .prefix("bench-analysis-")
+        // Short: the ssh control sockets live under it (a UNIX socket path has 108 bytes).
+        .prefix("ba")
         .tempdir()
         .unwrap();
     let store = dir.path().join("store");

@@ -4,7 +4,9 @@
 //!
 //! - Deploy: `schema_guard::diff(current, new)`. An unacknowledged blocking finding refuses the
 //!   deploy before any host is touched; acknowledgements come from `applier deploy --ack`
-//!   (`SG002 <table> <from>-><to> <reason>`, the trailer syntax). A deploy whose stored schemas
+//!   (`SG002 <table> <from>-><to> <reason>`, the trailer syntax). The applier does not read
+//!   commit trailers (it has the artifact, not the git history): a refusal prints the exact
+//!   `--ack` of each blocking change, and every `--ack` given is recorded in the journal. A deploy whose stored schemas
 //!   cannot be undone by redeploying the old code is of type `schema`: it is never rolled back
 //!   automatically (the storage would refuse the old schema at start-up).
 //! - Rollback: the forward diff from the rollback target to what runs now tells whether the old
@@ -42,19 +44,49 @@ pub struct GuardOutcome {
     pub findings: Vec<String>,
     /// Rollback recipes of the non-rollbackable changes.
     pub recipes: Vec<String>,
+    /// The `--ack` value (`SG002 <table> <from>-><to> <reason>`) of each blocking change that
+    /// an acknowledgement lets pass and none was given for.
+    #[serde(default)]
+    pub acks_needed: Vec<String>,
 }
 
-/// Parses one `--ack` value: `SG002 <table> <from>-><to> [reason]`.
+/// The placeholder the acks a refusal prints carry where the operator's reason goes.
+pub const REASON_PLACEHOLDER: &str = "<reason>";
+
+/// Parses one `--ack` value: `SG002 <table> <from>-><to> <reason>`, on one line, with a
+/// reason (not the placeholder a refusal prints).
 pub fn parse_ack(s: &str) -> Result<Ack, String> {
+    let bad = |why: &str| {
+        format!(
+            "bad --ack {:?}: {why}; expected `SG0NN <table> <from>-><to> <reason>`",
+            s.chars().take(200).collect::<String>()
+        )
+    };
+    if s.contains(['\n', '\r']) {
+        return Err(bad("more than one line"));
+    }
     let acks = schema_guard::ack::parse_trailers(
         &format!("{}: {}", schema_guard::ack::TRAILER, s.trim()),
         "",
     );
-    let mut ack = acks.into_iter().next().ok_or_else(|| {
-        format!("bad --ack {s:?}: expected `SG0NN <table> <from>-><to> <reason>`")
-    })?;
+    let mut ack = acks
+        .into_iter()
+        .next()
+        .ok_or_else(|| bad("not an acknowledgement"))?;
+    if ack.reason.is_empty() || ack.reason == REASON_PLACEHOLDER {
+        return Err(bad("give your reason after the change"));
+    }
     ack.source = AckSource::Caller;
     Ok(ack)
+}
+
+/// A recipe as the applier shows it: without schema-guard's advice to add a commit trailer,
+/// which the applier does not read (its refusal prints the `--ack` to give instead).
+fn applier_recipe(recipe: &str) -> String {
+    match recipe.find(" Acknowledge with") {
+        Some(i) => recipe[..i].to_string(),
+        None => recipe.to_string(),
+    }
 }
 
 /// The storage manifest of one environment out of an artifact's `storage` field. Builder
@@ -75,9 +107,10 @@ fn parse(v: Option<&Value>, what: &str) -> Result<Option<StorageManifest>, Strin
         .transpose()
 }
 
-fn lines(report: &Report) -> (Vec<String>, Vec<String>) {
+fn lines(report: &Report) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut findings = Vec::new();
     let mut recipes = Vec::new();
+    let mut acks = Vec::new();
     for f in &report.findings {
         let ack = if f.acknowledged.is_some() {
             " (acknowledged)"
@@ -92,10 +125,21 @@ fn lines(report: &Report) -> (Vec<String>, Vec<String>) {
             f.message
         ));
         if let Some(r) = &f.recipe {
-            recipes.push(r.clone());
+            recipes.push(applier_recipe(r));
+        }
+        if f.acknowledgeable
+            && f.acknowledged.is_none()
+            && f.severity == schema_guard::Severity::Block
+        {
+            acks.push(format!(
+                "{} {} {} {REASON_PLACEHOLDER}",
+                f.rule,
+                f.subject,
+                f.change().unwrap_or_else(|| "-".into())
+            ));
         }
     }
-    (findings, recipes)
+    (findings, recipes, acks)
 }
 
 /// Compares the storage manifest of what the environment runs (`current`) with the new one.
@@ -113,6 +157,7 @@ pub fn check(
             allowed: true,
             findings: vec!["no storage manifest to compare; schema guard skipped".into()],
             recipes: vec![],
+            acks_needed: vec![],
         });
     };
     let acks = opts
@@ -131,7 +176,7 @@ pub fn check(
             ..Default::default()
         },
     );
-    let (findings, recipes) = lines(&report);
+    let (findings, recipes, acks_needed) = lines(&report);
     let deploy_type = if report.changes_schema() && !report.rollback_safe() {
         DeployType::Schema
     } else {
@@ -142,6 +187,7 @@ pub fn check(
         allowed: !report.is_blocking(),
         findings,
         recipes,
+        acks_needed,
     })
 }
 
@@ -193,7 +239,7 @@ pub fn check_rollback(
         .filter(|t| !t.rollbackable)
         .map(|t| t.table.clone())
         .collect();
-    let (_, recipes) = lines(&forward);
+    let (_, recipes, _) = lines(&forward);
     let mut msg = format!(
         "the running release changed storage schemas ({}) and the storage refuses the older schema, so the old code would not start on any host",
         tables.join(", ")

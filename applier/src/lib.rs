@@ -13,6 +13,7 @@
 //! - [`checks`]: http, logs and metrics checks, their policies (no data, shadow, k of n),
 //!   the canary's samples and the fleet-wide watch's readings.
 //! - [`analysis`]: canary against baseline (Mann-Whitney U, effect size, sample counts).
+//! - [`shell`]: command templates whose values reach `sh -c` quoted and as variables.
 //! - [`engine`]: the deploy engine (plan, gates, lease, run, host path, journal) and its entry
 //!   points deploy, promote, rollback, resume and status.
 //! - [`promotion`]: the `promotion.requires` records and what `promote` takes from an env.
@@ -41,6 +42,7 @@ pub mod protocol;
 pub mod records;
 pub mod report;
 pub mod service;
+pub mod shell;
 pub mod target;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

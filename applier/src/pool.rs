@@ -3,6 +3,10 @@
 //!
 //! Drivers: `none` (no load balancer) and `command` (shell commands such as
 //! `confctl select name={host} set/pooled=no`, with optional confirmation and state commands).
+//! A command's `{host}`, `{address}`, `{port}` and `{env}` become shell-quoted words, and the
+//! same values are in its environment as `APPLIER_HOST`, `APPLIER_ADDRESS`, `APPLIER_PORT` and
+//! `APPLIER_ENV` (the operator's own environment otherwise: pool commands run on the deploy
+//! host as the operator).
 //! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`], `conftool`
 //! (`confctl` over etcd) in [`crate::conftool`].
 
@@ -10,7 +14,8 @@ use std::time::Duration;
 
 use crate::config::PoolConfig;
 use crate::host::Host;
-use crate::target::exec;
+use crate::shell::fill;
+use crate::target::{CommandEnv, exec};
 
 #[derive(Debug, thiserror::Error)]
 #[error("pool {action} of {host}: {detail}")]
@@ -67,17 +72,27 @@ impl CommandPool {
         (name, address): (&str, &str),
         port: Option<u16>,
     ) -> Result<(i32, String), PoolError> {
-        let cmd = template
-            .replace("{host}", name)
-            .replace("{address}", address)
-            .replace("{port}", &port.map(|p| p.to_string()).unwrap_or_default())
-            .replace("{env}", &self.env);
-        let out = exec(&cmd, self.timeout).map_err(|e| PoolError {
-            action,
-            host: name.to_string(),
-            detail: e.to_string(),
-        })?;
-        Ok((out.status, format!("{cmd:?}: {}", out.stderr.trim())))
+        let filled = fill(
+            template,
+            &[
+                ("host", name.to_string()),
+                ("address", address.to_string()),
+                ("port", port.map(|p| p.to_string()).unwrap_or_default()),
+                ("env", self.env.clone()),
+            ],
+        );
+        let out =
+            exec(&filled.cmd, self.timeout, CommandEnv::Inherit(&filled.env)).map_err(|e| {
+                PoolError {
+                    action,
+                    host: name.to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
+        Ok((
+            out.status,
+            format!("{:?}: {}", filled.cmd, out.stderr.trim()),
+        ))
     }
 
     fn run(
@@ -179,5 +194,61 @@ pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
             drain_timeout: drain_timeout.0,
             timeout: timeout.0,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::memory::MemoryHost;
+
+    /// Host names and addresses a config could never hold reach the pool command as quoted
+    /// words and as `$APPLIER_*`: each command runs once, as written, and runs nothing else.
+    #[test]
+    fn hostile_names_in_pool_commands_run_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("MARKER");
+        let log = dir.path().join("log");
+        let m = marker.display().to_string();
+        let hostile = [
+            format!("a;touch {m}"),
+            format!("$(touch {m})"),
+            format!("`touch {m}`"),
+            format!("a\ntouch {m}"),
+            format!("a' ; touch {m}; echo '"),
+            format!("a\" ; touch {m}; echo \""),
+            format!("-rf || touch {m}"),
+            format!("a&&touch {m}"),
+            format!("a|touch {m}"),
+            format!("$IFS;touch${{IFS}}{m}"),
+        ];
+        let l = log.display();
+        let pool = CommandPool {
+            env: "staging".into(),
+            depool: format!("printf '%s|%s\\n' {{host}} \"$APPLIER_ADDRESS\" >> {l}"),
+            repool: format!("printf '%s|%s\\n' {{address}} \"$APPLIER_HOST\" >> {l}"),
+            confirm_depooled: None,
+            is_depooled: Some(format!("test {{host}} = {{env}} && touch {m}; exit 1")),
+            timeout: Duration::from_secs(5),
+        };
+        for h in &hostile {
+            let cfg: crate::config::HostConfig =
+                serde_json::from_value(serde_json::json!({"root": "/x", "address": h})).unwrap();
+            let host = MemoryHost::new(h, &cfg);
+            pool.depool(&host, Some(1)).unwrap();
+            pool.repool(&host, Some(1)).unwrap();
+            assert!(
+                pool.out_of_pool(std::slice::from_ref(h))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        assert!(!marker.exists(), "a hostile name ran a command");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut want = String::new();
+        for h in &hostile {
+            want.push_str(&format!("{h}|{h}\n{h}|{h}\n"));
+        }
+        assert_eq!(text, want, "each value reached the command whole, as data");
     }
 }

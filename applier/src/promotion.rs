@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use artifact::Digest;
 use artifact::store::Store;
+use model::names::CommitId;
 
 use crate::config::PromotionPolicy;
 use crate::protocol::ReleaseRef;
@@ -106,14 +107,10 @@ pub fn source_release(
     };
     let (state, _) = records::load_state(store, from)?;
     // Keyed by (manifest, commit): a release is the pair.
-    let mut by_release: BTreeMap<Option<(Digest, &str)>, Vec<&str>> = BTreeMap::new();
+    let mut by_release: BTreeMap<Option<(Digest, &CommitId)>, Vec<&str>> = BTreeMap::new();
     for (h, rec) in &state.hosts {
         by_release
-            .entry(
-                rec.current
-                    .as_ref()
-                    .map(|r| (r.manifest, r.commit.as_str())),
-            )
+            .entry(rec.current.as_ref().map(|r| (r.manifest, &r.commit)))
             .or_default()
             .push(h.as_str());
     }
@@ -160,7 +157,7 @@ pub fn source_release(
     Ok(SourceRelease {
         env: from.to_string(),
         release: ReleaseRef {
-            commit: commit.to_string(),
+            commit: commit.clone(),
             manifest,
         },
         deploy_id: j.id,

@@ -8,6 +8,16 @@
 //! message, so an error keeps its kind across the wire ([`HostError::kind`]). The golden tests
 //! at the bottom pin the wire format: changing it means bumping [`PROTOCOL_VERSION`].
 //!
+//! Fencing: every request that changes the host (preflight announces it too) carries the
+//! sender's [`Fence`], the generation of the environment lease it holds. The target records the
+//! highest one it has seen in its `state.json` and refuses a lower one ([`HostError::Fenced`]),
+//! so a deployer that lost its lease cannot change a host a newer deploy has reached. A request
+//! without a fence (an operator's own `applier host --root R stop`) is carried out.
+//!
+//! Releases are named by [`ReleaseRef`]: a manifest digest and the commit derived from that
+//! verified manifest ([`ReleaseRef::of`]); the target checks that the release directory holds
+//! that very build before it renders, switches to or marks it.
+//!
 //! Adding an operation: a variant in both enums (with its request and report types here), its
 //! handler on the target ([`crate::target::HostRoot::execute`]) and in the in-memory host, and
 //! a typed method on [`crate::host::Host`] if the engine calls it.
@@ -21,10 +31,12 @@ use artifact::{Digest, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use model::names::{CommitId, DeployId, Name, NameError};
+
 use crate::service::{ServiceSpec, ServiceSpecError};
 
 /// The version of this protocol. Bumped on any change to the wire format.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One request to a target.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,21 +49,21 @@ pub enum HostRequest {
     /// Fetch, verify and unpack an artifact, from presigned URLs or a store.
     FetchUrls(FetchUrlsRequest),
     /// The release's `deploy/service.yaml`.
-    ServiceSpec(CommitRequest),
+    ServiceSpec(ReleaseRequest),
     /// Render the release's env config plus host-local values into `config.yaml`.
     Render(RenderRequest),
     /// Point `current` at a release, atomically.
-    Switch(CommitRequest),
+    Switch(ReleaseRequest),
     /// Start the current release.
     Start(StartRequest),
     /// Wait until the service's port accepts connections.
     WaitReady(ReadyRequest),
     /// Stop the running instance.
-    Stop,
+    Stop(StopRequest),
     /// Releases, `current`, the host's state and the running instance.
     Status,
     /// Record a release as this host's last known good.
-    MarkGood(ReleaseRef),
+    MarkGood(ReleaseRequest),
     /// Remove old releases.
     Prune(PruneRequest),
     /// A file under the host's root (logs), as text.
@@ -97,6 +109,57 @@ impl HostRequest {
     /// The request's wire name (`switch`, `fetch-urls`, ...).
     pub fn op(&self) -> String {
         op_of(self)
+    }
+
+    /// Whether the request changes the host (and so is fenced and serialised on the target).
+    /// Preflight counts: it announces the sender's fence.
+    pub fn changes_host(&self) -> bool {
+        matches!(
+            self,
+            HostRequest::Preflight(_)
+                | HostRequest::FetchUrls(_)
+                | HostRequest::Render(_)
+                | HostRequest::Switch(_)
+                | HostRequest::Start(_)
+                | HostRequest::Stop(_)
+                | HostRequest::MarkGood(_)
+                | HostRequest::Prune(_)
+        )
+    }
+
+    /// The fence a host-changing request carries, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        match self {
+            HostRequest::Preflight(r) => r.fence.as_ref(),
+            HostRequest::FetchUrls(r) => r.fence.as_ref(),
+            HostRequest::Render(r) => r.fence.as_ref(),
+            HostRequest::Switch(r) | HostRequest::MarkGood(r) => r.fence.as_ref(),
+            HostRequest::Start(r) => r.fence.as_ref(),
+            HostRequest::Stop(r) => r.fence.as_ref(),
+            HostRequest::Prune(r) => r.fence.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A fencing token: the environment, the generation of its lease the sender holds (it grows
+/// on every acquire and takeover), and the deploy holding it. Generations are counted per
+/// environment, so a host compares a token with the newest of the same environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fence {
+    pub env: Name,
+    pub token: u64,
+    pub deploy_id: DeployId,
+}
+
+impl std::fmt::Display for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} (deploy {})",
+            self.token, self.env, self.deploy_id
+        )
     }
 }
 
@@ -154,23 +217,38 @@ pub struct HelloReport {
     pub version: String,
 }
 
-/// A request naming one release.
+/// A request naming one release (service spec, switch, mark good).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommitRequest {
-    pub commit: String,
+pub struct ReleaseRequest {
+    pub release: ReleaseRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
 
-/// A release: a git commit and the manifest it was deployed from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A release: the manifest it is built from and that manifest's commit (which names its
+/// directory on a host). Both are validated when parsed; [`ReleaseRef::of`] makes one from a
+/// verified manifest, which is the only way the engine makes one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReleaseRef {
-    pub commit: String,
+    pub commit: CommitId,
     pub manifest: Digest,
+}
+
+impl ReleaseRef {
+    /// The release of the manifest `manifest` (verified against `digest` by the caller): its
+    /// commit is the manifest's own.
+    pub fn of(digest: Digest, manifest: &Manifest) -> Result<Self, NameError> {
+        Ok(ReleaseRef {
+            commit: CommitId::parse(&manifest.source.commit)?,
+            manifest: digest,
+        })
+    }
 }
 
 impl std::fmt::Display for ReleaseRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", &self.commit[..self.commit.len().min(12)])
+        f.write_str(self.commit.short())
     }
 }
 
@@ -181,6 +259,10 @@ pub struct HostState {
     pub last_good: Option<ReleaseRef>,
     pub previous_good: Option<ReleaseRef>,
     pub step: Option<StepInProgress>,
+    /// The newest fencing token a request carried, per environment; an older one of the same
+    /// environment is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fences: BTreeMap<String, Fence>,
     #[serde(default)]
     pub updated_at: String,
 }
@@ -209,6 +291,9 @@ pub struct PreflightRequest {
     pub min_free_bytes: u64,
     /// The node binary whose ABI to report (`None`: skip).
     pub node: Option<String>,
+    /// The sender's fence, announced: recorded as the highest seen, or refused if lower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +321,8 @@ pub struct FetchUrlsRequest {
     /// neither URLs nor a location, the target reads the store it was given (in-process).
     #[serde(default)]
     pub store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
 
 impl FetchUrlsRequest {
@@ -247,6 +334,7 @@ impl FetchUrlsRequest {
                 .expect("canonical JSON is UTF-8"),
             urls: BTreeMap::new(),
             store: None,
+            fence: None,
         }
     }
 
@@ -277,12 +365,15 @@ pub struct FetchReport {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenderRequest {
-    pub commit: String,
-    pub env: String,
+    pub release: ReleaseRef,
+    /// Which `deploy/env/<env>.yaml` of the release.
+    pub env: Name,
     pub port: Option<u16>,
     /// Dotted path -> value, applied after the port.
     #[serde(default)]
     pub values: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,8 +392,19 @@ pub struct SwitchReport {
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     pub port: Option<u16>,
+    /// The inventory's `env` for the service, over the target's minimal base
+    /// ([`crate::target::BaseEnv`]).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +448,8 @@ pub struct HostStatus {
 pub struct PruneRequest {
     /// How many of the most recently fetched releases to keep (besides the protected ones).
     pub keep: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,9 +473,12 @@ pub struct FileText {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
-    /// Run as `sh -c <cmd>`.
+    /// Run as `sh -c <cmd>`, in the target's minimal environment plus `env`.
     pub cmd: String,
     pub timeout_ms: u64,
+    /// Values the command reads as variables (`$APPLIER_HOST`, ...): never spliced into `cmd`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,6 +524,8 @@ pub enum ErrorKind {
     Protocol,
     /// Another protocol version.
     Version,
+    /// A fencing token lower than the highest the host has seen.
+    Fenced,
 }
 
 /// An error answer: its kind and message.
@@ -467,6 +576,10 @@ pub enum HostError {
         "host protocol version {theirs} is not this applier's ({ours}): install the same applier version on the deploy host and the targets"
     )]
     Version { theirs: u32, ours: u32 },
+    #[error(
+        "refused: fencing token {got} is older than {seen}, the newest this host has seen: a newer deploy holds the environment's lease, so this one must stop"
+    )]
+    Fenced { got: Fence, seen: Fence },
     /// An operation that failed on a remote host, as it reported it.
     #[error("{message}")]
     Remote { kind: ErrorKind, message: String },
@@ -489,6 +602,7 @@ impl HostError {
             HostError::Transport(_) => ErrorKind::Transport,
             HostError::Protocol(_) => ErrorKind::Protocol,
             HostError::Version { .. } => ErrorKind::Version,
+            HostError::Fenced { .. } => ErrorKind::Fenced,
             HostError::Remote { kind, .. } => *kind,
         }
     }

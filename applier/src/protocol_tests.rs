@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::target::{HostRoot, ServeSummary, serve};
+use model::names::{CommitId, DeployId, Name};
 
 fn digest() -> Digest {
     Digest::of(b"m")
@@ -12,10 +13,20 @@ const D: &str = "sha256:62c66a7a5dd70c3146618063c344e531e6d4b59e379808443ce962b3
 
 fn release() -> ReleaseRef {
     ReleaseRef {
-        commit: "c".repeat(40),
+        commit: CommitId::parse(&"c".repeat(40)).unwrap(),
         manifest: digest(),
     }
 }
+
+fn fence() -> Fence {
+    Fence {
+        env: Name::parse("staging").unwrap(),
+        token: 7,
+        deploy_id: DeployId::parse("20260101T000000Z-0a1b2c").unwrap(),
+    }
+}
+
+const F: &str = r#""fence":{"env":"staging","token":7,"deploy_id":"20260101T000000Z-0a1b2c"}"#;
 
 /// `value` serialises to `json` exactly, and `json` parses back to `value`.
 fn golden<T>(value: &T, json: &str)
@@ -46,8 +57,9 @@ fn requests_on_the_wire() {
             HostRequest::Preflight(PreflightRequest {
                 min_free_bytes: 1024,
                 node: Some("node".into()),
+                fence: Some(fence()),
             }),
-            r#"{"op":"preflight","min_free_bytes":1024,"node":"node"}"#.into(),
+            format!(r#"{{"op":"preflight","min_free_bytes":1024,"node":"node",{F}}}"#),
         ),
         (
             HostRequest::FetchUrls(FetchUrlsRequest {
@@ -59,36 +71,47 @@ fn requests_on_the_wire() {
                 )]
                 .into(),
                 store: None,
+                fence: Some(fence()),
             }),
             format!(
-                r#"{{"op":"fetch-urls","digest":"{D}","manifest":"m","urls":{{"blobs/sha256/ab":"https://s3/x?sig"}},"store":null}}"#
+                r#"{{"op":"fetch-urls","digest":"{D}","manifest":"m","urls":{{"blobs/sha256/ab":"https://s3/x?sig"}},"store":null,{F}}}"#
             ),
         ),
         (
-            HostRequest::ServiceSpec(CommitRequest { commit: c.clone() }),
-            format!(r#"{{"op":"service-spec","commit":"{c}"}}"#),
+            HostRequest::ServiceSpec(ReleaseRequest {
+                release: release(),
+                fence: None,
+            }),
+            format!(r#"{{"op":"service-spec","release":{{"commit":"{c}","manifest":"{D}"}}}}"#),
         ),
         (
             HostRequest::Render(RenderRequest {
-                commit: c.clone(),
-                env: "staging".into(),
+                release: release(),
+                env: Name::parse("staging").unwrap(),
                 port: Some(7231),
                 values: [("services.0.conf.host".to_string(), "127.0.0.1".into())].into(),
+                fence: Some(fence()),
             }),
             format!(
-                r#"{{"op":"render","commit":"{c}","env":"staging","port":7231,"values":{{"services.0.conf.host":"127.0.0.1"}}}}"#
+                r#"{{"op":"render","release":{{"commit":"{c}","manifest":"{D}"}},"env":"staging","port":7231,"values":{{"services.0.conf.host":"127.0.0.1"}},{F}}}"#
             ),
         ),
         (
-            HostRequest::Switch(CommitRequest { commit: c.clone() }),
-            format!(r#"{{"op":"switch","commit":"{c}"}}"#),
+            HostRequest::Switch(ReleaseRequest {
+                release: release(),
+                fence: Some(fence()),
+            }),
+            format!(
+                r#"{{"op":"switch","release":{{"commit":"{c}","manifest":"{D}"}},{F}}}"#
+            ),
         ),
         (
             HostRequest::Start(StartRequest {
                 port: Some(7231),
                 env: [("NODE_ENV".to_string(), "production".to_string())].into(),
+                fence: Some(fence()),
             }),
-            r#"{"op":"start","port":7231,"env":{"NODE_ENV":"production"}}"#.into(),
+            format!(r#"{{"op":"start","port":7231,"env":{{"NODE_ENV":"production"}},{F}}}"#),
         ),
         (
             HostRequest::WaitReady(ReadyRequest {
@@ -112,16 +135,33 @@ fn requests_on_the_wire() {
             }),
             r#"{"op":"wait-ready","address":"127.0.0.1","port":7231,"timeout_ms":30000,"probe":{"log":"listening on","min_healthy":"2s"}}"#.into(),
         ),
-        (HostRequest::Stop, r#"{"op":"stop"}"#.into()),
+        (
+            HostRequest::Stop(StopRequest {
+                fence: Some(fence()),
+            }),
+            format!(r#"{{"op":"stop",{F}}}"#),
+        ),
+        (
+            HostRequest::Stop(StopRequest::default()),
+            r#"{"op":"stop"}"#.into(),
+        ),
         (HostRequest::Status, r#"{"op":"status"}"#.into()),
         (HostRequest::Health, r#"{"op":"health"}"#.into()),
         (
-            HostRequest::MarkGood(release()),
-            format!(r#"{{"op":"mark-good","commit":"{c}","manifest":"{D}"}}"#),
+            HostRequest::MarkGood(ReleaseRequest {
+                release: release(),
+                fence: Some(fence()),
+            }),
+            format!(
+                r#"{{"op":"mark-good","release":{{"commit":"{c}","manifest":"{D}"}},{F}}}"#
+            ),
         ),
         (
-            HostRequest::Prune(PruneRequest { keep: 3 }),
-            r#"{"op":"prune","keep":3}"#.into(),
+            HostRequest::Prune(PruneRequest {
+                keep: 3,
+                fence: Some(fence()),
+            }),
+            format!(r#"{{"op":"prune","keep":3,{F}}}"#),
         ),
         (
             HostRequest::ReadFile(ReadFileRequest {
@@ -131,10 +171,11 @@ fn requests_on_the_wire() {
         ),
         (
             HostRequest::Exec(ExecRequest {
-                cmd: "journalctl -u x".into(),
+                cmd: "journalctl -u x --since @\"$APPLIER_SINCE\"".into(),
                 timeout_ms: 5000,
+                env: [("APPLIER_SINCE".to_string(), "1700000000".to_string())].into(),
             }),
-            r#"{"op":"exec","cmd":"journalctl -u x","timeout_ms":5000}"#.into(),
+            r#"{"op":"exec","cmd":"journalctl -u x --since @\"$APPLIER_SINCE\"","timeout_ms":5000,"env":{"APPLIER_SINCE":"1700000000"}}"#.into(),
         ),
     ];
     for (req, json) in &cases {
@@ -162,10 +203,11 @@ fn answers_on_the_wire() {
             release: Some(c.clone()),
             started_at: "2024-01-01T00:00:00.000Z".into(),
         }),
+        fences: [("staging".to_string(), fence())].into(),
         updated_at: "2024-01-01T00:00:01.000Z".into(),
     };
     let state_json = format!(
-        r#"{{"current":{{"commit":"{c}","manifest":"{D}"}},"last_good":null,"previous_good":null,"step":{{"op":"switch","release":"{c}","started_at":"2024-01-01T00:00:00.000Z"}},"updated_at":"2024-01-01T00:00:01.000Z"}}"#
+        r#"{{"current":{{"commit":"{c}","manifest":"{D}"}},"last_good":null,"previous_good":null,"step":{{"op":"switch","release":"{c}","started_at":"2024-01-01T00:00:00.000Z"}},"fences":{{"staging":{{"env":"staging","token":7,"deploy_id":"20260101T000000Z-0a1b2c"}}}},"updated_at":"2024-01-01T00:00:01.000Z"}}"#
     );
     let run_json = format!(
         r#""pid":42,"release":"{c}","port":7231,"log":"/srv/x/logs/c-1.log","started_at":"2024-01-01T00:00:00.000Z","started_unix_ms":1704067200000"#
@@ -335,6 +377,7 @@ fn manifest_must_match_its_digest() {
         manifest: "{}".into(),
         urls: BTreeMap::new(),
         store: None,
+        fence: None,
     };
     let e = req.verified_manifest().unwrap_err();
     assert!(e.to_string().contains("hashes to"), "{e}");
@@ -435,7 +478,7 @@ fn an_unknown_request_is_refused_and_ends_the_session() {
 fn a_failed_operation_is_an_error_answer_with_its_kind_and_the_session_goes_on() {
     let h = hello(PROTOCOL_VERSION);
     let c = "c".repeat(40);
-    let switch = format!(r#"{{"op":"switch","commit":"{c}"}}"#);
+    let switch = format!(r#"{{"op":"switch","release":{{"commit":"{c}","manifest":"{D}"}}}}"#);
     let (sum, answers) = session(&[&h, &switch, r#"{"op":"status"}"#], None);
     assert_eq!((sum.answered, sum.failed, sum.refused), (3, 1, false));
     assert_eq!(error_of(&answers[1]).kind, ErrorKind::NotFetched);
@@ -457,4 +500,49 @@ fn a_label_names_the_one_request_a_session_may_run() {
     assert!(error_of(&answers[0]).message.contains("needs no fields"));
     let (sum, _) = session(&[], Some("hello"));
     assert!(sum.refused, "a hello is not a request to run alone");
+}
+
+/// Records from a host's peer are untrusted: a release whose commit is a path, an env that is
+/// a path, a fence with a hostile deploy id, are protocol errors; nothing is run or written.
+#[test]
+fn hostile_names_in_requests_are_protocol_errors_and_write_nothing() {
+    let h = hello(PROTOCOL_VERSION);
+    let c = "c".repeat(40);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let cases = [
+        format!(r#"{{"op":"switch","release":{{"commit":"../../escape","manifest":"{D}"}}}}"#),
+        format!(
+            r#"{{"op":"switch","release":{{"commit":"{}","manifest":"{D}"}}}}"#,
+            "C".repeat(40)
+        ),
+        format!(
+            r#"{{"op":"render","release":{{"commit":"{c}","manifest":"{D}"}},"env":"../prod","port":1}}"#
+        ),
+        format!(
+            r#"{{"op":"render","release":{{"commit":"{c}","manifest":"{D}"}},"env":"a;b","port":1}}"#
+        ),
+        format!(r#"{{"op":"service-spec","release":{{"commit":"{c}/..","manifest":"{D}"}}}}"#),
+        r#"{"op":"stop","fence":{"env":"e","token":1,"deploy_id":"$(touch x)"}}"#.to_string(),
+        format!(r#"{{"op":"mark-good","release":{{"commit":"{c}","manifest":"sha256:../../x"}}}}"#),
+    ];
+    for bad in &cases {
+        let r = HostRoot::new(&root);
+        let input = [h.as_str(), bad.as_str()].join("\n");
+        let mut out = Vec::new();
+        let sum = serve(&r, input.as_bytes(), &mut out, None).unwrap();
+        assert!(sum.refused, "{bad}");
+        let answers: Vec<HostResponse> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(error_of(&answers[1]).kind, ErrorKind::Protocol, "{bad}");
+        assert!(!root.exists(), "{bad} wrote under the root");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "something was written beside the root"
+    );
 }

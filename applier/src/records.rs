@@ -1,19 +1,30 @@
 //! Environment records in the store: the env state (`envs/<env>/state.json`, compare-and-swap)
-//! and one journal per deploy (`envs/<env>/deploys/<deploy-id>.json`, rewritten as each step
-//! completes), which `status`, `history`, `rollback` and `resume` read.
+//! and one journal per deploy (a base `envs/<env>/deploys/<deploy-id>.json` and append-only
+//! segments while it runs, [`segments`]), which `status`, `history`, `rollback` and `resume`
+//! read through one reader, [`read_journal`] ([`read_history`] for all of an env's).
+//!
+//! Records are untrusted input: parsing one validates every name and id in it (deploy ids,
+//! env, host and group names through `model::names`, commits and digests through their types),
+//! so a record that parses holds no path, no shell text and no other env's name. A journal
+//! that does not parse (or is filed under another env or id) is reported and skipped by
+//! [`read_history`], never a reason for `history`, `rollback` or the promotion gate to fail.
+
+pub mod segments;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use artifact::Digest;
 use artifact::store::{ETag, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use model::names::{DeployId, Name};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::checks::CheckResult;
 use crate::guard::DeployType;
 use crate::keys;
 use crate::protocol::ReleaseRef;
 use crate::target::now_rfc3339;
+
+pub use segments::{Delta, JournalWriter, Loaded, load};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -25,10 +36,83 @@ pub enum RecordError {
     Contended { key: String, tries: u32 },
 }
 
+/// A deploy id field, validated as it is parsed.
+pub(crate) fn de_deploy_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    DeployId::parse(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_opt_deploy_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    if let Some(s) = &s {
+        DeployId::parse(s).map_err(serde::de::Error::custom)?;
+    }
+    Ok(s)
+}
+
+fn de_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    Name::parse(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_opt_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    if let Some(s) = &s {
+        Name::parse(s).map_err(serde::de::Error::custom)?;
+    }
+    Ok(s)
+}
+
+/// A batch name: a group name, with `#<n>` where the group was split into batches.
+fn check_batch(s: &str) -> Result<(), String> {
+    let (name, n) = match s.split_once('#') {
+        Some((g, n)) => (g, Some(n)),
+        None => (s, None),
+    };
+    Name::parse(name).map_err(|e| e.to_string())?;
+    match n {
+        Some(n) if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("invalid batch {s:?}: expected <group>#<number>"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn de_batch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_batch(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_groups<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<String>)>, D::Error> {
+    let v = Vec::<(String, Vec<String>)>::deserialize(d)?;
+    for (g, hs) in &v {
+        check_batch(g).map_err(serde::de::Error::custom)?;
+        for h in hs {
+            Name::parse(h).map_err(serde::de::Error::custom)?;
+        }
+    }
+    Ok(v)
+}
+
+fn de_name_map<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, V>, D::Error> {
+    let m = BTreeMap::<String, V>::deserialize(d)?;
+    for k in m.keys() {
+        Name::parse(k).map_err(serde::de::Error::custom)?;
+    }
+    Ok(m)
+}
+
 /// What the environment runs, per host.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnvState {
+    #[serde(deserialize_with = "de_name_map")]
     pub hosts: BTreeMap<String, HostRecord>,
+    #[serde(default, deserialize_with = "de_opt_deploy_id")]
     pub last_deploy: Option<String>,
     pub deploy_type: Option<DeployType>,
     #[serde(default)]
@@ -39,6 +123,7 @@ pub struct EnvState {
 pub struct HostRecord {
     pub current: Option<ReleaseRef>,
     pub last_good: Option<ReleaseRef>,
+    #[serde(default, deserialize_with = "de_opt_deploy_id")]
     pub deploy_id: Option<String>,
     #[serde(default)]
     pub updated_at: String,
@@ -89,6 +174,8 @@ pub fn update_state(
 pub enum DeployKind {
     Deploy,
     Rollback,
+    /// `applier unlock`: a lock broken by hand (no host touched).
+    Unlock,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +209,7 @@ pub enum HostPhase {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostEntry {
+    #[serde(deserialize_with = "de_batch")]
     pub group: String,
     /// The host's last known good release before this deploy: its rollback target.
     pub from: Option<ReleaseRef>,
@@ -145,13 +233,20 @@ pub enum Step {
     PromotionCheck,
     /// The `require_signature` gate passed.
     Signature,
-    /// The storage guard's findings and acknowledgements, when it had any.
-    Guard,
+    /// The storage guard's decision: the deploy type and what it was compared with.
+    StorageGuard,
+    /// An acknowledgement or override the operator gave (`--ack`, `--schema-baseline`,
+    /// `--force-schema-rollback`, `--skip-promotion-check`, `applier unlock`).
+    Override,
+    /// A record that could not be read and was skipped (a journal that does not parse).
+    Skipped,
     /// `applier resume` continued the deploy.
     Resume,
     /// `applier resume --rollback` rolled it back.
     #[serde(alias = "resume-rollback")]
     ResumeRollback,
+    /// The env lease was taken: its fencing generation.
+    Lease,
     Preflight,
     Fetch,
     /// The capacity guard waited for, or counted, hosts out of the pool.
@@ -193,9 +288,12 @@ impl Step {
         match self {
             Step::PromotionCheck => "promotion_check",
             Step::Signature => "signature",
-            Step::Guard => "guard",
+            Step::StorageGuard => "storage_guard",
+            Step::Override => "override",
+            Step::Skipped => "skipped",
             Step::Resume => "resume",
             Step::ResumeRollback => "resume_rollback",
+            Step::Lease => "lease",
             Step::Preflight => "preflight",
             Step::Fetch => "fetch",
             Step::Capacity => "capacity",
@@ -247,6 +345,7 @@ impl DeployKind {
         match self {
             DeployKind::Deploy => "deploy",
             DeployKind::Rollback => "rollback",
+            DeployKind::Unlock => "unlock",
         }
     }
 }
@@ -254,6 +353,7 @@ impl DeployKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub at: String,
+    #[serde(default, deserialize_with = "de_opt_name")]
     pub host: Option<String>,
     pub step: Step,
     pub ok: bool,
@@ -262,7 +362,9 @@ pub struct StepRecord {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
+    #[serde(deserialize_with = "de_deploy_id")]
     pub id: String,
+    #[serde(deserialize_with = "de_name")]
     pub env: String,
     pub kind: DeployKind,
     /// The artifact being deployed (a rollback has per-host targets instead).
@@ -275,7 +377,9 @@ pub struct Journal {
     pub status: JournalStatus,
     pub deploy_type: Option<DeployType>,
     /// Batches in rollout order.
+    #[serde(deserialize_with = "de_groups")]
     pub groups: Vec<(String, Vec<String>)>,
+    #[serde(deserialize_with = "de_name_map")]
     pub hosts: BTreeMap<String, HostEntry>,
     pub steps: Vec<StepRecord>,
     pub abort_reason: Option<String>,
@@ -284,6 +388,17 @@ pub struct Journal {
     /// Every canary analysis, with its numbers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<crate::analysis::AnalysisReport>,
+    /// The segments this record already holds (`envs/<env>/segments/<id>/` up to this number);
+    /// 0 for a journal without segments.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub segments: u64,
+    /// What the reader could not verify (a torn or corrupt segment) and left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Journal {
@@ -298,80 +413,63 @@ impl Journal {
     }
 }
 
-/// A journal and the version of it last written.
-#[derive(Debug)]
-pub struct JournalWriter {
-    store: Arc<dyn Store>,
-    key: String,
-    etag: Option<ETag>,
-    pub journal: Journal,
-}
-
-impl JournalWriter {
-    /// A new journal (written by the first [`JournalWriter::save`]).
-    pub fn create(store: Arc<dyn Store>, journal: Journal) -> Self {
-        let key = keys::deploy_journal(&journal.env, &journal.id);
-        JournalWriter {
-            store,
-            key,
-            etag: None,
-            journal,
+/// Parses the journal stored at `key` of `env`: it must parse (every name and id valid), be
+/// of `env`, and carry the id its key names.
+pub fn parse_journal(bytes: &[u8], key: &str, env: &str) -> Result<Journal, RecordError> {
+    let corrupt = |detail: String| RecordError::Corrupt {
+        key: key.to_string(),
+        detail,
+    };
+    let j: Journal = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if j.env != env {
+        return Err(corrupt(format!(
+            "a journal of env {:?} filed under {env}",
+            j.env
+        )));
+    }
+    if keys::deploy_journal(env, &j.id) != key {
+        return Err(corrupt(format!(
+            "a journal of deploy {} filed under another id",
+            j.id
+        )));
+    }
+    for (h, e) in &j.hosts {
+        if !j
+            .groups
+            .iter()
+            .any(|(g, hs)| *g == e.group && hs.contains(h))
+        {
+            return Err(corrupt(format!("host {h} is in no batch of the journal")));
         }
     }
-
-    /// Opens an existing journal to continue it.
-    pub fn open(store: Arc<dyn Store>, env: &str, id: &str) -> Result<Self, RecordError> {
-        let key = keys::deploy_journal(env, id);
-        let (b, meta) = store.get_bytes(&key)?;
-        let journal = serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
-            key: key.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok(JournalWriter {
-            store,
-            key,
-            etag: Some(meta.etag),
-            journal,
-        })
-    }
-
-    pub fn save(&mut self) -> Result<(), RecordError> {
-        let bytes = serde_json::to_vec_pretty(&self.journal).expect("journal serialises");
-        self.save_bytes(&bytes)
-    }
-
-    /// Writes an already serialised journal (a snapshot taken by the caller, so the journal can
-    /// keep changing while the write is in flight).
-    pub fn save_bytes(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
-        let etag = match self.store.put_cas(&self.key, bytes, self.etag.as_ref()) {
-            Ok(e) => e,
-            // Only the lease holder writes its journal: a conflict means our last write landed
-            // without us learning its version (an error after the write). Re-read and retry once.
-            Err(StoreError::Conflict { .. }) => {
-                let current = self.store.head(&self.key)?.map(|m| m.etag);
-                self.store.put_cas(&self.key, bytes, current.as_ref())?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.etag = Some(etag);
-        Ok(())
-    }
+    Ok(j)
 }
 
-/// Deploy `id` of `env` as the store holds it.
+/// Deploy `id` of `env` as the store holds it (base and segments; see [`segments`]), the base
+/// verified like [`parse_journal`].
 pub fn read_journal(store: &dyn Store, env: &str, id: &str) -> Result<Journal, RecordError> {
-    let key = keys::deploy_journal(env, id);
-    let (b, _) = store.get_bytes(&key)?;
-    serde_json::from_slice(&b).map_err(|e| RecordError::Corrupt {
-        key,
-        detail: e.to_string(),
-    })
+    Ok(segments::load(store, env, id)?.journal)
 }
 
-/// Every journal of an environment, oldest first.
-pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Journal>, RecordError> {
+/// A record that could not be read, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    pub key: String,
+    pub error: String,
+}
+
+/// An environment's journals, oldest first, and those that could not be read.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub journals: Vec<Journal>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Every journal of an environment that can be read and verified, oldest first; the others
+/// are listed in [`History::unreadable`]. Only a store that cannot be listed is an error.
+pub fn read_history(store: &dyn Store, env: &str) -> Result<History, RecordError> {
+    let mut h = History::default();
     let prefix = keys::deploys_prefix(env);
-    let mut out = Vec::new();
     for meta in store.list(&prefix)? {
         let Some(id) = meta
             .key
@@ -381,10 +479,23 @@ pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Journal>, RecordError
         else {
             continue;
         };
-        out.push(read_journal(store, env, id)?);
+        match read_journal(store, env, id) {
+            Ok(j) => h.journals.push(j),
+            Err(e) => h.unreadable.push(Unreadable {
+                key: meta.key.clone(),
+                error: e.to_string(),
+            }),
+        }
     }
-    out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
-    Ok(out)
+    h.journals
+        .sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+    Ok(h)
+}
+
+/// Every journal of an environment that can be read, oldest first ([`read_history`] without
+/// the list of those that cannot).
+pub fn history(store: &dyn Store, env: &str) -> Result<Vec<Journal>, RecordError> {
+    Ok(read_history(store, env)?.journals)
 }
 
 /// Finds a journal by id in any of `envs`.
@@ -415,9 +526,12 @@ mod tests {
     const STEPS: &[Step] = &[
         Step::PromotionCheck,
         Step::Signature,
-        Step::Guard,
+        Step::StorageGuard,
+        Step::Override,
+        Step::Skipped,
         Step::Resume,
         Step::ResumeRollback,
+        Step::Lease,
         Step::Preflight,
         Step::Fetch,
         Step::Capacity,

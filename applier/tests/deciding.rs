@@ -51,7 +51,8 @@ const Q_P99: &str = r#"histogram_quantile(0.99, sum by (le) (rate(fixture_http_r
 impl Dec {
     fn setup(bed: Bed) -> Dec {
         let dir = tempfile::Builder::new()
-            .prefix("deciding-")
+            // Short: the ssh control sockets live under it (a UNIX socket path has 108 bytes).
+            .prefix("dc")
             .tempdir()
             .unwrap();
         let store = dir.path().join("store");

@@ -363,7 +363,20 @@ fn host_protocol_over_ssh_answers_health_and_keeps_error_kinds() {
         local.running().unwrap().map(|r| r.pid),
         "{health:?}"
     );
-    let e = host.switch(&"0".repeat(40)).unwrap_err();
+    let nowhere = applier::protocol::ReleaseRef {
+        commit: model::names::CommitId::parse(&"0".repeat(40)).unwrap(),
+        manifest: artifact::Digest::of(b"no such build"),
+    };
+    // Unfenced (an operator's own request): this test must not raise the host's fence.
+    let e = host
+        .call(applier::protocol::HostRequest::Switch(
+            applier::protocol::ReleaseRequest {
+                release: nowhere,
+                fence: None,
+            },
+        ))
+        .and_then(|r| r.into_result())
+        .unwrap_err();
     assert_eq!(e.kind(), applier::protocol::ErrorKind::NotFetched, "{e}");
     assert_eq!(
         local.current(),
@@ -648,4 +661,65 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         );
     }
     f.assert_serving("good");
+}
+
+/// The ssh processes whose command line names `dir` (the control sockets of one run).
+fn ssh_processes_under(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.starts_with("ssh") && cmd.contains(&needle)).then_some(cmd)
+        })
+        .collect()
+}
+
+/// Two inventory hosts that share one ssh destination each open their own master, and both
+/// are closed when the hosts are dropped (the applier ends): no ssh process is left behind.
+#[test]
+fn ssh_masters_are_closed_when_the_applier_ends_even_for_hosts_sharing_a_destination() {
+    use applier::host::Host;
+    let _one = BED.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = testkit::require!(bed());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn artifact::Store> =
+        Arc::new(artifact::store::fs::FsStore::open(dir.path().join("store")).unwrap());
+    let t1 = &bed.hosts[0];
+    let (dest, root) = (t1.name.as_str(), &t1.root);
+    let ctl = dir.path().join("ctl");
+    std::fs::create_dir_all(&ctl).unwrap();
+    let ssh: applier::config::SshConfig = serde_json::from_value(serde_json::json!({
+        "config_file": bed.ssh.config,
+        "applier_path": env!("CARGO_BIN_EXE_applier"),
+        "control_dir": ctl,
+        "connect_timeout": "3s",
+        "control_persist": "10m",
+    }))
+    .unwrap();
+    let hc: applier::config::HostConfig =
+        serde_json::from_value(serde_json::json!({ "root": root, "ssh": dest })).unwrap();
+    let hosts: Vec<_> = ["svc-a", "svc-b"]
+        .iter()
+        .map(|n| applier::host::ssh::SshHost::new(n, &hc, &ssh, store.clone()))
+        .collect();
+    for h in &hosts {
+        h.health().unwrap();
+    }
+    let running = ssh_processes_under(&ctl);
+    assert!(
+        running.len() >= 2,
+        "one master per host expected: {running:?}"
+    );
+    drop(hosts);
+    let t0 = Instant::now();
+    let mut left = ssh_processes_under(&ctl);
+    while !left.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        left = ssh_processes_under(&ctl);
+    }
+    assert!(left.is_empty(), "ssh processes left behind: {left:?}");
 }

@@ -1,11 +1,13 @@
 //! What a person sees of a real deploy: `applier report` of a deploy whose canary failed and
 //! was rolled back, opened in headless Chromium (ChromeDriver) and read back from the DOM
 //! (outcome, hosts and their phases, the failing check, the rollback path); `applier show`
-//! and `applier history` with filters on the same journals; and a journal edited to carry
+//! and `applier history` with filters on the same journals; the live view on a real terminal
+//! (tmux) redrawn in place to every host's final state; and a journal edited to carry
 //! hostile names, whose report must show them as text and run nothing.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -71,7 +73,12 @@ fn text(s: &Session<'_>, script: &str) -> String {
 fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
     let fx = fx!();
     let browser = testkit::require!(Browser::start());
-    let env = Env::new(fx, "rep", "");
+    let reports = tempfile::tempdir().unwrap();
+    let env = Env::new(
+        fx,
+        "rep",
+        &format!("report_dir: {}", reports.path().display()),
+    );
     let (code, evs, err) = env.deploy(fx.digest("good"));
     assert_eq!(code, 0, "{err}");
     let good = finished_id(&evs);
@@ -87,6 +94,10 @@ fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
             "a report loads and runs nothing, yet has {bad}"
         );
     }
+    // The deploy wrote the same report into the env's report_dir when it ended.
+    let auto = reports.path().join(format!("rep-{bad}.html"));
+    assert_eq!(std::fs::read_to_string(&auto).ok().as_deref(), Some(&*doc));
+    assert!(reports.path().join(format!("rep-{good}.html")).exists());
     // `--latest` is the same deploy.
     let latest = env.dir.path().join("latest.html");
     let (code, _, err) = plain(
@@ -159,6 +170,14 @@ fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
     let shot = s.screenshot(&ci_artifacts().join("report-rolled-back.png"));
     std::fs::copy(&out, ci_artifacts().join("report-rolled-back.html")).unwrap();
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // Printed (A4): a PDF of its own, kept with the screenshots.
+    let pdf = s.print_pdf();
+    assert!(
+        pdf.starts_with(b"%PDF-") && pdf.len() > 10_000,
+        "{} bytes",
+        pdf.len()
+    );
+    std::fs::write(ci_artifacts().join("report-rolled-back.pdf"), &pdf).unwrap();
     // A narrow screen: nothing wider than the window.
     let narrow = browser.session(390, 800, true);
     narrow.open(&out);
@@ -287,5 +306,172 @@ fn hostile_names_in_a_journal_are_text_in_the_report_and_off_the_terminal() {
     assert!(
         table.contains(&id) && !table.contains('\u{1b}'),
         "{table:?}"
+    );
+
+    // A journal that does not parse is refused, named, and no report file is left.
+    let cut = journal_file(&env, "cut-short");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = env.dir.path().join("cut.html");
+    let (code, _, err) = plain(
+        &env,
+        &[
+            "report",
+            "cut-short",
+            "--env",
+            "hostile",
+            "-o",
+            &out.to_string_lossy(),
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("cut-short.json") && err.contains("unreadable"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a report of a journal that did not read");
+}
+
+/// A tmux server of the test's own (its socket in a tempdir), killed when dropped.
+struct Tmux {
+    sock: PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &Path) -> Result<Tmux, testkit::Missing> {
+        match Command::new("tmux").arg("-V").output() {
+            Ok(o) if o.status.success() => Ok(Tmux {
+                sock: dir.join("tmux.sock"),
+            }),
+            _ => Err(testkit::Missing::new(
+                "tmux not found (ci/install-deps installs it)",
+            )),
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.sock).args(args);
+        let (code, out, err) = testkit::run(&mut c);
+        assert_eq!(code, 0, "tmux {args:?}: {err}");
+        out
+    }
+
+    /// Runs `argv` on a 120x40 terminal until it exits; returns the visible screen then, and
+    /// every distinct line seen on the screen while it ran.
+    fn screen_after(&self, argv: &[String]) -> (String, BTreeSet<String>) {
+        let words: Vec<String> = argv.iter().map(|a| testkit::bed::shell_word(a)).collect();
+        let line = format!(
+            "env -u APPLIER_CONFIG -u APPLIER_STORE {}; echo EXIT=$?; exec sleep 600",
+            words.join(" ")
+        );
+        self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &line,
+        ]);
+        let mut screen = String::new();
+        let mut seen = BTreeSet::new();
+        let done = testkit::wait_until(std::time::Duration::from_secs(120), || {
+            screen = self.tmux(&["capture-pane", "-p", "-t", "t"]);
+            seen.extend(screen.lines().map(|l| l.trim_end().to_string()));
+            screen.contains("EXIT=")
+        });
+        assert!(done, "the run did not end on the terminal:\n{screen}");
+        self.tmux(&["kill-session", "-t", "t"]);
+        (screen, seen)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.sock)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+/// The table row of `host` on `screen` (the one table, drawn in place).
+fn row<'a>(screen: &'a str, host: &str) -> &'a str {
+    let table = &screen[screen.find("HOST  ").expect("a table on the screen")..];
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(host))
+        .unwrap_or_else(|| panic!("no row for {host}:\n{screen}"))
+}
+
+#[test]
+fn the_live_view_on_a_terminal_ends_with_every_hosts_final_state() {
+    let fx = fx!();
+    let env = Env::new(fx, "live", "canary_bake: 3s");
+    let tmux = testkit::require!(Tmux::start(env.dir.path()));
+    let run = |target: &str| -> (String, BTreeSet<String>) {
+        let argv: Vec<String> = [
+            env!("CARGO_BIN_EXE_applier"),
+            "--config",
+            &env.config.to_string_lossy(),
+            "deploy",
+            target,
+            "--env",
+            "live",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        tmux.screen_after(&argv)
+    };
+    let good = &fx.commit("good")[..12];
+    let (screen, seen) = run(fx.digest("good"));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    // While the canary baked, the table counted down (two different times left were seen).
+    let bake: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("canary bake of canary: ") && l.ends_with(" left"))
+        .collect();
+    assert!(bake.len() >= 2, "no bake countdown seen: {seen:#?}");
+    // Redrawn in place: one table on the screen, not one per event.
+    assert_eq!(screen.matches("HOST  ").count(), 1, "{screen}");
+    for h in ["h1", "h2", "h3"] {
+        assert!(
+            row(&screen, h).contains(&format!("done {good}")),
+            "{screen}"
+        );
+    }
+    assert!(
+        screen.contains("succeeded in") && screen.contains("3 done (h1, h2, h3)"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("canary bake"),
+        "the countdown ends with the run: {screen}"
+    );
+
+    let (screen, _) = run(fx.digest("bad_5xx"));
+    assert!(screen.contains("EXIT=1"), "{screen}");
+    assert_eq!(screen.matches("HOST  ").count(), 1, "{screen}");
+    assert!(
+        row(&screen, "h1").contains(&format!("rolled back to {good}")),
+        "{screen}"
+    );
+    assert!(row(&screen, "h1").contains("canary"), "{screen}");
+    for h in ["h2", "h3"] {
+        assert!(row(&screen, h).contains("fetched"), "{screen}");
+    }
+    assert!(
+        screen.contains("rolled_back in") && screen.contains("1 rolled back (h1)"),
+        "{screen}"
+    );
+    // What the table does not show is printed above it: the abort and the rollback.
+    assert!(
+        screen.contains("ABORT: ") && screen.contains("[h1] rollback to"),
+        "{screen}"
     );
 }

@@ -9,8 +9,10 @@
 //! | [`Name`] (env, host, group, service names) | `[A-Za-z0-9][A-Za-z0-9._-]{0,127}` |
 //! | [`CommitId`] | 40 or 64 lowercase hex digits (a git sha-1 or sha-256 object id) |
 //! | [`DeployId`] | `[0-9A-Za-z][0-9A-Za-z-]{0,63}` |
+//! | [`Address`] (a host's address, an ssh destination) | `[user@]host`: `[A-Za-z0-9_][A-Za-z0-9._-]{0,31}@` then `[A-Za-z0-9:\[][A-Za-z0-9.:%\[\]-]{0,252}` |
 //!
-//! None of them can hold a path separator, whitespace, a shell metacharacter, or be `.`/`..`.
+//! None of them can hold a path separator, whitespace, a shell metacharacter, or be `.`/`..`;
+//! none can start with `-` (so none is ever read as an option by `ssh` or a shell command).
 
 use std::fmt;
 use std::str::FromStr;
@@ -149,6 +151,40 @@ fn check_deploy_id(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+fn check_address(s: &str) -> Result<(), &'static str> {
+    let (user, host) = match s.split_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, s),
+    };
+    if let Some(u) = user {
+        let b = u.as_bytes();
+        if b.is_empty() || b.len() > 32 {
+            return Err("a user name of 1 to 32 characters before '@'");
+        }
+        if !(b[0].is_ascii_alphanumeric() || b[0] == b'_')
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            return Err("the user name: letters, digits, '.', '_' and '-', not starting with '-'");
+        }
+    }
+    let b = host.as_bytes();
+    if b.is_empty() || b.len() > 253 {
+        return Err("a host of 1 to 253 characters");
+    }
+    if !(b[0].is_ascii_alphanumeric() || matches!(b[0], b':' | b'[')) {
+        return Err("the host must start with a letter, a digit, ':' or '['");
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'%' | b'[' | b']'))
+    {
+        return Err("the host: letters, digits, '.', '-', ':', '%', '[' and ']' only");
+    }
+    Ok(())
+}
+
 validated!(
     /// An environment, host, group or service name: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
     Name,
@@ -166,6 +202,14 @@ validated!(
     DeployId,
     "deploy id",
     check_deploy_id
+);
+
+validated!(
+    /// A host address or ssh destination: `[user@]host`, where host is a DNS name, an IPv4 or
+    /// an IPv6 address (`::1`, `[::1]`, `fe80::1%eth0`).
+    Address,
+    "address",
+    check_address
 );
 
 impl CommitId {
@@ -204,6 +248,37 @@ mod tests {
             "",
         ] {
             assert!(CommitId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_hosts_with_an_optional_user() {
+        for ok in [
+            "127.0.0.1",
+            "::1",
+            "[::1]",
+            "fe80::1%eth0",
+            "restbase1001.eqiad.wmnet",
+            "deploy@10.0.0.5",
+            "_svc@host-a",
+        ] {
+            assert!(Address::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            "a;b",
+            "$(touch /tmp/x)",
+            "a b",
+            "a/b",
+            "x@",
+            "@x",
+            "-u@x",
+            "a`id`",
+            "host\nx",
+            "a'b",
+        ] {
+            assert!(Address::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -98,14 +98,11 @@ pub(super) fn logs(c: &LogsCheck, ctx: &CheckContext<'_>) -> (Outcome, String) {
         return (Outcome::Fail, e);
     }
     let text = if let Some(cmd) = &c.command {
-        let since = ctx
-            .started_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let cmd = ctx.subst(cmd).replace("{since}", &since.to_string());
+        // Values reach the shell quoted, and as variables ($APPLIER_HOST, $APPLIER_SINCE, ...).
+        let filled = crate::shell::fill(cmd, &ctx.values());
+        let (cmd, env) = (filled.cmd, filled.env);
         let timeout = c.timeout.unwrap_or(ctx.settings.timeout).0;
-        match ctx.host.exec(&cmd, timeout) {
+        match ctx.host.exec(&cmd, &env, timeout) {
             Ok(out) if out.status == 0 => out.stdout,
             Ok(out) => {
                 return (

@@ -113,6 +113,26 @@ impl CheckContext<'_> {
     }
 
     /// `{release}`, `{host}`, `{address}`, `{port}`, `{instance}`, `{name}` substituted.
+    /// The placeholders of check templates and their values for this instance.
+    pub(crate) fn values(&self) -> Vec<(&'static str, String)> {
+        let since = self
+            .started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        vec![
+            ("release", self.release.clone()),
+            ("host", self.host.name().to_string()),
+            ("address", self.address.clone()),
+            ("port", self.port.to_string()),
+            ("instance", format!("{}:{}", self.address, self.port)),
+            ("name", self.service_name.clone()),
+            ("since", since.to_string()),
+        ]
+    }
+
+    /// Substitutes the placeholders into a URL path or a query (not a shell command: those
+    /// go through [`crate::shell::fill`] with [`CheckContext::values`]).
     pub fn subst(&self, s: &str) -> String {
         s.replace("{release}", &self.release)
             .replace("{host}", self.host.name())
@@ -277,6 +297,43 @@ pub(crate) fn snippet(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A logs check's `command` gets the instance's values quoted and as variables: a host
+    /// name that is shell text reaches it as data and runs nothing.
+    #[test]
+    fn a_logs_command_with_hostile_values_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("MARKER");
+        let hostile = format!("h;touch {}", marker.display());
+        let store: std::sync::Arc<dyn artifact::Store> =
+            std::sync::Arc::new(artifact::store::fs::FsStore::open(dir.path().join("s")).unwrap());
+        let cfg: crate::config::HostConfig = serde_json::from_value(serde_json::json!({
+            "root": dir.path().join("root"),
+            "address": "127.0.0.1"
+        }))
+        .unwrap();
+        let host = crate::host::LocalHost::new(&hostile, &cfg, store);
+        let settings = CheckSettings::default();
+        let ctx = CheckContext {
+            host: &host,
+            address: "127.0.0.1".into(),
+            port: 7231,
+            release: "$(touch /nonexistent/x)".into(),
+            service_name: format!("`touch {}`", marker.display()),
+            started_at: SystemTime::UNIX_EPOCH,
+            log_file: None,
+            settings: &settings,
+            cancel: None,
+        };
+        let spec: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "logs",
+            "command": "echo {host} {name} {release}; echo \"$APPLIER_HOST\"; echo '{\"level\":50,\"msg\":\"x\"}' >&2",
+        }))
+        .unwrap();
+        let r = run_all(&[spec], &ctx);
+        assert!(r[0].passed, "{:?}", r[0]);
+        assert!(!marker.exists(), "a hostile value ran a command");
+    }
 
     fn d(outcome: Outcome, policy: InconclusivePolicy, mode: CheckMode) -> CheckResult {
         decide(

@@ -263,6 +263,7 @@ fn set_path(
 }
 
 fn validate(c: &Config) -> Result<(), ConfigError> {
+    super::validate::validate(c)?;
     for (name, env) in &c.envs {
         let bad = |m: String| Err(ConfigError::Invalid(format!("envs.{name}: {m}")));
         if env.groups.is_empty() {

@@ -2,10 +2,12 @@
 //!
 //! This module holds the configuration's types (what `deploy.yaml` may say, with
 //! `deny_unknown_fields` everywhere); [`layers`] resolves them from their layers (defaults,
-//! files, environment variables the binary passes in, flags) with the origin of every value.
+//! files, environment variables the binary passes in, flags) with the origin of every value;
+//! [`validate`] holds the rules the result must meet (names, addresses, minimums, roots).
 
 pub mod analysis;
 pub mod layers;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

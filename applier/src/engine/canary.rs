@@ -127,7 +127,7 @@ impl Run<'_> {
         });
         self.journal.note(|j| {
             j.step(None, Step::Analysis, passed, Some(summary.clone()));
-            j.analysis.push(report);
+            j.add_analysis(report);
         });
         if passed { Ok(()) } else { Err(summary) }
     }

@@ -12,7 +12,8 @@ use artifact::{Digest, sign};
 use super::{DeployOptions, EnvContext};
 use crate::guard::{self, DeployType};
 use crate::promotion::{self, PromotionError};
-use crate::records::Step;
+use crate::protocol::ReleaseRef;
+use crate::records::{self, Step};
 
 /// What a gate decided.
 #[derive(Clone, Debug)]
@@ -72,56 +73,139 @@ impl<T> Decision<T> {
     }
 }
 
-/// The storage guard of a deploy: diffs the storage manifest of what the env runs now
-/// (`current`, `None` on a first deploy) against the new one. Passes with the deploy type.
+/// The storage guard of a deploy: diffs the storage manifest of each release the env runs now
+/// (`baseline`: every distinct current release, or the one `--schema-baseline` named; empty on
+/// a first deploy) against the new one. Passes with the deploy type, and a note saying what
+/// it was compared with. Where one side has a storage manifest for the env and the other has
+/// none, the guard cannot tell what changes: it refuses.
 pub fn storage(
     ctx: &EnvContext,
-    current: Option<(&Digest, &Manifest)>,
-    new: (&Digest, &Manifest),
+    baseline: &[(ReleaseRef, &Manifest)],
+    new: (&ReleaseRef, &Manifest),
     opts: &DeployOptions,
 ) -> Decision<DeployType> {
     let service_env = ctx.service_env();
-    let record = match current {
-        Some((d, _)) => format!("the storage manifests of {d} (running) and {}", new.0),
-        None => format!("the storage manifest of {}", new.0),
+    let new_storage = guard::select(new.1.storage.as_ref(), service_env);
+    // A first deploy: the new release against itself (nothing stored yet to compare with).
+    let pairs: Vec<(Option<&ReleaseRef>, Option<&serde_json::Value>)> = if baseline.is_empty() {
+        vec![(None, new_storage)]
+    } else {
+        baseline
+            .iter()
+            .map(|(r, m)| (Some(r), guard::select(m.storage.as_ref(), service_env)))
+            .collect()
     };
-    let current_storage = current.map_or(new.1.storage.as_ref(), |(_, m)| m.storage.as_ref());
-    let g = match guard::check(
-        guard::select(current_storage, service_env),
-        guard::select(new.1.storage.as_ref(), service_env),
-        &opts.guard,
-    ) {
-        Ok(g) => g,
-        Err(e) => return Decision::refuse(record, format!("storage guard: {e}"), None),
-    };
-    if !g.allowed {
-        let reason = format!("storage guard: {}", g.findings.join("; "));
-        let way_out = (!g.recipes.is_empty()).then(|| {
-            format!(
-                "if you deploy it anyway (--ack), the way back is: {}",
-                g.recipes.join(" ")
-            )
-        });
-        return Decision::refuse(record, reason, way_out);
+    let mut deploy_type = DeployType::Code;
+    let mut config_only = !baseline.is_empty();
+    let mut compared = Vec::new();
+    let mut findings: Vec<String> = Vec::new();
+    for (cur, cur_storage) in pairs {
+        let record = match cur {
+            Some(c) => format!(
+                "the storage manifests of {} (running, commit {}) and {} (commit {})",
+                c.manifest,
+                c.commit.short(),
+                new.0.manifest,
+                new.0.commit.short()
+            ),
+            None => format!("the storage manifest of {}", new.0.manifest),
+        };
+        if cur_storage.is_some() != new_storage.is_some() {
+            let (has, lacks) = match cur {
+                Some(c) if cur_storage.is_some() => (c.manifest, new.0.manifest),
+                Some(c) => (new.0.manifest, c.manifest),
+                None => unreachable!("a first deploy compares the new release with itself"),
+            };
+            return Decision::refuse(
+                record,
+                format!(
+                    "storage guard: {has} has a storage manifest for env {service_env} and {lacks} has none, so what this deploy changes in the storage cannot be told"
+                ),
+                Some(
+                    "deploy an artifact built with its storage manifest, or, if you know what the storage holds, name the release whose schemas it has: --schema-baseline <digest or commit> (recorded in the journal)".into(),
+                ),
+            );
+        }
+        let current_storage = if cur.is_some() {
+            cur_storage
+        } else {
+            new_storage
+        };
+        let g = match guard::check(current_storage, new_storage, &opts.guard) {
+            Ok(g) => g,
+            Err(e) => return Decision::refuse(record, format!("storage guard: {e}"), None),
+        };
+        if !g.allowed {
+            return Decision::refuse(
+                record,
+                format!("storage guard: {}", g.findings.join("; ")),
+                Some(ack_way_out(&g)),
+            );
+        }
+        if g.deploy_type == DeployType::Schema {
+            deploy_type = DeployType::Schema;
+        }
+        for f in g.findings {
+            if !findings.contains(&f) {
+                findings.push(f);
+            }
+        }
+        if let Some((c, m)) = cur.and_then(|c| baseline.iter().find(|(r, _)| r == c)) {
+            config_only &= guard::config_only(m, new.1);
+            compared.push(format!("{} (commit {})", c.manifest, c.commit.short()));
+        }
+        if cur_storage.is_none() {
+            compared.push("(no storage manifests for this env: nothing to compare)".into());
+        }
     }
-    let mut deploy_type = g.deploy_type;
-    if deploy_type == DeployType::Code
-        && current.is_some_and(|(_, cur)| guard::config_only(cur, new.1))
-    {
+    if deploy_type == DeployType::Code && config_only {
         deploy_type = DeployType::Config;
     }
-    // Findings that did not block, and the acknowledgements given: one line each, for the
-    // journal (the report shows them).
-    let lines: Vec<String> = g
-        .findings
-        .iter()
-        .cloned()
+    let with = if baseline.is_empty() {
+        "first deploy: no running release to compare with".to_string()
+    } else {
+        format!("compared with {}", compared.join(", "))
+    };
+    // One line of decision, then the findings that did not block and the acknowledgements
+    // given, one line each (the report reads them back).
+    let lines: Vec<String> = std::iter::once(format!("{} deploy; {with}", type_name(deploy_type)))
+        .chain(findings)
         .chain(opts.guard.acks.iter().map(|a| format!("ack: {a}")))
         .collect();
-    if lines.is_empty() {
-        return Decision::pass(deploy_type);
+    Decision::noted(deploy_type, Step::StorageGuard, lines.join("\n"))
+}
+
+fn type_name(t: DeployType) -> &'static str {
+    match t {
+        DeployType::Code => "code",
+        DeployType::Config => "config",
+        DeployType::Schema => "schema",
     }
-    Decision::noted(deploy_type, Step::Guard, lines.join("\n"))
+}
+
+/// The way out of a guard refusal: the exact `--ack` of every blocking change, and the way
+/// back once it is deployed. The applier reads acknowledgements only from `--ack` (it does
+/// not see commit messages), so that is what it tells the operator to type.
+fn ack_way_out(g: &guard::GuardOutcome) -> String {
+    let mut out = String::new();
+    if !g.acks_needed.is_empty() {
+        out.push_str("to deploy it anyway, acknowledge each change (with your reason): ");
+        out.push_str(
+            &g.acks_needed
+                .iter()
+                .map(|a| format!("--ack {}", crate::shell::shell_quote(a)))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    if !g.recipes.is_empty() {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str("once deployed, the way back is: ");
+        out.push_str(&g.recipes.join(" "));
+    }
+    out
 }
 
 /// The storage guard of a rollback of `host` from `from` to `to`: the old code must still
@@ -133,9 +217,6 @@ pub fn storage_rollback(
     to: (&Digest, &Manifest),
     opts: &DeployOptions,
 ) -> Decision {
-    if opts.force_schema_rollback {
-        return Decision::pass(());
-    }
     let service_env = ctx.service_env();
     match guard::check_rollback(
         guard::select(from.1.storage.as_ref(), service_env),
@@ -143,6 +224,14 @@ pub fn storage_rollback(
         opts.guard.backend,
     ) {
         Ok(()) => Decision::pass(()),
+        Err(e) if opts.force_schema_rollback => Decision::noted(
+            (),
+            Step::Override,
+            format!(
+                "--force-schema-rollback: {host} goes back to {} although {e}",
+                to.0
+            ),
+        ),
         Err(e) => Decision::refuse(
             format!("the storage manifests of {} and {}", from.0, to.0),
             format!(
@@ -157,11 +246,12 @@ pub fn storage_rollback(
 }
 
 /// With `require_signature` set, refuses an artifact that has no valid signature by one of the
-/// trusted keys. Passes with a note naming the key.
-pub fn signature(ctx: &EnvContext, digest: &Digest, commit: &str) -> Decision {
+/// trusted keys; an error while checking is a refusal too. Passes with a note naming the key.
+pub fn signature(ctx: &EnvContext, release: &ReleaseRef) -> Decision {
     let Some(policy) = &ctx.cfg.require_signature else {
         return Decision::pass(());
     };
+    let (digest, commit) = (&release.manifest, &release.commit);
     let record = artifact::keys::signatures_prefix(digest);
     let trusted = match policy
         .trusted_keys
@@ -207,22 +297,35 @@ pub fn signature(ctx: &EnvContext, digest: &Digest, commit: &str) -> Decision {
 
 /// With `promotion` set, refuses an artifact that has not passed every required env, unless
 /// `--skip-promotion-check`. Passes with `true` when the check was skipped, and a note saying
-/// which deploys passed it (or what was skipped).
-pub fn promotion(
-    ctx: &EnvContext,
-    digest: &Digest,
-    commit: &str,
-    opts: &DeployOptions,
-) -> Decision<bool> {
+/// which deploys passed it (or what was skipped). Journals of the required envs that cannot be
+/// read are not counted, and the note (or the refusal) says so.
+pub fn promotion(ctx: &EnvContext, release: &ReleaseRef, opts: &DeployOptions) -> Decision<bool> {
     let Some(policy) = &ctx.cfg.promotion else {
         return Decision::pass(false);
     };
+    let (digest, commit) = (&release.manifest, release.commit.as_str());
     let record = policy
         .requires
         .iter()
         .map(|e| crate::keys::deploys_prefix(e))
         .collect::<Vec<_>>()
         .join(", ");
+    let mut unreadable = Vec::new();
+    for env in &policy.requires {
+        match records::read_history(ctx.store.as_ref(), env) {
+            Ok(h) => unreadable.extend(h.unreadable.into_iter().map(|u| u.key)),
+            Err(e) => return Decision::refuse(record, e.to_string(), None),
+        }
+    }
+    let not_counted = if unreadable.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} unreadable journal(s) not counted: {})",
+            unreadable.len(),
+            unreadable.join(", ")
+        )
+    };
     match promotion::check(ctx.store.as_ref(), &ctx.name, policy, digest, commit) {
         Ok(passed) => {
             let by: Vec<String> = passed
@@ -232,7 +335,7 @@ pub fn promotion(
             Decision::noted(
                 false,
                 Step::PromotionCheck,
-                format!("passed {}", by.join(", ")),
+                format!("passed {}{not_counted}", by.join(", ")),
             )
         }
         Err(PromotionError::NotPassed { missing, .. }) if opts.skip_promotion_check => {
@@ -241,12 +344,38 @@ pub fn promotion(
             Decision::noted(
                 true,
                 Step::PromotionCheck,
-                format!("--skip-promotion-check; not passed: {missing}"),
+                format!("--skip-promotion-check; not passed: {missing}{not_counted}"),
             )
         }
         Err(PromotionError::NotPassed {
             message, way_out, ..
-        }) => Decision::refuse(record, message, Some(way_out)),
+        }) => Decision::refuse(record, format!("{message}{not_counted}"), Some(way_out)),
         Err(e) => Decision::refuse(record, e.to_string(), None),
+    }
+}
+
+/// The promotion policy for a release a rollback goes back to: it passes if it passed the
+/// required envs, or if a succeeded deploy of this env (in `own`, its readable journals) put
+/// it on a host here.
+pub fn promotion_rollback(
+    ctx: &EnvContext,
+    release: &ReleaseRef,
+    own: &records::History,
+) -> Decision {
+    if ctx.cfg.promotion.is_none() {
+        return Decision::pass(());
+    }
+    if let Some(j) = own.journals.iter().rev().find(|j| {
+        j.status == records::JournalStatus::Succeeded && j.hosts.values().any(|e| e.to == *release)
+    }) {
+        return Decision::noted(
+            (),
+            Step::PromotionCheck,
+            format!("{release} was deployed here by {}", j.id),
+        );
+    }
+    match promotion(ctx, release, &DeployOptions::default()) {
+        Decision::Pass { note, .. } => Decision::Pass { value: (), note },
+        Decision::Refuse(r) => Decision::Refuse(r),
     }
 }

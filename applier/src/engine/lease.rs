@@ -6,9 +6,13 @@
 //! [`LeaseKeeper`], which renews it beside the run and tells the run when it was lost.
 //! [`break_held`] is the one way to remove a lease someone else holds (`resume --force`).
 //!
-//! Fencing: [`LeaseKeeper::held`] is the one question the engine asks before each batch and
-//! while it waits; a fencing token (a counter bumped on every acquire, checked by the writes
-//! the engine makes) belongs in [`LeaseInfo`] and in that check.
+//! Fencing: every acquire and takeover gets a new generation from the env's counter
+//! (`envs/<env>/fence`, bumped by compare-and-swap while the lock is held, never reset by a
+//! release or [`unlock`]), recorded in the lock record. The run sends it with every request
+//! that changes a host ([`crate::protocol::Fence`]); a host refuses a generation older than
+//! the newest it has seen. Before a pool driver or a host is asked to change anything, the run
+//! asks [`LeaseKeeper::confirm`]: the lease must have been confirmed in the store within half
+//! its TTL, else it is renewed there and then; a lease found lost stops the run.
 
 // `LeaseError::Held` carries the holder's record by value (the agreed API); these calls are rare,
 // so the large error variant costs nothing that matters.
@@ -22,13 +26,18 @@ use artifact::store::{ETag, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::keys;
+use crate::protocol::Fence;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfo {
     /// `user@host` of the holder.
     pub holder: String,
     pub reason: String,
+    #[serde(deserialize_with = "crate::records::de_deploy_id")]
     pub deploy_id: String,
+    /// The fencing generation of this hold (0 in records written before fencing).
+    #[serde(default)]
+    pub generation: u64,
     /// RFC 3339.
     pub acquired_at: String,
     /// RFC 3339.
@@ -53,6 +62,75 @@ pub enum LeaseError {
     Store(#[from] StoreError),
     #[error("lock record of {env} is unreadable: {detail}")]
     Corrupt { env: String, detail: String },
+    #[error("the fencing counter {key} is unreadable: {detail}")]
+    CorruptFence { key: String, detail: String },
+}
+
+/// `envs/<env>/fence`: the last fencing generation handed out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceRecord {
+    pub generation: u64,
+    /// The deploy it was handed to.
+    #[serde(default)]
+    pub deploy_id: String,
+    #[serde(default)]
+    pub at: String,
+}
+
+/// Reads the fencing counter (absent: generation 0).
+pub fn fence_record(
+    store: &dyn Store,
+    env: &str,
+) -> Result<(FenceRecord, Option<ETag>), LeaseError> {
+    let key = keys::env_fence(env);
+    match store.get_bytes(&key) {
+        Ok((b, meta)) => {
+            let r = serde_json::from_slice(&b).map_err(|e| LeaseError::CorruptFence {
+                key: key.clone(),
+                detail: e.to_string(),
+            })?;
+            Ok((r, Some(meta.etag)))
+        }
+        Err(StoreError::NotFound { .. }) => Ok((FenceRecord::default(), None)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bumps the fencing counter past both its value and `floor` (compare-and-swap, retried);
+/// returns the new generation. A counter that does not parse is replaced only when
+/// `repair` is set ([`unlock`]), else it is an error.
+fn bump_fence(
+    store: &dyn Store,
+    env: &str,
+    deploy_id: &str,
+    floor: u64,
+    repair: bool,
+) -> Result<u64, LeaseError> {
+    let key = keys::env_fence(env);
+    for _ in 0..20 {
+        let (cur, etag) = match fence_record(store, env) {
+            Ok(x) => x,
+            Err(LeaseError::CorruptFence { .. }) if repair => {
+                let etag = store.head(&key)?.map(|m| m.etag);
+                (FenceRecord::default(), etag)
+            }
+            Err(e) => return Err(e),
+        };
+        let next = cur.generation.max(floor) + 1;
+        let rec = FenceRecord {
+            generation: next,
+            deploy_id: deploy_id.to_string(),
+            at: rfc3339(SystemTime::now()),
+        };
+        let body = serde_json::to_vec_pretty(&rec).expect("serialises");
+        match store.put_cas(&key, &body, etag.as_ref()) {
+            Ok(_) => return Ok(next),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict { key }.into())
 }
 
 /// Takes the lease on `env` for `ttl`, taking over an expired one.
@@ -69,11 +147,59 @@ pub fn acquire(
     ttl: Duration,
     now: SystemTime,
 ) -> Result<Lease, LeaseError> {
+    let lease = take(store, env, holder, reason, deploy_id, ttl, now)?;
+    let etag = lease.etag.clone();
+    match generation(store, lease) {
+        Ok(l) => Ok(l),
+        Err(e @ LeaseError::Lost { .. }) => Err(e),
+        Err(e) => {
+            // No generation, no lease: give the lock back rather than hold it until it expires.
+            let _ = store.delete_if(&keys::env_lock(env), &etag);
+            Err(e)
+        }
+    }
+}
+
+/// The new hold's generation: the fencing counter is bumped while the lock is held, then the
+/// lock record is rewritten with it (compare-and-swap on our own version: if the lock changed
+/// hands in between, this hold is already lost).
+fn generation(store: &dyn Store, mut lease: Lease) -> Result<Lease, LeaseError> {
+    let gen_ = bump_fence(store, &lease.env, &lease.info.deploy_id, 0, false)?;
+    let mut info = lease.info.clone();
+    info.generation = gen_;
+    match store.put_cas(
+        &keys::env_lock(&lease.env),
+        &encode(&info),
+        Some(&lease.etag),
+    ) {
+        Ok(etag) => {
+            lease.info = info;
+            lease.etag = etag;
+            Ok(lease)
+        }
+        Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => {
+            Err(LeaseError::Lost { env: lease.env })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the lock record, or takes an expired one over.
+fn take(
+    store: &dyn Store,
+    env: &str,
+    holder: &str,
+    reason: &str,
+    deploy_id: &str,
+    ttl: Duration,
+    now: SystemTime,
+) -> Result<Lease, LeaseError> {
     let key = keys::env_lock(env);
     let info = LeaseInfo {
         holder: holder.to_string(),
         reason: reason.to_string(),
         deploy_id: deploy_id.to_string(),
+        generation: 0,
         acquired_at: rfc3339(now),
         expires_at: rfc3339(now + ttl),
     };
@@ -215,34 +341,149 @@ pub fn break_held(store: &dyn Store, env: &str, deploy_id: &str) -> Result<bool,
     }
 }
 
+/// What [`unlock`] did.
+#[derive(Clone, Debug)]
+pub struct Unlocked {
+    /// The lock record removed: its lease, or why it did not parse; `None`: there was none.
+    pub removed: Option<Result<LeaseInfo, String>>,
+    /// The fencing generation the counter now stands at: every host-changing request of the
+    /// removed holder is older, so a host a later deploy reaches refuses it.
+    pub generation: u64,
+}
+
+/// Breaks the lock of `env`, whatever holds it and even when its record does not parse, and
+/// bumps the fencing counter past `floor` (the newest generation the hosts report; a counter
+/// that does not parse is rewritten). For a lock whose holder is surely gone; the caller
+/// records who did it and why.
+pub fn unlock(
+    store: &dyn Store,
+    env: &str,
+    by_deploy: &str,
+    floor: u64,
+) -> Result<Unlocked, LeaseError> {
+    let key = keys::env_lock(env);
+    let removed = match store.get_bytes(&key) {
+        Ok((b, meta)) => {
+            let parsed = serde_json::from_slice::<LeaseInfo>(&b).map_err(|e| e.to_string());
+            match store.delete_if(&key, &meta.etag) {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(LeaseError::Lost {
+                        env: env.to_string(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Some(parsed)
+        }
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let generation = bump_fence(store, env, by_deploy, floor, true)?;
+    Ok(Unlocked {
+        removed,
+        generation,
+    })
+}
+
 /// A held lease, renewed while a run works ([`LeaseKeeper::renew_until`]).
 #[derive(Debug)]
 pub struct LeaseKeeper {
     lease: Mutex<Lease>,
     ttl: Duration,
+    fence: Fence,
     lost: AtomicBool,
+    why_lost: Mutex<Option<String>>,
+    /// When the lease was last confirmed in the store (acquired or renewed).
+    confirmed: Mutex<Instant>,
 }
 
 impl LeaseKeeper {
-    pub fn new(lease: Lease, ttl: Duration) -> Self {
-        LeaseKeeper {
+    /// Keeps `lease` (just acquired). Its deploy id must be a valid one (it is sent to hosts).
+    pub fn new(lease: Lease, ttl: Duration) -> Result<Self, LeaseError> {
+        let deploy_id = model::names::DeployId::parse(&lease.info.deploy_id).map_err(|e| {
+            LeaseError::Corrupt {
+                env: lease.env.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+        let env = model::names::Name::parse(&lease.env).map_err(|e| LeaseError::Corrupt {
+            env: lease.env.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(LeaseKeeper {
+            fence: Fence {
+                env,
+                token: lease.info.generation,
+                deploy_id,
+            },
             lease: Mutex::new(lease),
             ttl,
             lost: AtomicBool::new(false),
-        }
+            why_lost: Mutex::new(None),
+            confirmed: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The fencing token every host-changing request of this run carries.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// `Err` once the lease was lost (taken over or removed): the run must stop.
     pub fn held(&self) -> Result<(), String> {
         if self.lost.load(Ordering::SeqCst) {
-            return Err("the environment lease was lost".into());
+            return Err(self.why_lost());
         }
         Ok(())
+    }
+
+    fn why_lost(&self) -> String {
+        self.why_lost
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "the environment lease was lost".into())
     }
 
     /// True once the lease was lost.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Records that the lease is lost (a renewal failed, or a host refused our fence).
+    pub fn mark_lost(&self, why: String) {
+        let mut w = self.why_lost.lock().unwrap();
+        if w.is_none() {
+            *w = Some(why);
+        }
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// The one question asked before a pool driver or a host is told to change anything: is
+    /// the lease still ours? It must have been confirmed in the store within half its TTL;
+    /// if not (a renewal failed, or this process was stopped), it is renewed now. `Err`: the
+    /// step must not be taken (the lease is lost, or could not be confirmed).
+    pub fn confirm(&self, store: &dyn Store) -> Result<(), String> {
+        self.held()?;
+        if self.confirmed.lock().unwrap().elapsed() < self.ttl / 2 {
+            return Ok(());
+        }
+        let mut l = self.lease.lock().unwrap();
+        match renew(store, &mut l, self.ttl, SystemTime::now()) {
+            Ok(()) => {
+                *self.confirmed.lock().unwrap() = Instant::now();
+                Ok(())
+            }
+            Err(LeaseError::Lost { .. }) => {
+                self.mark_lost(lost_to(store, &l));
+                Err(self.why_lost())
+            }
+            Err(e) => Err(format!(
+                "the environment lease could not be confirmed (its last renewal was over {}s ago): {e}",
+                (self.ttl / 2).as_secs()
+            )),
+        }
     }
 
     /// Renews every third of the ttl (at least every 200 ms) until `stop` is set or the lease
@@ -257,10 +498,13 @@ impl LeaseKeeper {
             }
             last = Instant::now();
             let mut l = self.lease.lock().unwrap();
-            if let Err(LeaseError::Lost { .. }) = renew(store, &mut l, self.ttl, SystemTime::now())
-            {
-                self.lost.store(true, Ordering::SeqCst);
-                return;
+            match renew(store, &mut l, self.ttl, SystemTime::now()) {
+                Ok(()) => *self.confirmed.lock().unwrap() = Instant::now(),
+                Err(LeaseError::Lost { .. }) => {
+                    self.mark_lost(lost_to(store, &l));
+                    return;
+                }
+                Err(_) => {}
             }
         }
     }
@@ -271,6 +515,22 @@ impl LeaseKeeper {
             let _ = release(store, &self.lease.lock().unwrap());
         }
     }
+}
+
+/// Why `lease` is lost, naming who holds the env now if anyone does.
+fn lost_to(store: &dyn Store, lease: &Lease) -> String {
+    let now = match current(store, &lease.env) {
+        Ok(Some((info, _))) => format!(
+            "deploy {} of {} (fencing generation {}) holds it now",
+            info.deploy_id, info.holder, info.generation
+        ),
+        Ok(None) => "it was removed (`applier unlock`?)".into(),
+        Err(e) => format!("the lock record is unreadable: {e}"),
+    };
+    format!(
+        "the lease on {} was lost: {now}; this deploy (generation {}) stopped at once and changes nothing more",
+        lease.env, lease.info.generation
+    )
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -420,5 +680,101 @@ mod tests {
         assert!(break_held(&*s, "prod", "d1").unwrap());
         assert!(current(&*s, "prod").unwrap().is_none());
         assert!(!break_held(&*s, "prod", "d1").unwrap());
+    }
+
+    #[test]
+    fn every_acquire_and_takeover_gets_a_higher_generation_that_survives_release() {
+        let (_d, s) = store();
+        let t0 = SystemTime::now();
+        let a = acquire(&*s, "prod", "a@h", "r", "d1", Duration::from_secs(10), t0).unwrap();
+        assert_eq!(a.info.generation, 1);
+        assert_eq!(current(&*s, "prod").unwrap().unwrap().0.generation, 1);
+        // Takeover of the expired lease.
+        let b = acquire(
+            &*s,
+            "prod",
+            "b@h",
+            "r",
+            "d2",
+            TTL,
+            t0 + Duration::from_secs(11),
+        )
+        .unwrap();
+        assert_eq!(b.info.generation, 2);
+        release(&*s, &b).unwrap();
+        // Released, the lock is gone but the counter is not.
+        assert!(current(&*s, "prod").unwrap().is_none());
+        let c = acquire(&*s, "prod", "c@h", "r", "d3", TTL, t0).unwrap();
+        assert_eq!(c.info.generation, 3);
+        // break_held (resume --force) keeps the counter too.
+        assert!(break_held(&*s, "prod", "d3").unwrap());
+        let d = acquire(&*s, "prod", "d@h", "r", "d4", TTL, t0).unwrap();
+        assert_eq!(d.info.generation, 4);
+        // Another env has its own counter.
+        let e = acquire(&*s, "staging", "e@h", "r", "d5", TTL, t0).unwrap();
+        assert_eq!(e.info.generation, 1);
+    }
+
+    #[test]
+    fn a_corrupt_fence_counter_refuses_acquire_and_unlock_repairs_it_past_the_floor() {
+        let (_d, s) = store();
+        s.put_cas(&keys::env_fence("prod"), b"{oops", None).unwrap();
+        let e = acquire(&*s, "prod", "a", "r", "d1", TTL, SystemTime::now()).unwrap_err();
+        assert!(matches!(e, LeaseError::CorruptFence { .. }), "{e}");
+        assert!(e.to_string().contains("envs/prod/fence"), "{e}");
+        // The lock taken before the counter was read is given back.
+        assert!(current(&*s, "prod").unwrap().is_none());
+        let u = unlock(&*s, "prod", "u1", 41).unwrap();
+        assert_eq!(u.generation, 42);
+        let l = acquire(&*s, "prod", "a", "r", "d2", TTL, SystemTime::now()).unwrap();
+        assert_eq!(l.info.generation, 43);
+    }
+
+    #[test]
+    fn unlock_breaks_a_held_or_corrupt_lock() {
+        let (_d, s) = store();
+        let now = SystemTime::now();
+        acquire(&*s, "prod", "a@h1", "stuck", "d1", TTL, now).unwrap();
+        let u = unlock(&*s, "prod", "u1", 0).unwrap();
+        assert_eq!(u.removed.unwrap().unwrap().deploy_id, "d1");
+        assert_eq!(u.generation, 2);
+        assert!(current(&*s, "prod").unwrap().is_none());
+        s.put_cas(&keys::env_lock("prod"), b"garbage", None)
+            .unwrap();
+        assert!(matches!(
+            acquire(&*s, "prod", "a", "r", "d2", TTL, now),
+            Err(LeaseError::Corrupt { .. })
+        ));
+        let u = unlock(&*s, "prod", "u2", 0).unwrap();
+        assert!(u.removed.unwrap().is_err());
+        acquire(&*s, "prod", "a", "r", "d3", TTL, now).unwrap();
+        // Nothing held: nothing removed, the counter still moves on.
+        let (_d2, s2) = store();
+        let u = unlock(&*s2, "prod", "u3", 0).unwrap();
+        assert!(u.removed.is_none());
+        assert_eq!(u.generation, 1);
+    }
+
+    #[test]
+    fn confirm_renews_a_stale_confirmation_and_finds_a_takeover() {
+        let (_d, s) = store();
+        let ttl = Duration::from_millis(400);
+        let l = acquire(&*s, "prod", "a@h", "r", "d1", ttl, SystemTime::now()).unwrap();
+        let k = LeaseKeeper::new(l, ttl).unwrap();
+        assert_eq!(k.fence().token, 1);
+        k.confirm(&*s).unwrap();
+        // "Stopped" past the ttl; nobody took over: the confirmation renews it.
+        std::thread::sleep(Duration::from_millis(450));
+        k.confirm(&*s).unwrap();
+        // Stopped again, and this time another deploy takes the lease over.
+        std::thread::sleep(Duration::from_millis(450));
+        let other = acquire(&*s, "prod", "b@h", "r", "d2", TTL, SystemTime::now()).unwrap();
+        let e = k.confirm(&*s).unwrap_err();
+        assert!(e.contains("d2") && e.contains("stopped at once"), "{e}");
+        assert!(k.is_lost());
+        // Lost stays lost, and the new holder keeps its lease.
+        assert!(k.confirm(&*s).is_err());
+        k.release(&*s);
+        assert_eq!(current(&*s, "prod").unwrap().unwrap().1, other.etag);
     }
 }

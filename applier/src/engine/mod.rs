@@ -4,6 +4,8 @@
 //!
 //! - [`plan`]: the one planner. Deploy, rollback, resume and promote all become a journal with
 //!   a from/to release per host and the batches to roll them in.
+//! - `trust`: releases named by records made trustworthy (verified manifest, derived commit),
+//!   the storage guard's baseline and each host's restore target.
 //! - [`gates`]: storage guard, signature and promotion policy; each passes (with a journal
 //!   note) or refuses, naming the record and the way out, before anything is touched.
 //! - [`lease`]: the env lease, taken before the first host is touched and renewed beside the run.
@@ -14,8 +16,11 @@
 //!   fast rollback path.
 //! - `canary`: canary against baseline after the canary group (and optionally each batch);
 //!   `watch`: the fleet-wide watch beside the whole rollout.
-//! - [`journal`]: every step written durably to `envs/<env>/deploys/<id>.json` as it completes
-//!   (coalesced), which is what `resume` reads.
+//! - [`journal`]: the journal written as the run goes (a base record and append-only
+//!   segments, compacted at the end), which is what `resume` reads.
+//!
+//! Beside them, [`preview`] (`applier plan`): the planner's batches, the capacity guard's waves
+//! and an ETA from the env's history, without running anything.
 //!
 //! This module holds the [`EnvContext`] a run acts on and the public entry points.
 
@@ -25,7 +30,9 @@ pub mod journal;
 pub mod lease;
 mod path;
 pub mod plan;
+pub mod preview;
 mod run;
+mod trust;
 mod verify;
 mod watch;
 
@@ -48,6 +55,7 @@ use lease::LeaseError;
 use plan::Intent;
 
 pub use plan::service_spec_from_store;
+pub use preview::{Preview, preview};
 
 /// An environment ready to act on: its config, store, hosts and pool driver.
 #[derive(Debug)]
@@ -174,9 +182,18 @@ impl DeployError {
             }
             DeployError::Lease(l) => match l.as_ref() {
                 LeaseError::Held { env, info } => Some(format!(
-                    "wait for deploy {id} to finish; if its applier is gone, `applier resume {id} --env {env}` continues it (add --force if its lease has not expired)",
+                    "wait for deploy {id} to finish; if its applier is gone, `applier resume {id} --env {env}` continues it (add --force if its lease has not expired), or `applier unlock --env {env} --reason '...'` breaks the lock",
                     id = info.deploy_id
                 )),
+                LeaseError::Corrupt { env, .. } | LeaseError::CorruptFence { key: env, .. } => {
+                    let env = env
+                        .strip_prefix("envs/")
+                        .and_then(|k| k.split('/').next())
+                        .unwrap_or(env);
+                    Some(format!(
+                        "if no deploy of {env} is running, `applier unlock --env {env} --reason '...'` breaks the lock and repairs the fencing counter (recorded in the history)"
+                    ))
+                }
                 _ => None,
             },
             _ => None,
@@ -204,6 +221,10 @@ pub struct DeployOptions {
     /// Deploy even though the artifact has not passed the env's `promotion.requires`
     /// (`--skip-promotion-check`: an emergency override, recorded in the journal).
     pub skip_promotion_check: bool,
+    /// Compare the new release's storage manifest with this release's (digest, commit or
+    /// prefix) instead of what the env's records say runs (`--schema-baseline`: for when those
+    /// records cannot be read; recorded in the journal).
+    pub schema_baseline: Option<String>,
 }
 
 /// How a deploy (or rollback, or resume) ended.
@@ -253,7 +274,7 @@ pub fn promote(
     sink.emit(&Event::Promote {
         from: from.to_string(),
         to: ctx.name.clone(),
-        commit: src.release.commit.clone(),
+        commit: src.release.commit.to_string(),
         artifact: src.release.manifest,
         from_deploy: src.deploy_id.clone(),
         from_hosts: src.hosts.clone(),
@@ -316,8 +337,9 @@ pub fn status(ctx: &EnvContext) -> Result<Vec<HostReport>, DeployError> {
     let mut out = Vec::new();
     for (name, h) in &ctx.hosts {
         let rec = st.hosts.get(name);
-        let recorded_current = rec.and_then(|r| r.current.as_ref().map(|x| x.commit.clone()));
-        let recorded_last_good = rec.and_then(|r| r.last_good.as_ref().map(|x| x.commit.clone()));
+        let recorded_current = rec.and_then(|r| r.current.as_ref().map(|x| x.commit.to_string()));
+        let recorded_last_good =
+            rec.and_then(|r| r.last_good.as_ref().map(|x| x.commit.to_string()));
         let mut r = HostReport {
             host: name.clone(),
             recorded_current: recorded_current.clone(),
@@ -335,7 +357,7 @@ pub fn status(ctx: &EnvContext) -> Result<Vec<HostReport>, DeployError> {
                 r.current = s.current.clone();
                 r.running = s.running.as_ref().map(|x| x.release.clone());
                 r.pid = s.running.as_ref().map(|x| x.pid);
-                r.last_good = s.state.last_good.as_ref().map(|x| x.commit.clone());
+                r.last_good = s.state.last_good.as_ref().map(|x| x.commit.to_string());
                 r.step_in_progress = s
                     .state
                     .step
@@ -362,4 +384,81 @@ pub fn status(ctx: &EnvContext) -> Result<Vec<HostReport>, DeployError> {
         out.push(r);
     }
     Ok(out)
+}
+
+/// What `applier unlock` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnlockReport {
+    /// The journal that records it (`envs/<env>/deploys/<id>.json`, kind `unlock`).
+    pub deploy_id: String,
+    /// The lock removed: who held it, or why its record did not parse; `None`: there was none.
+    pub removed: Option<String>,
+    /// The fencing generation now: requests of the removed holder are older.
+    pub generation: u64,
+}
+
+/// Breaks the env's lock (a stuck or corrupt one) and bumps the fencing counter past every
+/// generation the hosts report, so the former holder, if it still runs, is refused by every
+/// host a later deploy reaches. Recorded in the env's history as an `unlock` journal with the
+/// operator's reason.
+pub fn unlock(ctx: &EnvContext, reason: &str) -> Result<UnlockReport, DeployError> {
+    if reason.trim().is_empty() {
+        return Err(DeployError::usage(
+            "unlock needs a reason (--reason ...): it is recorded in the env's history".into(),
+            None,
+        ));
+    }
+    // The newest generation any host has seen (unreachable hosts are left to their next
+    // preflight, which refuses an older token and says so).
+    let floor = ctx
+        .hosts
+        .values()
+        .filter_map(|h| h.status().ok())
+        .filter_map(|s| s.state.fences.get(ctx.name.as_str()).map(|f| f.token))
+        .max()
+        .unwrap_or(0);
+    let id = records::new_deploy_id();
+    let done = lease::unlock(ctx.store.as_ref(), &ctx.name, &id, floor)?;
+    let removed = done.removed.as_ref().map(|r| match r {
+        Ok(info) => format!(
+            "the lock of deploy {} held by {} (generation {}, until {}): {}",
+            info.deploy_id, info.holder, info.generation, info.expires_at, info.reason
+        ),
+        Err(e) => format!("an unreadable lock record ({e})"),
+    });
+    let detail = format!(
+        "applier unlock: removed {}; fencing generation now {}",
+        removed.as_deref().unwrap_or("nothing (no lock was held)"),
+        done.generation
+    );
+    let now = crate::target::now_rfc3339();
+    let mut j = records::Journal {
+        id: id.clone(),
+        env: ctx.name.clone(),
+        kind: records::DeployKind::Unlock,
+        artifact: None,
+        commit: None,
+        who: ctx.who.clone(),
+        reason: reason.to_string(),
+        started_at: now.clone(),
+        finished_at: Some(now),
+        status: JournalStatus::Succeeded,
+        deploy_type: None,
+        groups: vec![],
+        hosts: BTreeMap::new(),
+        steps: vec![],
+        abort_reason: None,
+        needs_human: vec![],
+        analysis: vec![],
+        segments: 0,
+        damaged: vec![],
+    };
+    j.step(None, records::Step::Override, true, Some(detail));
+    let mut w = records::JournalWriter::create(ctx.store.clone(), j.clone());
+    w.write_base(&j)?;
+    Ok(UnlockReport {
+        deploy_id: id,
+        removed,
+        generation: done.generation,
+    })
 }

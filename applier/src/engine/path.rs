@@ -8,6 +8,10 @@
 //! ([`crate::target::ready`]). A restore is the same path with the host's `from` release as
 //! the target; a host with nothing to go back to only goes through `take_out`. Every step is
 //! an event and a journal step as it completes. The checks step is in [`super::verify`].
+//!
+//! Every step that changes the host or the pool is fenced ([`Run::fenced`]): the lease is
+//! confirmed first, and the request carries the run's fencing token; a host that refuses the
+//! token marks the lease lost, which stops the run.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,11 +21,11 @@ use super::run::Run;
 use crate::events::Event;
 use crate::host::Host;
 use crate::protocol::{
-    HostError, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest, StartRequest,
+    ErrorKind, Fence, HostError, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest,
+    StartRequest,
 };
-use crate::records::{self, HostEntry, HostPhase, Step};
+use crate::records::{HostEntry, HostPhase, Step};
 use crate::service::ServiceSpec;
-use crate::target::now_rfc3339;
 
 /// Why a host's path stopped: the step, the check that failed (for [`Step::Checks`]), and
 /// what went wrong.
@@ -41,6 +45,18 @@ impl std::fmt::Display for StepFail {
     }
 }
 
+impl StepFail {
+    /// The step (and check) that failed, without its detail: what the host's summary, the
+    /// abort reason and the outcome say (the detail, with any quoted log line, is in the step's
+    /// own event and journal record, once).
+    pub fn short(&self) -> String {
+        match &self.check {
+            Some(c) => format!("check {c}"),
+            None => self.step.to_string(),
+        }
+    }
+}
+
 pub(super) fn fail(step: Step, detail: String) -> StepFail {
     StepFail {
         step,
@@ -54,14 +70,30 @@ fn port_of(h: &dyn Host, spec: Option<&ServiceSpec>) -> Option<u16> {
     h.config().port.or(spec.and_then(|s| s.port))
 }
 
-fn he(e: HostError) -> String {
-    e.to_string()
-}
-
 impl Run<'_> {
+    /// A host's error as a step's detail; a refused fencing token marks the lease lost.
+    pub(super) fn he(&self, e: HostError) -> String {
+        if e.kind() == ErrorKind::Fenced {
+            self.lease.mark_lost(format!(
+                "the lease on {} was lost: {e}; this deploy stopped at once and changes nothing more",
+                self.ctx.name
+            ));
+        }
+        e.to_string()
+    }
+
+    /// Before a step that changes `host` or the pool: the lease confirmed now, and the fence
+    /// the request carries. `Err` (journalled as the step's failure) stops the path.
+    fn fenced(&self, host: &str, step: Step) -> Result<Fence, StepFail> {
+        match self.lease.confirm(self.ctx.store.as_ref()) {
+            Ok(()) => Ok(self.lease.fence().clone()),
+            Err(why) => self.step(host, step, Err(why), |_: &Fence| None),
+        }
+    }
+
     pub(super) fn set_phase(&self, host: &str, phase: HostPhase, detail: Option<String>) {
         self.journal.note(|j| {
-            let e = j.hosts.get_mut(host).expect("host in journal");
+            let e = j.host(host);
             e.phase = phase;
             e.detail = detail;
         });
@@ -77,8 +109,9 @@ impl Run<'_> {
             let r = host.preflight(&PreflightRequest {
                 min_free_bytes: cfg.min_free_bytes + size * 4,
                 node,
+                fence: Some(self.lease.fence().clone()),
             });
-            let r = r.map_err(he).and_then(|rep| {
+            let r = r.map_err(|e| self.he(e)).and_then(|rep| {
                 if let Some(p) = &m.platform {
                     if p.os != rep.os || p.arch != rep.arch {
                         return Err(format!(
@@ -104,7 +137,7 @@ impl Run<'_> {
                 detail: detail.clone(),
             });
             self.journal
-                .note(|j| j.step(Some(h), Step::Preflight, r.is_ok(), Some(detail)));
+                .record(|j| j.step(Some(h), Step::Preflight, r.is_ok(), Some(detail)));
             r.map(|_| ()).map_err(|e| format!("preflight {h}: {e}"))
         })
     }
@@ -135,21 +168,25 @@ impl Run<'_> {
     /// Fetches every host's target release (and, best effort, its restore target).
     pub(super) fn prefetch(&self, hosts: &[String]) -> Result<(), String> {
         self.each_target(hosts, |h, host, e, m| {
-            let r = host.fetch(&e.to.manifest, m);
+            let fence = self.lease.fence();
+            let r = self.lease.confirm(self.ctx.store.as_ref()).and_then(|()| {
+                host.fetch(fence, &e.to.manifest, m)
+                    .map_err(|err| self.he(err))
+            });
             let detail = match &r {
                 Ok(rep) if rep.cached => format!("{} already on the host", rep.release),
                 Ok(rep) => format!("{} fetched ({} bytes)", rep.release, rep.downloaded),
-                Err(err) => err.to_string(),
+                Err(err) => err.clone(),
             };
             self.sink.emit(&Event::Fetch {
                 host: h.clone(),
                 ok: r.is_ok(),
                 detail: detail.clone(),
             });
-            self.journal.note(|j| {
+            self.journal.record(|j| {
                 j.step(Some(h), Step::Fetch, r.is_ok(), Some(detail));
                 if r.is_ok() && j.hosts[h].phase == HostPhase::Pending {
-                    j.hosts.get_mut(h).unwrap().phase = HostPhase::Fetched;
+                    j.host(h).phase = HostPhase::Fetched;
                 }
             });
             r.map_err(|err| format!("fetch {h}: {err}"))?;
@@ -157,58 +194,52 @@ impl Run<'_> {
             if let Some(from) = &e.from
                 && let Some(fm) = self.manifests.get(&from.manifest)
             {
-                let _ = host.fetch(&from.manifest, fm);
+                let _ = host.fetch(fence, &from.manifest, fm);
             }
             Ok(())
         })
     }
 
-    /// Takes one host through the path to its target, recording its touch order and outcome.
+    /// Takes one host (already recorded in progress, [`Run::take_in_hand`]) through the path
+    /// to its target. Its outcome (done or failed) is recorded, and written with the run's
+    /// next durable write (before the next batch touches a host) or by the flusher.
     pub(super) fn deploy_host(&self, host: &str) -> Result<(), StepFail> {
-        let n = self.touch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let e = self.journal.entry(host);
-        self.journal.note(|j| {
-            let e = j.hosts.get_mut(host).unwrap();
-            e.phase = HostPhase::InProgress;
-            e.touched.get_or_insert(n);
-            e.checks.clear();
-        });
+        // This pass's checks only (a retry or a resume runs them again).
+        self.journal.note(|j| j.host(host).checks.clear());
         let r = self.converge(host, &e.to, false);
-        let detail = r.as_ref().err().map(|f| f.to_string());
-        match &r {
-            Ok(()) => {
-                self.set_phase(host, HostPhase::Done, None);
-                self.record_env(host, &e.to);
-            }
-            Err(_) => self.set_phase(host, HostPhase::Failed, detail.clone()),
-        }
+        let detail = r.as_ref().err().map(|f| format!("{} failed", f.short()));
+        let phase = if r.is_ok() {
+            HostPhase::Done
+        } else {
+            HostPhase::Failed
+        };
+        self.journal.record(|j| {
+            let e = j.host(host);
+            e.phase = phase;
+            e.detail = detail.clone();
+        });
         self.sink.emit(&Event::HostDone {
             host: host.into(),
-            release: e.to.commit.clone(),
+            release: e.to.commit.to_string(),
             ok: r.is_ok(),
             detail,
         });
         r
     }
 
-    /// Records in the env state that `host` runs `release`, which passed its checks.
-    fn record_env(&self, host: &str, release: &ReleaseRef) {
-        let (id, dt) = self.journal.read(|j| (j.id.clone(), j.deploy_type));
-        let r = records::update_state(self.ctx.store.as_ref(), &self.ctx.name, |st| {
-            let rec = st.hosts.entry(host.to_string()).or_default();
-            rec.current = Some(release.clone());
-            rec.last_good = Some(release.clone());
-            rec.deploy_id = Some(id.clone());
-            rec.updated_at = now_rfc3339();
-            st.last_deploy = Some(id.clone());
-            if dt.is_some() {
-                st.deploy_type = dt;
+    /// Records `hosts` in progress, in this order of touch, durably: before any is touched.
+    pub(super) fn take_in_hand(&self, hosts: &[String]) {
+        let n = hosts.len() as u32;
+        let first = self.touch.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.journal.note(|j| {
+            for (i, h) in hosts.iter().enumerate() {
+                let e = j.host(h);
+                e.phase = HostPhase::InProgress;
+                e.touched.get_or_insert(first + i as u32);
+                e.checks.clear();
             }
         });
-        if let Err(e) = r {
-            self.journal
-                .note(|j| j.step(Some(host), Step::Record, false, Some(e.to_string())));
-        }
     }
 
     /// Reports and journals one step's result; its `Err` stops the path.
@@ -230,19 +261,26 @@ impl Run<'_> {
             detail: d.clone(),
         });
         self.journal
-            .note(|j| j.step(Some(host), step, r.is_ok(), d));
+            .record(|j| j.step(Some(host), step, r.is_ok(), d));
         r.map_err(|detail| fail(step, detail))
     }
 
     /// The first steps of every path: out of the pool, then the service stopped.
     fn take_out(&self, host: &str, port: Option<u16>) -> Result<(), StepFail> {
         let h = self.ctx.host(host);
+        self.fenced(host, Step::Depool)?;
         let depooled = self.ctx.pool.depool(h, port).map_err(|e| e.to_string());
         self.step(host, Step::Depool, depooled, |_| None)?;
-        self.step(host, Step::Stop, h.stop().map_err(he), |r| {
-            r.stopped
-                .map(|p| format!("pid {p}{}", if r.killed { " (killed)" } else { "" }))
-        })?;
+        let fence = self.fenced(host, Step::Stop)?;
+        self.step(
+            host,
+            Step::Stop,
+            h.stop(&fence).map_err(|e| self.he(e)),
+            |r| {
+                r.stopped
+                    .map(|p| format!("pid {p}{}", if r.killed { " (killed)" } else { "" }))
+            },
+        )?;
         Ok(())
     }
 
@@ -259,7 +297,7 @@ impl Run<'_> {
         let spec = self.step(
             host,
             Step::Spec,
-            h.service_spec(&to.commit).map_err(he),
+            h.service_spec(to).map_err(|e| self.he(e)),
             |_| None,
         )?;
         let port = self.step(
@@ -271,25 +309,39 @@ impl Run<'_> {
             |_| None,
         )?;
         self.take_out(host, Some(port))?;
+        let env = model::names::Name::parse(self.ctx.service_env())
+            .map_err(|e| fail(Step::Render, e.to_string()))?;
         let req = RenderRequest {
-            commit: to.commit.clone(),
-            env: self.ctx.service_env().to_string(),
+            release: to.clone(),
+            env,
             port: Some(port),
             values: h.config().values.clone(),
+            fence: Some(self.fenced(host, Step::Render)?),
         };
-        self.step(host, Step::Render, h.render(&req).map_err(he), |r| {
-            Some(r.config.clone())
-        })?;
-        self.step(host, Step::Switch, h.switch(&to.commit).map_err(he), |r| {
-            Some(format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to))
-        })?;
+        self.step(
+            host,
+            Step::Render,
+            h.render(&req).map_err(|e| self.he(e)),
+            |r| Some(r.config.clone()),
+        )?;
+        let fence = self.fenced(host, Step::Switch)?;
+        self.step(
+            host,
+            Step::Switch,
+            h.switch(&fence, to).map_err(|e| self.he(e)),
+            |r| Some(format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to)),
+        )?;
         let start = StartRequest {
             port: Some(port),
             env: h.config().env.clone(),
+            fence: Some(self.fenced(host, Step::Start)?),
         };
-        let run = self.step(host, Step::Start, h.start(&start).map_err(he), |r| {
-            Some(format!("pid {}, log {}", r.pid, r.log))
-        })?;
+        let run = self.step(
+            host,
+            Step::Start,
+            h.start(&start).map_err(|e| self.he(e)),
+            |r| Some(format!("pid {}, log {}", r.pid, r.log)),
+        )?;
         let timeout = self
             .ctx
             .cfg
@@ -304,13 +356,18 @@ impl Run<'_> {
             timeout_ms: timeout.as_millis() as u64,
             probe: spec.ready.clone(),
         };
-        self.step(host, Step::Ready, h.wait_ready(&ready).map_err(he), |r| {
-            Some(
-                r.detail
-                    .clone()
-                    .unwrap_or_else(|| format!("port {port} after {} ms", r.after_ms)),
-            )
-        })?;
+        self.step(
+            host,
+            Step::Ready,
+            h.wait_ready(&ready).map_err(|e| self.he(e)),
+            |r| {
+                Some(
+                    r.detail
+                        .clone()
+                        .unwrap_or_else(|| format!("port {port} after {} ms", r.after_ms)),
+                )
+            },
+        )?;
         let started = SystemTime::UNIX_EPOCH + Duration::from_millis(run.started_unix_ms);
         self.run_checks(
             host,
@@ -319,7 +376,14 @@ impl Run<'_> {
             (port, started, Some(run.log.clone())),
             restoring,
         )?;
-        self.step(host, Step::MarkGood, h.mark_good(to).map_err(he), |_| None)?;
+        let fence = self.fenced(host, Step::MarkGood)?;
+        self.step(
+            host,
+            Step::MarkGood,
+            h.mark_good(&fence, to).map_err(|e| self.he(e)),
+            |_| None,
+        )?;
+        self.fenced(host, Step::Repool)?;
         let repooled = self
             .ctx
             .pool
@@ -334,8 +398,8 @@ impl Run<'_> {
         let h = self.ctx.host(host);
         let e = self.journal.entry(host);
         let fail = |d: String| fail(Step::Recheck, d);
-        let spec = h.service_spec(&e.to.commit).map_err(|x| fail(he(x)))?;
-        let status = h.status().map_err(|x| fail(he(x)))?;
+        let spec = h.service_spec(&e.to).map_err(|x| fail(self.he(x)))?;
+        let status = h.status().map_err(|x| fail(self.he(x)))?;
         let run = status
             .running
             .ok_or_else(|| fail("the service is no longer running".into()))?;
@@ -353,14 +417,26 @@ impl Run<'_> {
     pub(super) fn restore(&self, host: &str) -> bool {
         let e = self.journal.entry(host);
         self.set_phase(host, HostPhase::RollingBack, e.detail.clone());
-        let r = match &e.from {
-            Some(from) => self.converge(host, from, true).map(|()| {
-                self.record_env(host, from);
-                None
-            }),
+        let from = e
+            .from
+            .as_ref()
+            .filter(|_| !self.no_restore.contains_key(host));
+        let r = match from {
+            Some(from) => self.converge(host, from, true).map(|()| None),
+            None if e.from.is_some() => {
+                let h = self.ctx.host(host);
+                let spec = h.service_spec(&e.to).ok();
+                let why = self.no_restore.get(host).cloned().unwrap_or_default();
+                self.take_out(host, port_of(h, spec.as_ref())).map(|()| {
+                    Some(format!(
+                        "not switched back to {}: {why}; stopped and left out of the pool",
+                        e.from.as_ref().expect("checked")
+                    ))
+                })
+            }
             None => {
                 let h = self.ctx.host(host);
-                let spec = h.service_spec(&e.to.commit).ok();
+                let spec = h.service_spec(&e.to).ok();
                 self.take_out(host, port_of(h, spec.as_ref())).map(|()| {
                     Some("had no earlier release: stopped and left out of the pool".to_string())
                 })
@@ -369,7 +445,7 @@ impl Run<'_> {
         let ok = r.is_ok();
         let detail = match r {
             Ok(d) => d,
-            Err(f) => Some(f.to_string()),
+            Err(f) => Some(format!("{} failed", f.short())),
         };
         let keep = e
             .detail
@@ -390,7 +466,7 @@ impl Run<'_> {
         );
         self.sink.emit(&Event::Rollback {
             host: host.into(),
-            to: e.from.as_ref().map(|r| r.commit.clone()),
+            to: from.map(|r| r.commit.to_string()),
             ok,
             detail,
         });

@@ -15,13 +15,15 @@ use artifact::resolve;
 use artifact::store::Store;
 use artifact::{Digest, keys};
 
-use super::gates::{self, Decision, Note};
+use super::gates::{self, Decision, Note, Refusal};
+use super::trust::{baseline, host_from, restorable, restore_target, trusted};
 use super::{DeployError, DeployOptions, EnvContext};
+use crate::checks::CheckSpec;
+use crate::events::{Event, EventSink, PlanGroup, PlanHost};
 use crate::guard::DeployType;
 use crate::protocol::ReleaseRef;
 use crate::records::{
-    self, DeployKind, EnvState, HostEntry, HostPhase, Journal, JournalStatus, JournalWriter,
-    RecordError,
+    self, DeployKind, HostEntry, HostPhase, Journal, JournalStatus, JournalWriter, RecordError,
 };
 use crate::service::ServiceSpec;
 use crate::target::now_rfc3339;
@@ -63,6 +65,9 @@ pub struct Plan {
     pub lease_reason: String,
     /// Break a lease still held by this same deploy (`resume --force`).
     pub break_own_lease: bool,
+    /// Hosts whose restore target the env's policies refuse (host -> why): on failure they are
+    /// taken out of the pool instead of being switched back.
+    pub no_restore: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -91,12 +96,67 @@ pub fn plan(
 /// Turns a gate's decision into its value, keeping its note for the journal.
 fn gate<T>(d: Decision<T>, notes: &mut Vec<Note>) -> Result<T, DeployError> {
     let (value, note) = d.into_result().map_err(DeployError::Refused)?;
+    note_once(notes, note);
+    Ok(value)
+}
+
+pub(super) fn note_once(notes: &mut Vec<Note>, note: Option<Note>) {
     if let Some(n) = note
         && !notes.contains(&n)
     {
         notes.push(n);
     }
-    Ok(value)
+}
+
+pub(super) fn refused(
+    record: impl Into<String>,
+    reason: String,
+    way_out: Option<String>,
+) -> DeployError {
+    DeployError::Refused(Refusal {
+        record: record.into(),
+        reason,
+        way_out,
+    })
+}
+
+/// Journal notes of the operator's acknowledgements and overrides of this run.
+fn override_notes(opts: &DeployOptions) -> Vec<Note> {
+    let mut v: Vec<Note> = opts
+        .guard
+        .acks
+        .iter()
+        .map(|a| Note {
+            step: records::Step::Override,
+            detail: format!("--ack {}", crate::shell::shell_quote(a)),
+        })
+        .collect();
+    if opts.skip_promotion_check {
+        v.push(Note {
+            step: records::Step::Override,
+            detail: "--skip-promotion-check".into(),
+        });
+    }
+    if opts.force_schema_rollback {
+        v.push(Note {
+            step: records::Step::Override,
+            detail: "--force-schema-rollback".into(),
+        });
+    }
+    v
+}
+
+/// Every `--ack` must parse before anything is read: a malformed one is a usage error.
+fn check_acks(opts: &DeployOptions) -> Result<(), DeployError> {
+    for a in &opts.guard.acks {
+        crate::guard::parse_ack(a).map_err(|e| {
+            DeployError::usage(
+                e,
+                Some("an ack is one change exactly as the refusal printed it, with your reason: --ack 'SG002 <table> <from>-><to> <reason>'".into()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// What a new journal says besides its hosts.
@@ -110,50 +170,48 @@ struct Header {
 }
 
 fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<Plan, DeployError> {
+    check_acks(opts)?;
     let (digest, manifest) = resolve::resolve_verified(ctx.store.as_ref(), target)?;
-    let commit = manifest.source.commit.clone();
-    let mut notes = Vec::new();
-    gate(gates::signature(ctx, &digest, &commit), &mut notes)?;
-    let skipped = gate(gates::promotion(ctx, &digest, &commit, opts), &mut notes)?;
+    let to = ReleaseRef::of(digest, &manifest).map_err(|e| {
+        refused(
+            artifact::keys::blob(&digest),
+            format!("manifest {digest}: {e}"),
+            None,
+        )
+    })?;
+    let commit = to.commit.to_string();
+    let mut notes = override_notes(opts);
+    gate(gates::signature(ctx, &to), &mut notes)?;
+    let skipped = gate(gates::promotion(ctx, &to, opts), &mut notes)?;
     let (env_state, _) = records::load_state(ctx.store.as_ref(), &ctx.name)?;
-
-    // The storage guard compares with what most hosts of the env run now.
-    let current_digest = most_common(
-        env_state
-            .hosts
-            .values()
-            .filter_map(|h| h.current.as_ref().map(|r| r.manifest)),
-    );
-    let current = match current_digest {
-        Some(d) if d != digest => resolve::load_verified(ctx.store.as_ref(), &d)
-            .ok()
-            .map(|m| (d, m)),
-        _ => None,
-    };
+    let mut manifests = BTreeMap::new();
+    manifests.insert(digest, manifest);
+    let base = baseline(ctx, &env_state, &to, opts, &mut manifests, &mut notes)?;
+    let base_m: Vec<(ReleaseRef, &Manifest)> = base
+        .iter()
+        .map(|r| (r.clone(), &manifests[&r.manifest]))
+        .collect();
     let deploy_type = gate(
-        gates::storage(
-            ctx,
-            current.as_ref().map(|(d, m)| (d, m)),
-            (&digest, &manifest),
-            opts,
-        ),
+        gates::storage(ctx, &base_m, (&to, &manifests[&digest]), opts),
         &mut notes,
     )?;
-
-    let to = ReleaseRef {
-        commit: commit.clone(),
-        manifest: digest,
-    };
-    let targets = ctx
+    // Each host's restore target as its records name it, asking the hosts a few at a time;
+    // then each is verified (one manifest read per release, not per host).
+    let names: Vec<String> = ctx
         .cfg
         .batches()
         .into_iter()
         .flat_map(|(_, hs)| hs)
-        .map(|h| {
-            let from = host_from(ctx, &h, &env_state);
-            (h, (from, to.clone()))
-        })
         .collect();
+    let found = super::run::bounded(ctx.cfg.prefetch_parallelism, &names, |h| {
+        host_from(ctx, h, &env_state)
+    });
+    let mut targets = BTreeMap::new();
+    let mut no_restore = BTreeMap::new();
+    for (h, f) in names.into_iter().zip(found) {
+        let from = restore_target(ctx, &h, f, &mut manifests, &mut notes, &mut no_restore);
+        targets.insert(h, (from, to.clone()));
+    }
     let mut reason = opts.reason.clone();
     if skipped
         && let Some(n) = notes
@@ -172,49 +230,56 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         reason,
         notes,
     };
-    let mut manifests = BTreeMap::new();
-    manifests.insert(digest, manifest);
     Ok(Plan {
         writer: JournalWriter::create(ctx.store.clone(), new_journal(ctx, header, targets)),
         manifests,
         mode: Mode::Fresh,
         lease_reason: format!("deploy {commit} ({})", opts.reason),
         break_own_lease: false,
+        no_restore,
     })
 }
 
 fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployError> {
     let (env_state, _) = records::load_state(ctx.store.as_ref(), &ctx.name)?;
-    let last = records::history(ctx.store.as_ref(), &ctx.name)?
-        .into_iter()
+    let hist = records::read_history(ctx.store.as_ref(), &ctx.name)?;
+    let mut notes = override_notes(opts);
+    notes.extend(hist.unreadable.iter().map(|u| Note {
+        step: records::Step::Skipped,
+        detail: format!("{}: {} (not counted)", u.key, u.error),
+    }));
+    let last = hist
+        .journals
+        .iter()
         .rev()
         .find(|j| j.status == JournalStatus::Succeeded && j.kind == DeployKind::Deploy);
     let mut targets = BTreeMap::new();
     let mut manifests = BTreeMap::new();
-    let mut notes = Vec::new();
     for n in ctx.cfg.batches().into_iter().flat_map(|(_, hs)| hs) {
-        let target = match &last {
-            Some(j) => j.hosts.get(&n).and_then(|e| e.from.clone()),
-            None => ctx
+        let (target, record) = match last {
+            Some(j) => match j.hosts.get(&n).and_then(|e| e.from.clone()) {
+                Some(t) => (t, crate::keys::deploy_journal(&ctx.name, &j.id)),
+                None => continue,
+            },
+            None => match ctx
                 .host(&n)
                 .status()
                 .ok()
-                .and_then(|s| s.state.previous_good),
+                .and_then(|s| s.state.previous_good)
+            {
+                Some(t) => (t, format!("the state.json of host {n} (its previous good)")),
+                None => continue,
+            },
         };
-        let Some(target) = target else { continue };
-        let from = host_from(ctx, &n, &env_state);
+        let target =
+            trusted(ctx, &target, &record, &mut manifests).map_err(DeployError::Refused)?;
+        let from = host_from(ctx, &n, &env_state)
+            .and_then(|(f, rec)| trusted(ctx, &f, &rec, &mut manifests).ok());
         if from.as_ref() == Some(&target) {
             continue;
         }
-        for r in from.iter().chain(std::iter::once(&target)) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = manifests.entry(r.manifest) {
-                slot.insert(resolve::load_verified(ctx.store.as_ref(), &r.manifest)?);
-            }
-        }
-        gate(
-            gates::signature(ctx, &target.manifest, &target.commit),
-            &mut notes,
-        )?;
+        gate(gates::signature(ctx, &target), &mut notes)?;
+        gate(gates::promotion_rollback(ctx, &target, &hist), &mut notes)?;
         if let Some(f) = &from {
             gate(
                 gates::storage_rollback(
@@ -249,6 +314,7 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
         mode: Mode::Fresh,
         lease_reason: format!("rollback ({})", opts.reason),
         break_own_lease: false,
+        no_restore: BTreeMap::new(),
     })
 }
 
@@ -258,7 +324,7 @@ fn plan_resume(
     rollback: bool,
     force: bool,
 ) -> Result<Plan, DeployError> {
-    let writer = match JournalWriter::open(ctx.store.clone(), &ctx.name, id) {
+    let mut writer = match JournalWriter::open(ctx.store.clone(), &ctx.name, id) {
         Ok(w) => w,
         Err(RecordError::Store(e)) if e.is_not_found() => {
             return Err(DeployError::usage(
@@ -280,30 +346,56 @@ fn plan_resume(
             None,
         ));
     }
-    // Continuing installs the deploy's targets: they must still be signed. Rolling back on
-    // resume restores what the hosts ran before and is not held up by a signature policy.
-    if !rollback {
-        let mut notes = Vec::new();
-        let targets: BTreeMap<_, _> = writer
-            .journal
-            .hosts
-            .values()
-            .map(|e| (e.to.manifest, &e.to))
-            .collect();
-        for to in targets.values() {
-            gate(gates::signature(ctx, &to.manifest, &to.commit), &mut notes)?;
-        }
+    let key = crate::keys::deploy_journal(&ctx.name, id);
+    if let Some(h) = writer
+        .journal
+        .hosts
+        .keys()
+        .find(|h| !ctx.hosts.contains_key(h.as_str()))
+    {
+        return Err(refused(
+            key,
+            format!(
+                "it names host {h}, which is not in the {} inventory",
+                ctx.name
+            ),
+            None,
+        ));
     }
-    // Best effort: a manifest that is gone fails that host's preflight or prefetch.
+    // Every release the journal names, verified; the policies apply to what is switched to:
+    // continuing installs the targets, rolling back the restore targets.
     let mut manifests = BTreeMap::new();
-    for e in writer.journal.hosts.values() {
-        for r in std::iter::once(&e.to).chain(e.from.iter()) {
-            if !manifests.contains_key(&r.manifest)
-                && let Ok(m) = resolve::load_verified(ctx.store.as_ref(), &r.manifest)
+    let mut notes = Vec::new();
+    let mut no_restore = BTreeMap::new();
+    let hosts: Vec<String> = writer.journal.hosts.keys().cloned().collect();
+    for h in hosts {
+        let e = writer.journal.hosts[&h].clone();
+        let to = trusted(ctx, &e.to, &key, &mut manifests).map_err(DeployError::Refused)?;
+        let from = match &e.from {
+            Some(f) => Some(trusted(ctx, f, &key, &mut manifests).map_err(DeployError::Refused)?),
+            None => None,
+        };
+        if rollback {
+            if let Some(f) = &from
+                && let Err(why) = restorable(ctx, f, &mut notes)
             {
-                manifests.insert(r.manifest, m);
+                notes.push(Note {
+                    step: records::Step::Skipped,
+                    detail: format!(
+                        "{h}: not restored to {f}: {why}; it is taken out of the pool instead"
+                    ),
+                });
+                no_restore.insert(h.clone(), why);
             }
+        } else {
+            gate(gates::signature(ctx, &to), &mut notes)?;
         }
+        let entry = writer.journal.hosts.get_mut(&h).expect("host in journal");
+        entry.to = to;
+        entry.from = from;
+    }
+    for n in notes {
+        writer.journal.step(None, n.step, true, Some(n.detail));
     }
     Ok(Plan {
         writer,
@@ -315,6 +407,7 @@ fn plan_resume(
         },
         lease_reason: format!("resume {id}"),
         break_own_lease: force,
+        no_restore,
     })
 }
 
@@ -369,6 +462,8 @@ fn new_journal(
         abort_reason: None,
         needs_human: vec![],
         analysis: vec![],
+        segments: 0,
+        damaged: vec![],
     };
     for n in h.notes {
         j.step(None, n.step, true, Some(n.detail));
@@ -376,28 +471,68 @@ fn new_journal(
     j
 }
 
-/// The restore target of a host: its own last known good release, as the host reports it,
-/// else as the env records say.
-fn host_from(ctx: &EnvContext, host: &str, env_state: &EnvState) -> Option<ReleaseRef> {
-    let reported = ctx
-        .host(host)
-        .status()
-        .ok()
-        .and_then(|s| s.state.last_good.or(s.state.current));
-    reported.or_else(|| {
-        env_state
-            .hosts
-            .get(host)
-            .and_then(|r| r.last_good.clone().or(r.current.clone()))
-    })
+/// Emits the plan: every batch with each host's from, to and checks.
+pub(super) fn emit_plan(ctx: &EnvContext, sink: &dyn EventSink, plan: &Plan, dry_run: bool) {
+    let j = plan.journal();
+    let mut checks: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    for (d, m) in &plan.manifests {
+        if j.hosts.values().any(|e| e.to.manifest == *d) {
+            let spec = super::service_spec_from_store(ctx.store.as_ref(), m).unwrap_or_default();
+            checks.insert(
+                *d,
+                check_list(ctx, &spec).iter().map(CheckSpec::name).collect(),
+            );
+        }
+    }
+    let groups = j
+        .groups
+        .iter()
+        .map(|(g, hs)| PlanGroup {
+            name: g.clone(),
+            hosts: hs
+                .iter()
+                .map(|h| {
+                    let e = &j.hosts[h];
+                    PlanHost {
+                        host: h.clone(),
+                        from: e.from.as_ref().map(|r| r.commit.to_string()),
+                        to: e.to.commit.to_string(),
+                        checks: checks.get(&e.to.manifest).cloned().unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    sink.emit(&Event::Plan {
+        deploy_id: j.id.clone(),
+        env: ctx.name.clone(),
+        kind: j.kind,
+        artifact: j.artifact,
+        commit: j.commit.clone(),
+        deploy_type: j.deploy_type,
+        dry_run,
+        groups,
+    });
 }
 
-fn most_common(it: impl Iterator<Item = Digest>) -> Option<Digest> {
-    let mut counts: BTreeMap<Digest, usize> = BTreeMap::new();
-    for d in it {
-        *counts.entry(d).or_default() += 1;
+/// The checks a release gets in this env: the service's own (unless skipped), the env's
+/// extra ones, less the disabled kinds and names.
+pub(super) fn check_list(ctx: &EnvContext, spec: &crate::service::ServiceSpec) -> Vec<CheckSpec> {
+    let mut v = Vec::new();
+    if !ctx.cfg.checks.skip_service_checks {
+        v.extend(spec.checks.iter().cloned());
     }
-    counts.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d)
+    v.extend(ctx.cfg.checks.extra.iter().cloned());
+    let off = &ctx.cfg.checks.disable;
+    v.retain(|c| {
+        let kind = match c {
+            CheckSpec::Http(_) => "http",
+            CheckSpec::Logs(_) => "logs",
+            CheckSpec::Metrics(_) => "metrics",
+        };
+        !off.iter().any(|d| d == kind || *d == c.name())
+    });
+    v
 }
 
 /// Reads `deploy/service.yaml` straight out of the source layer in the store, to show each

@@ -4,11 +4,14 @@
 //! Hosts of a batch go through their path ([`super::path`]) in parallel. A failure within the
 //! failure limit returns that host to its own last good release and the roll goes on; past it,
 //! the run aborts: every touched host goes back to its own last good release, in reverse touch
-//! order. A lost lease or an unwritable journal stops the run at the next batch.
+//! order. A lost lease stops the run at once: before every step that changes a host or the
+//! pool the lease is confirmed ([`LeaseKeeper::confirm`]), and a host that refuses the run's
+//! fencing token marks it lost; a run that lost its lease rolls nothing back (another deploy
+//! holds the environment). An unwritable journal stops the run at the next batch.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use artifact::Digest;
@@ -19,10 +22,10 @@ use super::journal::RunJournal;
 use super::lease::{self, LeaseError, LeaseKeeper};
 use super::plan::{Mode, Plan};
 use super::{DeployError, EnvContext, Outcome};
-use crate::checks::CheckSpec;
-use crate::events::{Event, EventSink, PlanGroup, PlanHost};
+use crate::events::{Event, EventSink};
 use crate::guard::DeployType;
-use crate::records::{DeployKind, HostPhase, JournalStatus, Step};
+use crate::protocol::ReleaseRef;
+use crate::records::{self, DeployKind, HostPhase, JournalStatus, Step};
 use crate::target::now_rfc3339;
 
 /// One running deploy, rollback or resume.
@@ -36,6 +39,14 @@ pub(super) struct Run<'a> {
     pub(super) touch: AtomicU32,
     /// Stops from the side (the watch, a quorum) and what never got data.
     pub(super) signals: super::watch::Signals,
+    /// Hosts not to be switched back to their restore target (host -> why).
+    pub(super) no_restore: BTreeMap<String, String>,
+    /// What this run wrote to the env state, per host (so it is written once per batch, and
+    /// only what changed).
+    recorded: Mutex<BTreeMap<String, ReleaseRef>>,
+    /// Hosts whose env state the state writer is to write, and whether it is writing.
+    state_queue: Mutex<(BTreeSet<String>, bool)>,
+    state_cv: Condvar,
 }
 
 /// Emits the plan; unless this is a dry run, takes the lease and runs it.
@@ -48,7 +59,7 @@ pub(super) fn run(
     dry_run: bool,
 ) -> Result<Outcome, DeployError> {
     if plan.mode == Mode::Fresh {
-        emit_plan(ctx, sink, &plan, dry_run);
+        super::plan::emit_plan(ctx, sink, &plan, dry_run);
     }
     if dry_run {
         return Ok(Outcome {
@@ -78,13 +89,23 @@ pub(super) fn run(
         }
         r => r?,
     };
-    let run = Run::new(
-        ctx,
-        sink,
-        plan.writer,
-        plan.manifests,
-        LeaseKeeper::new(held, ctx.lease_ttl),
-    );
+    let keeper = match LeaseKeeper::new(held.clone(), ctx.lease_ttl) {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = lease::release(ctx.store.as_ref(), &held);
+            return Err(e.into());
+        }
+    };
+    let mut run = Run::new(ctx, sink, plan.writer, plan.manifests, keeper);
+    run.no_restore = plan.no_restore;
+    run.journal.note(|j| {
+        j.step(
+            None,
+            Step::Lease,
+            true,
+            Some(format!("fencing generation {}", run.lease.fence().token)),
+        )
+    });
     match plan.mode {
         Mode::Fresh => {}
         Mode::Continue => run.journal.note(|j| j.step(None, Step::Resume, true, None)),
@@ -93,69 +114,6 @@ pub(super) fn run(
             .note(|j| j.step(None, Step::ResumeRollback, true, None)),
     }
     run.start(plan.mode)
-}
-
-fn emit_plan(ctx: &EnvContext, sink: &dyn EventSink, plan: &Plan, dry_run: bool) {
-    let j = plan.journal();
-    let mut checks: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
-    for (d, m) in &plan.manifests {
-        if j.hosts.values().any(|e| e.to.manifest == *d) {
-            let spec = super::service_spec_from_store(ctx.store.as_ref(), m).unwrap_or_default();
-            checks.insert(
-                *d,
-                check_list(ctx, &spec).iter().map(CheckSpec::name).collect(),
-            );
-        }
-    }
-    let groups = j
-        .groups
-        .iter()
-        .map(|(g, hs)| PlanGroup {
-            name: g.clone(),
-            hosts: hs
-                .iter()
-                .map(|h| {
-                    let e = &j.hosts[h];
-                    PlanHost {
-                        host: h.clone(),
-                        from: e.from.as_ref().map(|r| r.commit.clone()),
-                        to: e.to.commit.clone(),
-                        checks: checks.get(&e.to.manifest).cloned().unwrap_or_default(),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    sink.emit(&Event::Plan {
-        deploy_id: j.id.clone(),
-        env: ctx.name.clone(),
-        kind: j.kind,
-        artifact: j.artifact,
-        commit: j.commit.clone(),
-        deploy_type: j.deploy_type,
-        dry_run,
-        groups,
-    });
-}
-
-/// The checks a release gets in this env: the service's own (unless skipped), the env's
-/// extra ones, less the disabled kinds and names.
-pub(super) fn check_list(ctx: &EnvContext, spec: &crate::service::ServiceSpec) -> Vec<CheckSpec> {
-    let mut v = Vec::new();
-    if !ctx.cfg.checks.skip_service_checks {
-        v.extend(spec.checks.iter().cloned());
-    }
-    v.extend(ctx.cfg.checks.extra.iter().cloned());
-    let off = &ctx.cfg.checks.disable;
-    v.retain(|c| {
-        let kind = match c {
-            CheckSpec::Http(_) => "http",
-            CheckSpec::Logs(_) => "logs",
-            CheckSpec::Metrics(_) => "metrics",
-        };
-        !off.iter().any(|d| d == kind || *d == c.name())
-    });
-    v
 }
 
 impl<'a> Run<'a> {
@@ -181,6 +139,10 @@ impl<'a> Run<'a> {
             lease,
             touch: AtomicU32::new(touch),
             signals: Default::default(),
+            no_restore: BTreeMap::new(),
+            recorded: Mutex::new(BTreeMap::new()),
+            state_queue: Mutex::new((BTreeSet::new(), false)),
+            state_cv: Condvar::new(),
         }
     }
 
@@ -193,12 +155,15 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Runs the plan with the lease renewed beside it, then releases the lease.
+    /// Runs the plan with the lease renewed and the journal flushed beside it, then compacts
+    /// the journal and releases the lease.
     fn start(self, mode: Mode) -> Result<Outcome, DeployError> {
         let stop = AtomicBool::new(false);
         let watching = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             s.spawn(|| self.lease.renew_until(self.ctx.store.as_ref(), &stop));
+            s.spawn(|| self.journal.flusher(&stop));
+            s.spawn(|| self.state_writer(&stop));
             // The fleet-wide watch, for the whole rollout of a deploy.
             let kind = self.journal.read(|j| j.kind);
             if let Some(w) = &self.ctx.cfg.checks.watch
@@ -214,14 +179,21 @@ impl<'a> Run<'a> {
             };
             watching.store(true, Ordering::SeqCst);
             stop.store(true, Ordering::SeqCst);
+            self.state_cv.notify_all();
             r
         });
+        if let Err(e) = self.journal.close() {
+            tracing::warn!(
+                "journal {}: not compacted ({e}); its segments hold it",
+                self.journal.id()
+            );
+        }
         self.lease.release(self.ctx.store.as_ref());
         result
     }
 
     fn execute(&self, resume: bool) -> Result<Outcome, DeployError> {
-        self.journal.note(|_| {});
+        self.journal.flush();
         if let Some(e) = self.journal.failure() {
             return Err(DeployError::Refused(Refusal {
                 record: self
@@ -232,11 +204,22 @@ impl<'a> Run<'a> {
             }));
         }
         let (groups, kind) = self.journal.read(|j| (j.groups.clone(), j.kind));
-        let pending: Vec<String> = groups
+        let all: Vec<String> = groups
             .iter()
             .flat_map(|(_, hs)| hs.iter().cloned())
-            .filter(|h| !(resume && self.done_and_verified(h)))
             .collect();
+        let verified = if resume {
+            self.bounded(&all, |h| self.done_and_verified(h))
+        } else {
+            vec![false; all.len()]
+        };
+        let pending: Vec<String> = all
+            .into_iter()
+            .zip(verified)
+            .filter(|(_, done)| !done)
+            .map(|(h, _)| h)
+            .collect();
+        let pending_set: HashSet<&String> = pending.iter().collect();
         if !resume && let Err(reason) = self.preflight(&pending) {
             return Ok(self.refuse(reason));
         }
@@ -258,7 +241,7 @@ impl<'a> Run<'a> {
         for (bi, (group, hosts)) in groups.iter().enumerate() {
             let todo: Vec<String> = hosts
                 .iter()
-                .filter(|h| pending.contains(h))
+                .filter(|h| pending_set.contains(h))
                 .cloned()
                 .collect();
             if todo.is_empty() {
@@ -298,6 +281,7 @@ impl<'a> Run<'a> {
                         self.restore(h);
                     }
                 }
+                self.record_env_later(chunk);
             }
             let bake = self.ctx.cfg.canary_bake.0;
             if bi == 0
@@ -317,12 +301,19 @@ impl<'a> Run<'a> {
                 return Ok(self.abort_and_finish(reason));
             }
         }
-        for h in self.ctx.hosts.values() {
-            if let Err(e) = h.prune(self.ctx.cfg.keep_releases) {
+        let names: Vec<String> = self.ctx.hosts.keys().cloned().collect();
+        self.bounded(&names, |h| {
+            let r = self.lease.confirm(self.ctx.store.as_ref()).and_then(|()| {
+                self.ctx
+                    .host(h)
+                    .prune(self.lease.fence(), self.ctx.cfg.keep_releases)
+                    .map_err(|e| self.he(e))
+            });
+            if let Err(e) = r {
                 self.journal
-                    .note(|j| j.step(Some(h.name()), Step::Prune, false, Some(e.to_string())));
+                    .record(|j| j.step(Some(h), Step::Prune, false, Some(e)));
             }
-        }
+        });
         let (failed, needs_human) = self.journal.hosts(|hs| {
             let pick = |f: fn(HostPhase) -> bool| -> Vec<String> {
                 hs.iter()
@@ -357,8 +348,10 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the path of every host of `chunk` at once; returns the failed ones, described.
+    /// The hosts are recorded in progress, durably, before any is touched.
     fn roll_batch(&self, chunk: &[String]) -> Vec<String> {
-        std::thread::scope(|s| {
+        self.take_in_hand(chunk);
+        let failed = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|h| (h, s.spawn(|| self.deploy_host(h))))
@@ -367,11 +360,14 @@ impl<'a> Run<'a> {
                 .into_iter()
                 .filter_map(|(h, t)| match t.join() {
                     Ok(Ok(())) => None,
-                    Ok(Err(f)) => Some(format!("{h} ({f})")),
+                    Ok(Err(f)) => Some(format!("{h} ({})", f.short())),
                     Err(_) => Some(format!("{h} ({}: host thread panicked)", Step::Panic)),
                 })
                 .collect()
-        })
+        });
+        // The outcomes are written by whatever the run writes next, at the latest the next
+        // batch's own durable write before it touches a host (or the flusher, within 50 ms).
+        failed
     }
 
     /// The canary bake: wait, staying healthy, then check the canaries again.
@@ -436,7 +432,7 @@ impl<'a> Run<'a> {
                     others.join(", ")
                 );
                 self.journal
-                    .note(|j| j.step(None, Step::Capacity, true, Some(detail)));
+                    .record(|j| j.step(None, Step::Capacity, true, Some(detail)));
             }
             self.healthy()?;
             std::thread::sleep(Duration::from_secs(2).min(wait.saturating_sub(t0.elapsed())));
@@ -453,9 +449,7 @@ impl<'a> Run<'a> {
                 others.join(", ")
             );
             self.journal
-                .note(|j| j.step(None, Step::Capacity, true, Some(detail)));
-        } else {
-            self.journal.note(|_| {});
+                .record(|j| j.step(None, Step::Capacity, true, Some(detail)));
         }
         Ok(room)
     }
@@ -469,6 +463,7 @@ impl<'a> Run<'a> {
         match self.ctx.host(host).status() {
             Ok(s) => {
                 s.current.as_deref() == Some(e.to.commit.as_str())
+                    && s.state.current.as_ref() == Some(&e.to)
                     && s.running.is_some()
                     && s.state.step.is_none()
             }
@@ -476,8 +471,115 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Has the state writer record `hosts` in the env state, beside the next batch.
+    fn record_env_later(&self, hosts: &[String]) {
+        self.state_queue
+            .lock()
+            .unwrap()
+            .0
+            .extend(hosts.iter().cloned());
+        self.state_cv.notify_all();
+    }
+
+    /// Writes the env state of the hosts [`Run::record_env_later`] queues, one compare-and-swap
+    /// for all that queued while the last was written, until `stop`.
+    fn state_writer(&self, stop: &AtomicBool) {
+        loop {
+            let hosts: Vec<String> = {
+                let mut q = self.state_queue.lock().unwrap();
+                while q.0.is_empty() && !stop.load(Ordering::SeqCst) {
+                    q = self
+                        .state_cv
+                        .wait_timeout(q, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
+                if q.0.is_empty() {
+                    return;
+                }
+                q.1 = true;
+                std::mem::take(&mut q.0).into_iter().collect()
+            };
+            self.record_env(&hosts);
+            self.state_queue.lock().unwrap().1 = false;
+            self.state_cv.notify_all();
+        }
+    }
+
+    /// Takes what the state writer has not written yet and waits for the write under way, so
+    /// the run's last write of the env state comes after every other.
+    fn drain_state_writer(&self) {
+        let mut q = self.state_queue.lock().unwrap();
+        q.0.clear();
+        while q.1 {
+            q = self
+                .state_cv
+                .wait_timeout(q, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Writes to the env state, in one compare-and-swap, what the journal says `hosts` run now
+    /// that this run did not write yet: a host done runs its target, a host rolled back its
+    /// own `from` (a host with nothing to go back to is left as recorded). A failed write is a
+    /// journal step; the next call (at the latest, the one at the end) writes it again.
+    fn record_env(&self, hosts: &[String]) {
+        let (id, dt, changes) = self.journal.read(|j| {
+            let recorded = self.recorded.lock().unwrap();
+            let changes: Vec<(String, ReleaseRef)> = hosts
+                .iter()
+                .filter_map(|h| {
+                    let e = &j.hosts[h];
+                    let now = match e.phase {
+                        HostPhase::Done => Some(&e.to),
+                        // Not a host taken out instead of switched back (it runs nothing).
+                        HostPhase::RolledBack => {
+                            e.from.as_ref().filter(|_| !self.no_restore.contains_key(h))
+                        }
+                        _ => None,
+                    }?;
+                    (recorded.get(h) != Some(now)).then(|| (h.clone(), now.clone()))
+                })
+                .collect();
+            (j.id.clone(), j.deploy_type, changes)
+        });
+        if changes.is_empty() {
+            return;
+        }
+        // Only the lease holder writes the env state.
+        if let Err(why) = self.lease.confirm(self.ctx.store.as_ref()) {
+            self.journal
+                .record(|j| j.step(None, Step::Record, false, Some(why)));
+            return;
+        }
+        let r = records::update_state(self.ctx.store.as_ref(), &self.ctx.name, |st| {
+            let at = now_rfc3339();
+            for (h, release) in &changes {
+                let rec = st.hosts.entry(h.clone()).or_default();
+                rec.current = Some(release.clone());
+                rec.last_good = Some(release.clone());
+                rec.deploy_id = Some(id.clone());
+                rec.updated_at = at.clone();
+            }
+            st.last_deploy = Some(id.clone());
+            if dt.is_some() {
+                st.deploy_type = dt;
+            }
+        });
+        match r {
+            Ok(_) => self.recorded.lock().unwrap().extend(changes),
+            Err(e) => {
+                let names: Vec<&str> = changes.iter().map(|(h, _)| h.as_str()).collect();
+                let detail = format!("{} (hosts {})", e, names.join(", "));
+                self.journal
+                    .record(|j| j.step(None, Step::Record, false, Some(detail)));
+            }
+        }
+    }
+
     fn refuse(&self, reason: String) -> Outcome {
-        self.journal.note(|j| j.abort_reason = Some(reason.clone()));
+        self.journal.note(|j| j.set_abort_reason(reason.clone()));
         self.finish(
             JournalStatus::Refused,
             format!("refused before touching any host: {reason}"),
@@ -486,31 +588,14 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads (a pool: a
-    /// worker takes the next host as soon as it is free); results in `hosts` order.
+    /// Runs `f` for every host on at most `prefetch_parallelism` worker threads; results in
+    /// `hosts` order.
     pub(super) fn bounded<T: Send>(
         &self,
         hosts: &[String],
         f: impl Fn(&String) -> T + Sync,
     ) -> Vec<T> {
-        let workers = self.ctx.cfg.prefetch_parallelism.max(1).min(hosts.len());
-        let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(h) = hosts.get(i) else { break };
-                        *results[i].lock().unwrap() = Some(f(h));
-                    }
-                });
-            }
-        });
-        results
-            .into_iter()
-            .map(|r| r.into_inner().unwrap().expect("every host ran"))
-            .collect()
+        bounded(self.ctx.cfg.prefetch_parallelism, hosts, f)
     }
 
     /// Aborts: every touched host goes back to its own last good release, in reverse order.
@@ -519,7 +604,7 @@ impl<'a> Run<'a> {
             reason: reason.clone(),
         });
         self.journal.note(|j| {
-            j.abort_reason = Some(reason.clone());
+            j.set_abort_reason(reason.clone());
             j.step(None, Step::Abort, true, Some(reason.clone()));
         });
         let (mut touched, deploy_type) = self.journal.read(|j| {
@@ -541,10 +626,17 @@ impl<'a> Run<'a> {
         });
         touched.sort_by(|a, b| b.cmp(a));
         let names: Vec<String> = touched.into_iter().map(|(_, h)| h).collect();
-        if self.lease.is_lost() {
+        if let Err(why) = self.lease.confirm(self.ctx.store.as_ref()) {
+            let reason = if reason.contains(&why) {
+                reason
+            } else {
+                format!("{reason}; {why}")
+            };
             return self.finish(
                 JournalStatus::NeedsHuman,
-                format!("{reason}; not rolling back while another deploy may hold the environment"),
+                format!(
+                    "{reason}; nothing rolled back: the hosts are as the deploy holding the environment now leaves them"
+                ),
                 names.clone(),
                 names,
             );
@@ -598,11 +690,11 @@ impl<'a> Run<'a> {
         failed: Vec<String>,
         needs_human: Vec<String>,
     ) -> Outcome {
-        self.journal.note(|j| {
-            j.status = status;
-            j.finished_at = Some(now_rfc3339());
-            j.needs_human = needs_human.clone();
-        });
+        self.drain_state_writer();
+        let all: Vec<String> = self.journal.hosts(|hs| hs.keys().cloned().collect());
+        self.record_env(&all);
+        self.journal
+            .note(|j| j.set_outcome(status, needs_human.clone()));
         let mut message = message;
         message.push_str(&self.signals.no_data_note());
         if let Some(e) = self.journal.failure() {
@@ -624,4 +716,31 @@ impl<'a> Run<'a> {
         });
         o
     }
+}
+
+/// Runs `f` for every host on at most `workers` threads (a pool: a worker takes the next host
+/// as soon as it is free); results in `hosts` order.
+pub(super) fn bounded<T: Send>(
+    workers: usize,
+    hosts: &[String],
+    f: impl Fn(&String) -> T + Sync,
+) -> Vec<T> {
+    let workers = workers.max(1).min(hosts.len());
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<T>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(h) = hosts.get(i) else { break };
+                    *results[i].lock().unwrap() = Some(f(h));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().unwrap().expect("every host ran"))
+        .collect()
 }

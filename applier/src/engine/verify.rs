@@ -12,7 +12,8 @@
 use std::time::SystemTime;
 
 use super::path::StepFail;
-use super::run::{Run, check_list};
+use super::plan::check_list;
+use super::run::Run;
 use crate::checks::{self, CheckContext, CheckResult, CheckSpec};
 use crate::config::analysis::QuorumConfig;
 use crate::events::Event;
@@ -48,7 +49,7 @@ impl Run<'_> {
             host: h,
             address: h.address().to_string(),
             port,
-            release: to.commit.clone(),
+            release: to.commit.to_string(),
             service_name: spec.name.clone().unwrap_or_default(),
             started_at: started,
             log_file: log,
@@ -103,14 +104,14 @@ impl Run<'_> {
                 break;
             }
         }
-        self.journal.note(|j| {
+        self.journal.record(|j| {
             j.step(
                 Some(host),
                 Step::Checks,
                 failed.is_none(),
                 failed.as_ref().map(|f| format!("{}: {}", f.name, f.detail)),
             );
-            j.hosts.get_mut(host).unwrap().checks = results;
+            j.host(host).checks = results;
         });
         if let Some(why) = abort {
             self.signals.trip(why);

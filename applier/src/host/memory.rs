@@ -16,27 +16,38 @@
 //!   ([`MemoryHost::set_startup`]), and its log text ([`MemoryHost::set_log`]);
 //! - a crash of the running instance now ([`MemoryHost::crash`]);
 //! - a host that is, or becomes after N more calls, unreachable
-//!   ([`MemoryHost::set_reachable`], [`MemoryHost::unreachable_after`]).
+//!   ([`MemoryHost::set_reachable`], [`MemoryHost::unreachable_after`]);
+//! - code run once at the next call of an operation, before it acts ([`MemoryHost::on_call`]),
+//!   and a calling thread parked there for good, as if the applier died in that step
+//!   ([`MemoryHost::park_on_call`]).
+//!
+//! Like a real target, the mutating operations (fetch, switch, start, stop) record the step in
+//! progress in the host's state before they act and clear it when done, so a step interrupted
+//! by a parked caller stays visible. [`MemoryHost::install`] puts a release on the host as an
+//! earlier deploy would have. The load balancer beside these hosts is [`MemoryPool`] (`pool`).
 //!
 //! Every call is recorded ([`MemoryHost::calls`]). One mutex per host, no thread: a thousand
 //! hosts cost a thousand small maps.
 
+mod handle;
+mod pool;
+
 use std::collections::BTreeMap;
-use std::io;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use artifact::Digest;
+
+pub use pool::MemoryPool;
 
 use super::Host;
 use crate::config::HostConfig;
 use crate::protocol::{
-    ErrorKind, ExecOutput, FetchReport, FileText, HealthReport, HostError, HostRequest,
-    HostResponse, HostState, HostStatus, PreflightReport, PruneReport, ReadyReport, ReleaseRef,
-    RenderReport, RenderRequest, RunInfo, StopReport, SwitchReport,
+    ErrorKind, ExecOutput, HostError, HostRequest, HostResponse, HostState, HostStatus, ReleaseRef,
+    RenderRequest, RunInfo, StepInProgress,
 };
 use crate::service::ServiceSpec;
-use crate::target::{node_arch, node_os, now_rfc3339};
+use crate::target::now_rfc3339;
 
 /// How a started instance of a release behaves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +109,79 @@ struct Mem {
     exec_output: ExecOutput,
     next_pid: i32,
     seq: u64,
+    /// Every fencing token sent, in order (refused ones too).
+    fences_seen: Vec<u64>,
+}
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// Code to run once at the next call of an operation (by its wire name).
+#[derive(Default)]
+pub(crate) struct Hooks(Mutex<Vec<(String, Hook)>>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ops: Vec<String> = self.lock().iter().map(|(op, _)| op.clone()).collect();
+        f.debug_tuple("Hooks").field(&ops).finish()
+    }
+}
+
+impl Hooks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Hook)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add(&self, op: &str, f: Hook) {
+        self.lock().push((op.to_string(), f));
+    }
+
+    /// Runs (and removes) the first hook of `op`, if there is one. The hook runs on the
+    /// caller's thread with no lock held.
+    pub(crate) fn run(&self, op: &str) {
+        let hook = {
+            let mut hs = self.lock();
+            hs.iter().position(|(o, _)| o == op).map(|i| hs.remove(i).1)
+        };
+        if let Some(h) = hook {
+            h();
+        }
+    }
+
+    /// A hook that parks the calling thread for good; the [`Parked`] tells when it got there.
+    pub(crate) fn park(&self, op: &str) -> Parked {
+        let parked = Parked::default();
+        let p = parked.clone();
+        self.add(
+            op,
+            Box::new(move || {
+                let (m, cv) = &*p.0;
+                *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                cv.notify_all();
+                // The caller is gone: this thread never comes back.
+                loop {
+                    std::thread::park();
+                }
+            }),
+        );
+        parked
+    }
+}
+
+/// A caller parked at an operation by [`MemoryHost::park_on_call`] or
+/// [`MemoryPool::park_on_call`].
+#[derive(Clone, Debug, Default)]
+pub struct Parked(Arc<(Mutex<bool>, Condvar)>);
+
+impl Parked {
+    /// Waits until a caller is parked; `false` if none got there within `timeout`.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (m, cv) = &*self.0;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = cv
+            .wait_timeout_while(g, timeout, |reached| !*reached)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
 }
 
 /// A target host held in memory.
@@ -106,6 +190,7 @@ pub struct MemoryHost {
     name: String,
     cfg: HostConfig,
     mem: Mutex<Mem>,
+    hooks: Hooks,
 }
 
 impl MemoryHost {
@@ -140,8 +225,61 @@ impl MemoryHost {
                 },
                 next_pid: 1000,
                 seq: 0,
+                fences_seen: Vec::new(),
             }),
+            hooks: Hooks::default(),
         }
+    }
+
+    /// Puts `release` on the host as an earlier deploy would have left it: fetched, `current`,
+    /// last known good, and running (ready) on the host's port.
+    pub fn install(&self, release: &ReleaseRef) {
+        let mut m = self.mem();
+        m.seq += 1;
+        let seq = m.seq;
+        let commit = release.commit.to_string();
+        m.releases.insert(
+            commit.clone(),
+            Release {
+                manifest: release.manifest,
+                seq,
+                rendered: None,
+            },
+        );
+        m.current = Some(commit.clone());
+        m.state.current = Some(release.clone());
+        m.state.last_good = Some(release.clone());
+        m.touch();
+        let port = self.cfg.port.or(m.spec(release.commit.as_str()).port);
+        m.next_pid += 1;
+        let info = RunInfo {
+            pid: m.next_pid,
+            release: commit.clone(),
+            port,
+            log: format!("{}/logs/{}-0.log", self.cfg.root.display(), release.commit),
+            started_at: now_rfc3339(),
+            started_unix_ms: 0,
+        };
+        let text = m.logs.get(&commit).cloned().unwrap_or_default();
+        m.files.insert(info.log.clone(), text);
+        m.instance = Some(Instance {
+            info,
+            alive: true,
+            ready: true,
+        });
+    }
+
+    /// Runs `f` once, at the next call of `op` (its wire name), before the operation acts
+    /// (after a mutating one recorded its step in progress). Hooks of one op run in the order
+    /// they were added, one per call.
+    pub fn on_call(&self, op: &str, f: impl FnOnce() + Send + 'static) {
+        self.hooks.add(op, Box::new(f));
+    }
+
+    /// The next caller of `op` is parked there for good, its step in progress left recorded:
+    /// what an applier that died in that step leaves behind.
+    pub fn park_on_call(&self, op: &str) -> Parked {
+        self.hooks.park(op)
     }
 
     fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
@@ -162,6 +300,12 @@ impl MemoryHost {
 
     /// `op` fails on its `nth` call (1-based, counted from the host's creation).
     pub fn fail_on_call(&self, op: &str, nth: u32, kind: ErrorKind, message: &str) {
+        self.add_fault(op, Some(nth), kind, message);
+    }
+
+    /// The next call of `op` fails.
+    pub fn fail_next(&self, op: &str, kind: ErrorKind, message: &str) {
+        let nth = self.count(op) + 1;
         self.add_fault(op, Some(nth), kind, message);
     }
 
@@ -298,257 +442,39 @@ impl MemoryHost {
         }
         Ok(m.latency.get(op).copied().unwrap_or(m.default_latency))
     }
-}
 
-impl Mem {
-    fn spec(&self, commit: &str) -> ServiceSpec {
-        self.specs.get(commit).unwrap_or(&self.default_spec).clone()
-    }
-
-    fn fetched(&self, commit: &str) -> Result<&Release, HostError> {
-        self.releases
-            .get(commit)
-            .ok_or_else(|| HostError::NotFetched(commit.to_string()))
-    }
-
-    fn running(&self) -> Option<RunInfo> {
-        self.instance
-            .as_ref()
-            .filter(|i| i.alive)
-            .map(|i| i.info.clone())
-    }
-
-    fn status(&self) -> HostStatus {
-        HostStatus {
-            current: self.current.clone(),
-            state: self.state.clone(),
-            running: self.running(),
-            releases: self.releases.keys().cloned().collect(),
-        }
-    }
-
-    fn touch(&mut self) {
-        self.state.updated_at = now_rfc3339();
-    }
-
-    fn handle(&mut self, root: &str, req: HostRequest) -> Result<HostResponse, HostError> {
-        Ok(match req {
-            HostRequest::Hello(h) => HostResponse::Hello(h.answer()?),
-            HostRequest::Preflight(r) => {
-                if self.free_bytes < r.min_free_bytes {
-                    return Err(HostError::Preflight(format!(
-                        "{root} has {} MiB free, needs {} MiB",
-                        self.free_bytes >> 20,
-                        r.min_free_bytes >> 20
-                    )));
-                }
-                HostResponse::Preflight(PreflightReport {
-                    root: root.to_string(),
-                    free_bytes: self.free_bytes,
-                    node_abi: r.node.map(|_| self.node_abi.clone()),
-                    os: node_os().into(),
-                    arch: node_arch().into(),
-                    current: self.current.clone(),
-                })
-            }
+    /// Records the step in progress of a mutating request, as a target does before it acts;
+    /// `Some(what was recorded before)` if one was recorded (the caller clears it when the
+    /// request is done, or puts the earlier one back when the request is refused).
+    fn begin(&self, req: &HostRequest) -> Option<Option<StepInProgress>> {
+        let mut m = self.mem();
+        let (op, release) = match req {
             HostRequest::FetchUrls(r) => {
-                let m = r.verified_manifest()?;
-                let commit = m.source.commit.clone();
-                let report = |cached: bool| FetchReport {
-                    release: commit.clone(),
-                    cached,
-                    downloaded: if cached {
-                        0
-                    } else {
-                        m.layers.iter().map(|l| l.size).sum()
-                    },
-                    entries: if cached {
-                        0
-                    } else {
-                        m.layers.iter().map(|l| l.entries).sum()
-                    },
-                };
-                match self.releases.get(&commit) {
-                    Some(rel) if rel.manifest == r.digest => HostResponse::FetchUrls(report(true)),
-                    Some(_) if self.current.as_deref() == Some(commit.as_str()) => {
-                        return Err(HostError::Preflight(format!(
-                            "release {commit} is current but holds a different build; refusing to replace it"
-                        )));
-                    }
-                    _ => {
-                        self.seq += 1;
-                        let rel = Release {
-                            manifest: r.digest,
-                            seq: self.seq,
-                            rendered: None,
-                        };
-                        self.releases.insert(commit.clone(), rel);
-                        HostResponse::FetchUrls(report(false))
-                    }
-                }
+                ("fetch", r.verified_manifest().ok().map(|m| m.source.commit))
             }
-            HostRequest::ServiceSpec(r) => {
-                self.fetched(&r.commit)?;
-                HostResponse::ServiceSpec(self.spec(&r.commit))
-            }
-            HostRequest::Render(r) => {
-                self.fetched(&r.commit)?;
-                let port = r.port.or(self.spec(&r.commit).port);
-                let config = format!("{root}/releases/{}/config.yaml", r.commit);
-                if let Some(rel) = self.releases.get_mut(&r.commit) {
-                    rel.rendered = Some(r);
-                }
-                HostResponse::Render(RenderReport { config, port })
-            }
-            HostRequest::Switch(r) => {
-                let manifest = self.fetched(&r.commit)?.manifest;
-                let from = self.current.replace(r.commit.clone());
-                self.state.current = Some(ReleaseRef {
-                    commit: r.commit.clone(),
-                    manifest,
-                });
-                self.touch();
-                HostResponse::Switch(SwitchReport { from, to: r.commit })
-            }
-            HostRequest::Start(r) => {
-                let commit = self
-                    .current
-                    .clone()
-                    .ok_or_else(|| HostError::NotFetched("(no current release)".into()))?;
-                if let Some(run) = self.running() {
-                    return Err(HostError::Preflight(format!(
-                        "the service is already running (pid {})",
-                        run.pid
-                    )));
-                }
-                let startup = self
-                    .startups
-                    .get(&commit)
-                    .or_else(|| self.startups.get(""))
-                    .copied()
-                    .unwrap_or_default();
-                let now = SystemTime::now();
-                let ms = now
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                let log = format!("{root}/logs/{commit}-{ms}.log");
-                let text = self.logs.get(&commit).cloned().unwrap_or_default();
-                self.files.insert(log.clone(), text);
-                self.next_pid += 1;
-                let info = RunInfo {
-                    pid: self.next_pid,
-                    release: commit,
-                    port: r.port,
-                    log,
-                    started_at: humantime::format_rfc3339_millis(now).to_string(),
-                    started_unix_ms: ms,
-                };
-                self.instance = Some(Instance {
-                    info: info.clone(),
-                    alive: startup != Startup::CrashAfterStart,
-                    ready: startup == Startup::Ready,
-                });
-                HostResponse::Start(info)
-            }
-            HostRequest::WaitReady(r) => {
-                let secs = r.timeout_ms / 1000;
-                match &self.instance {
-                    Some(i) if !i.alive => {
-                        return Err(HostError::Died(format!(
-                            "log {}: (memory host: the instance exited)",
-                            i.info.log
-                        )));
-                    }
-                    None => return Err(HostError::Died("(no log)".into())),
-                    Some(i) if i.info.port != Some(r.port) || !i.ready => {
-                        return Err(HostError::Timeout {
-                            port: r.port,
-                            secs,
-                            detail: format!(
-                                "(memory host: the instance on port {:?} never became ready on {})",
-                                i.info.port, r.port
-                            ),
-                        });
-                    }
-                    Some(_) => HostResponse::WaitReady(ReadyReport {
-                        after_ms: 0,
-                        detail: None,
-                    }),
-                }
-            }
-            HostRequest::Stop => {
-                let stopped = self.running().map(|i| i.pid);
-                self.instance = None;
-                HostResponse::Stop(StopReport {
-                    stopped,
-                    killed: false,
-                })
-            }
-            HostRequest::Status => HostResponse::Status(self.status()),
-            HostRequest::MarkGood(release) => {
-                if self.state.last_good.as_ref() != Some(&release) {
-                    self.state.previous_good = self.state.last_good.take();
-                    self.state.last_good = Some(release);
-                }
-                self.touch();
-                HostResponse::MarkGood(self.state.clone())
-            }
-            HostRequest::Prune(r) => HostResponse::Prune(self.prune(r.keep)),
-            HostRequest::ReadFile(r) => match self.files.get(&r.path) {
-                Some(text) => HostResponse::ReadFile(FileText { text: text.clone() }),
-                None => {
-                    return Err(HostError::Io {
-                        context: format!("resolving {}", r.path),
-                        source: io::ErrorKind::NotFound.into(),
-                    });
-                }
+            HostRequest::Switch(r) => ("switch", Some(r.release.commit.to_string())),
+            HostRequest::Start(_) => ("start", m.current.clone()),
+            HostRequest::Stop(_) => match m.running() {
+                Some(run) => ("stop", Some(run.release)),
+                None => return None,
             },
-            HostRequest::Exec(_) => HostResponse::Exec(self.exec_output.clone()),
-            HostRequest::Health => {
-                let run = self.running();
-                let port = run.as_ref().and_then(|r| r.port);
-                let ready = self.instance.as_ref().is_some_and(|i| i.alive && i.ready);
-                HostResponse::Health(HealthReport {
-                    current: self.current.clone(),
-                    pid: run.map(|r| r.pid),
-                    port,
-                    port_bound: port.map(|_| ready),
-                    free_bytes: self.free_bytes,
-                })
-            }
-        })
+            _ => return None,
+        };
+        Some(m.state.step.replace(StepInProgress {
+            op: op.to_string(),
+            release,
+            started_at: now_rfc3339(),
+        }))
     }
 
-    fn prune(&mut self, keep: usize) -> PruneReport {
-        let mut protect: Vec<String> = self.current.iter().cloned().collect();
-        for r in [
-            &self.state.current,
-            &self.state.last_good,
-            &self.state.previous_good,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            protect.push(r.commit.clone());
-        }
-        protect.extend(self.running().map(|r| r.release));
-        let mut all: Vec<(u64, String)> = self
-            .releases
-            .iter()
-            .map(|(c, r)| (r.seq, c.clone()))
-            .collect();
-        all.sort_by(|a, b| b.cmp(a));
-        let (mut kept, mut removed) = (Vec::new(), Vec::new());
-        for (i, (_, name)) in all.into_iter().enumerate() {
-            if i < keep || protect.contains(&name) {
-                kept.push(name);
-            } else {
-                self.releases.remove(&name);
-                removed.push(name);
-            }
-        }
-        PruneReport { removed, kept }
+    /// Edits the host's `state.json` in place, as a damaged or tampered target would hold it.
+    pub fn edit_state(&self, f: impl FnOnce(&mut HostState)) {
+        f(&mut self.mem().state);
+    }
+
+    /// Every fencing token this host was sent, in order (refused ones too).
+    pub fn fences(&self) -> Vec<u64> {
+        self.mem().fences_seen.clone()
     }
 }
 
@@ -560,12 +486,30 @@ impl Host for MemoryHost {
         &self.cfg
     }
     fn call(&self, req: HostRequest) -> Result<HostResponse, HostError> {
-        let latency = self.admit(&req.op())?;
+        let op = req.op();
+        let latency = self.admit(&op)?;
+        let before = self.begin(&req);
+        self.hooks.run(&op);
         if !latency.is_zero() {
             std::thread::sleep(latency);
         }
         let root = self.cfg.root.display().to_string();
-        self.mem().handle(&root, req)
+        let mut m = self.mem();
+        // The target's fence check, after the hooks (where a test parks a "stopped" deployer):
+        // a refused request changes nothing, not even the step in progress.
+        if let Some(f) = req.fence()
+            && let Err(e) = m.admit_fence(f)
+        {
+            if let Some(prev) = before {
+                m.state.step = prev;
+            }
+            return Err(e);
+        }
+        let r = m.handle(&root, req);
+        if before.is_some() {
+            m.state.step = None;
+        }
+        r
     }
 }
 

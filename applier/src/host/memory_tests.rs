@@ -6,7 +6,7 @@ use std::time::Instant;
 use artifact::manifest::{Layer, LayerKind, Manifest, SourceInfo};
 
 use super::*;
-use crate::protocol::{PreflightRequest, ReadyRequest, StartRequest};
+use crate::protocol::{Fence, PreflightRequest, ReadyRequest, StartRequest};
 
 fn cfg() -> HostConfig {
     serde_norway::from_str("{root: /srv/mem/h1, port: 7300}").unwrap()
@@ -44,6 +44,24 @@ fn manifest(c: char) -> (Digest, Manifest) {
     (m.digest(), m)
 }
 
+/// The fence of deploy `d-<token>`.
+fn fence(token: u64) -> Fence {
+    Fence {
+        env: model::names::Name::parse("e").unwrap(),
+        token,
+        deploy_id: model::names::DeployId::parse(&format!("d-{token}")).unwrap(),
+    }
+}
+
+fn f1() -> Fence {
+    fence(1)
+}
+
+fn rel(c: char) -> ReleaseRef {
+    let (d, m) = manifest(c);
+    ReleaseRef::of(d, &m).unwrap()
+}
+
 fn ready(port: u16) -> ReadyRequest {
     ReadyRequest {
         address: "127.0.0.1".into(),
@@ -57,29 +75,28 @@ fn start(port: u16) -> StartRequest {
     StartRequest {
         port: Some(port),
         env: Default::default(),
+        fence: Some(f1()),
     }
 }
 
 /// fetch -> render -> switch -> start -> ready -> mark good, as the engine runs it.
 fn deploy(h: &MemoryHost, c: char) -> Result<RunInfo, HostError> {
     let (d, m) = manifest(c);
-    let commit = m.source.commit.clone();
-    h.fetch(&d, &m)?;
-    h.service_spec(&commit)?;
-    h.stop()?;
+    let r = ReleaseRef::of(d, &m).unwrap();
+    h.fetch(&f1(), &d, &m)?;
+    h.service_spec(&r)?;
+    h.stop(&f1())?;
     h.render(&RenderRequest {
-        commit: commit.clone(),
-        env: "test".into(),
+        release: r.clone(),
+        env: model::names::Name::parse("test").unwrap(),
         port: Some(7300),
         values: Default::default(),
+        fence: Some(f1()),
     })?;
-    h.switch(&commit)?;
+    h.switch(&f1(), &r)?;
     let run = h.start(&start(7300))?;
     h.wait_ready(&ready(7300))?;
-    h.mark_good(&ReleaseRef {
-        commit,
-        manifest: d,
-    })?;
+    h.mark_good(&f1(), &r)?;
     Ok(run)
 }
 
@@ -107,7 +124,7 @@ fn a_deploy_then_another_keeps_the_state_a_target_keeps() {
     assert!(h.rendered(&a).is_some());
     // A second fetch of the same artifact is a cache hit.
     let (d, m) = manifest('a');
-    assert!(h.fetch(&d, &m).unwrap().cached);
+    assert!(h.fetch(&f1(), &d, &m).unwrap().cached);
     let run2 = deploy(&h, 'b').unwrap();
     assert_ne!(run.pid, run2.pid);
     let s = h.status().unwrap();
@@ -118,7 +135,7 @@ fn a_deploy_then_another_keeps_the_state_a_target_keeps() {
     );
     // Prune keeps current and both known-good releases.
     deploy(&h, 'c').unwrap();
-    let p = h.prune(0).unwrap();
+    let p = h.prune(&f1(), 0).unwrap();
     assert_eq!(p.removed, vec![a.clone()], "{p:?}");
     assert_eq!(h.status().unwrap().releases.len(), 2);
     let calls = h.calls();
@@ -129,7 +146,7 @@ fn a_deploy_then_another_keeps_the_state_a_target_keeps() {
 #[test]
 fn the_real_rules_refuse_what_a_target_refuses() {
     let h = host();
-    let e = h.switch(&"a".repeat(40)).unwrap_err();
+    let e = h.switch(&f1(), &rel('a')).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFetched);
     assert_eq!(
         h.start(&start(7300)).unwrap_err().kind(),
@@ -143,13 +160,14 @@ fn the_real_rules_refuse_what_a_target_refuses() {
     assert_eq!(e.kind(), ErrorKind::Timeout);
     // A manifest that does not hash to its digest is not fetched.
     let (_, m) = manifest('b');
-    let e = h.fetch(&Digest::of(b"x"), &m).unwrap_err();
+    let e = h.fetch(&f1(), &Digest::of(b"x"), &m).unwrap_err();
     assert!(e.to_string().contains("hashes to"), "{e}");
     h.set_free_bytes(1 << 20);
     let e = h
         .preflight(&PreflightRequest {
             min_free_bytes: 1 << 30,
             node: None,
+            fence: None,
         })
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Preflight);
@@ -170,7 +188,7 @@ fn an_operation_fails_on_its_nth_call_only() {
         h.snapshot().current.as_deref(),
         Some("a".repeat(40).as_str())
     );
-    h.switch(&"b".repeat(40)).unwrap();
+    h.switch(&f1(), &rel('b')).unwrap();
     h.fail_always("status", ErrorKind::Transport, "gone");
     assert!(h.status().is_err() && h.status().is_err());
     h.clear_faults();
@@ -221,7 +239,7 @@ fn a_host_becomes_unreachable() {
     h.set_reachable(true);
     h.status().unwrap();
     h.set_reachable(false);
-    assert!(h.stop().is_err());
+    assert!(h.stop(&f1()).is_err());
 }
 
 #[test]
@@ -233,7 +251,7 @@ fn latency_is_applied_per_operation() {
     assert!(t0.elapsed() >= Duration::from_millis(30));
     h.set_latency(None, Duration::from_millis(20));
     let t0 = Instant::now();
-    h.stop().unwrap();
+    h.stop(&f1()).unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(20));
 }
 
@@ -248,7 +266,12 @@ fn logs_and_exec_answer_what_was_set() {
         stdout: "o".into(),
         stderr: "e".into(),
     });
-    assert_eq!(h.exec("true", Duration::from_secs(1)).unwrap().status, 3);
+    assert_eq!(
+        h.exec("true", &Default::default(), Duration::from_secs(1))
+            .unwrap()
+            .status,
+        3
+    );
 }
 
 #[test]
@@ -281,4 +304,117 @@ fn health_follows_the_instance() {
     );
     h.crash();
     assert_eq!(h.health().unwrap().pid, None);
+}
+
+#[test]
+fn an_older_fence_is_refused_and_changes_nothing() {
+    let h = host();
+    deploy(&h, 'a').unwrap();
+    // A newer deploy reaches the host.
+    h.stop(&fence(2)).unwrap();
+    let before = h.snapshot();
+    let (d, m) = manifest('b');
+    for e in [
+        h.fetch(&f1(), &d, &m).map(|_| ()),
+        h.stop(&f1()).map(|_| ()),
+        h.switch(&f1(), &rel('a')).map(|_| ()),
+        h.start(&start(7300)).map(|_| ()),
+        h.mark_good(&f1(), &rel('a')).map(|_| ()),
+        h.prune(&f1(), 0).map(|_| ()),
+    ] {
+        assert_eq!(e.unwrap_err().kind(), ErrorKind::Fenced);
+    }
+    assert_eq!(h.snapshot(), before, "a refused request changed the host");
+    assert_eq!(h.snapshot().state.fences.get("e"), Some(&fence(2)));
+    // The same token from another deploy is refused too; a newer one is taken.
+    let mut other = fence(2);
+    other.deploy_id = model::names::DeployId::parse("someone-else").unwrap();
+    assert_eq!(h.stop(&other).unwrap_err().kind(), ErrorKind::Fenced);
+    h.stop(&fence(3)).unwrap();
+}
+
+#[test]
+fn a_release_is_acted_on_only_as_the_build_it_was_fetched_as() {
+    let h = host();
+    deploy(&h, 'a').unwrap();
+    // The same commit named with another manifest digest (a record pairing them).
+    let forged = ReleaseRef {
+        commit: rel('a').commit,
+        manifest: Digest::of(b"another build"),
+    };
+    for e in [
+        h.switch(&f1(), &forged).map(|_| ()),
+        h.mark_good(&f1(), &forged).map(|_| ()),
+        h.service_spec(&forged).map(|_| ()),
+    ] {
+        assert_eq!(e.unwrap_err().kind(), ErrorKind::NotFetched);
+    }
+}
+
+#[test]
+fn a_parked_caller_leaves_its_step_in_progress_recorded() {
+    let h = Arc::new(host());
+    deploy(&h, 'a').unwrap();
+    let (d, m) = manifest('b');
+    h.fetch(&f1(), &d, &m).unwrap();
+    let ran = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = ran.clone();
+    h.on_call("status", move || {
+        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    h.status().unwrap();
+    h.status().unwrap();
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1, "once");
+    let parked = h.park_on_call("switch");
+    let h2 = h.clone();
+    std::thread::spawn(move || h2.switch(&f1(), &rel('b')));
+    assert!(parked.wait(Duration::from_secs(5)));
+    let s = h.snapshot();
+    let step = s.state.step.expect("step in progress");
+    assert_eq!(step.op, "switch");
+    assert_eq!(step.release.as_deref(), Some("b".repeat(40).as_str()));
+    // The switch never happened.
+    assert_eq!(s.current.as_deref(), Some("a".repeat(40).as_str()));
+    // A completed mutating step clears its record.
+    let h = host();
+    deploy(&h, 'a').unwrap();
+    assert!(h.snapshot().state.step.is_none());
+}
+
+#[test]
+fn install_puts_a_running_known_good_release_on_the_host() {
+    let h = host();
+    let (d, m) = manifest('a');
+    let r = ReleaseRef::of(d, &m).unwrap();
+    h.install(&r);
+    let s = h.status().unwrap();
+    assert_eq!(s.current.as_deref(), Some(r.commit.as_str()));
+    assert_eq!(s.state.last_good.as_ref(), Some(&r));
+    let run = s.running.expect("running");
+    assert_eq!(run.port, Some(7300));
+    h.wait_ready(&ready(7300)).unwrap();
+    assert!(h.fetch(&f1(), &d, &m).unwrap().cached);
+}
+
+#[test]
+fn the_pool_counts_who_is_out_and_fails_on_request() {
+    let p = MemoryPool::new();
+    let (a, b) = (host(), MemoryHost::new("h2", &cfg()));
+    crate::pool::Pool::depool(&p, &a, None).unwrap();
+    crate::pool::Pool::depool(&p, &b, None).unwrap();
+    crate::pool::Pool::repool(&p, &a, None).unwrap();
+    assert_eq!(p.max_out_seen(), 2);
+    assert!(p.is_out("h2") && !p.is_out("h1"));
+    p.set_out("h3", true);
+    let all = ["h1".to_string(), "h2".into(), "h3".into()];
+    assert_eq!(
+        crate::pool::Pool::out_of_pool(&p, &all).unwrap(),
+        ["h2", "h3"]
+    );
+    p.fail_next("repool", "h2", "lb said no");
+    let e = crate::pool::Pool::repool(&p, &b, None).unwrap_err();
+    assert!(e.to_string().contains("lb said no"), "{e}");
+    assert!(p.is_out("h2"), "a failed repool leaves it out");
+    crate::pool::Pool::repool(&p, &b, None).unwrap();
+    assert_eq!(p.calls().len(), 5);
 }

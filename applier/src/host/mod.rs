@@ -17,6 +17,7 @@ pub mod local;
 pub mod memory;
 pub mod ssh;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use artifact::manifest::Manifest;
@@ -27,10 +28,11 @@ pub use local::LocalHost;
 
 use crate::config::HostConfig;
 use crate::protocol::{
-    CommitRequest, ExecOutput, ExecRequest, FetchReport, FetchUrlsRequest, HealthReport, HostError,
+    ExecOutput, ExecRequest, Fence, FetchReport, FetchUrlsRequest, HealthReport, HostError,
     HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
     PruneReport, PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef,
-    RenderReport, RenderRequest, RunInfo, StartRequest, StopReport, SwitchReport,
+    ReleaseRequest, RenderReport, RenderRequest, RunInfo, StartRequest, StopReport, StopRequest,
+    SwitchReport,
 };
 use crate::service::ServiceSpec;
 
@@ -49,7 +51,8 @@ macro_rules! ask {
     };
 }
 
-/// One target host.
+/// One target host. Every operation that changes the host takes the deploy's [`Fence`] (for
+/// those with a request struct, in its `fence` field), which the target checks.
 pub trait Host: Send + Sync + std::fmt::Debug {
     /// The inventory name.
     fn name(&self) -> &str;
@@ -67,23 +70,31 @@ pub trait Host: Send + Sync + std::fmt::Debug {
         ask!(self, HostRequest::Preflight(req.clone()), Preflight)
     }
     /// Fetches, verifies and unpacks an artifact into a release directory.
-    fn fetch(&self, digest: &Digest, manifest: &Manifest) -> Result<FetchReport, HostError> {
-        let req = FetchUrlsRequest::new(digest, manifest);
+    fn fetch(
+        &self,
+        fence: &Fence,
+        digest: &Digest,
+        manifest: &Manifest,
+    ) -> Result<FetchReport, HostError> {
+        let mut req = FetchUrlsRequest::new(digest, manifest);
+        req.fence = Some(fence.clone());
         ask!(self, HostRequest::FetchUrls(req), FetchUrls)
     }
-    /// The release's `deploy/service.yaml`.
-    fn service_spec(&self, commit: &str) -> Result<ServiceSpec, HostError> {
-        let req = CommitRequest {
-            commit: commit.to_string(),
+    /// The release's `deploy/service.yaml` (if its directory holds that build).
+    fn service_spec(&self, release: &ReleaseRef) -> Result<ServiceSpec, HostError> {
+        let req = ReleaseRequest {
+            release: release.clone(),
+            fence: None,
         };
         ask!(self, HostRequest::ServiceSpec(req), ServiceSpec)
     }
     fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
         ask!(self, HostRequest::Render(req.clone()), Render)
     }
-    fn switch(&self, commit: &str) -> Result<SwitchReport, HostError> {
-        let req = CommitRequest {
-            commit: commit.to_string(),
+    fn switch(&self, fence: &Fence, release: &ReleaseRef) -> Result<SwitchReport, HostError> {
+        let req = ReleaseRequest {
+            release: release.clone(),
+            fence: Some(fence.clone()),
         };
         ask!(self, HostRequest::Switch(req), Switch)
     }
@@ -93,17 +104,28 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn wait_ready(&self, req: &ReadyRequest) -> Result<ReadyReport, HostError> {
         ask!(self, HostRequest::WaitReady(req.clone()), WaitReady)
     }
-    fn stop(&self) -> Result<StopReport, HostError> {
-        ask!(self, HostRequest::Stop, Stop)
+    fn stop(&self, fence: &Fence) -> Result<StopReport, HostError> {
+        let req = StopRequest {
+            fence: Some(fence.clone()),
+        };
+        ask!(self, HostRequest::Stop(req), Stop)
     }
     fn status(&self) -> Result<HostStatus, HostError> {
         ask!(self, HostRequest::Status, Status)
     }
-    fn mark_good(&self, release: &ReleaseRef) -> Result<HostState, HostError> {
-        ask!(self, HostRequest::MarkGood(release.clone()), MarkGood)
+    fn mark_good(&self, fence: &Fence, release: &ReleaseRef) -> Result<HostState, HostError> {
+        let req = ReleaseRequest {
+            release: release.clone(),
+            fence: Some(fence.clone()),
+        };
+        ask!(self, HostRequest::MarkGood(req), MarkGood)
     }
-    fn prune(&self, keep: usize) -> Result<PruneReport, HostError> {
-        ask!(self, HostRequest::Prune(PruneRequest { keep }), Prune)
+    fn prune(&self, fence: &Fence, keep: usize) -> Result<PruneReport, HostError> {
+        let req = PruneRequest {
+            keep,
+            fence: Some(fence.clone()),
+        };
+        ask!(self, HostRequest::Prune(req), Prune)
     }
     /// Reads a file under the host's root (logs).
     fn read_file(&self, path: &str) -> Result<Vec<u8>, HostError> {
@@ -112,11 +134,18 @@ pub trait Host: Send + Sync + std::fmt::Debug {
         };
         ask!(self, HostRequest::ReadFile(req), ReadFile).map(|f| f.text.into_bytes())
     }
-    /// Runs a shell command on the host.
-    fn exec(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput, HostError> {
+    /// Runs a shell command on the host, in the target's minimal environment plus `env` (the
+    /// values the command refers to, never spliced into `cmd`).
+    fn exec(
+        &self,
+        cmd: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, HostError> {
         let req = ExecRequest {
             cmd: cmd.to_string(),
             timeout_ms: timeout.as_millis() as u64,
+            env: env.clone(),
         };
         ask!(self, HostRequest::Exec(req), Exec)
     }

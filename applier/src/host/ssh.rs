@@ -14,7 +14,9 @@
 //!   too). One shared connection per host: the first request opens a master
 //!   (`ControlMaster=yes`, `ControlPersist`) with its output detached, every request then
 //!   rides it (`ControlMaster=no`, so a dead master means a plain connection, never a second
-//!   hidden master). The master is closed when the host is dropped.
+//!   hidden master). The master is closed when the host is dropped. Each inventory host has
+//!   its own control socket (`<dir>/<host>-%C`), so hosts that share a destination each open
+//!   and close their own master and none is left running.
 //! - The remote command removes every `AWS_*` variable from its environment before it runs
 //!   (and the local `ssh` gets none either): targets never hold store credentials.
 //! - Fetch hands the target presigned GET URLs of the layers ([`Store::presign_get`], short
@@ -22,8 +24,9 @@
 //!   the local fetch does ([`crate::target::UrlStore`]). A store without presigned URLs (a
 //!   directory) is named by its path and opened by the target directly, which only works when
 //!   that path is visible on the target.
-//! - `exec` travels as the ssh command itself: it runs in the ssh user's login shell, never
-//!   through `sudo` (the logs check's `command`).
+//! - `exec` travels as the ssh command itself: `env -i` with the target's minimal environment
+//!   ([`crate::target::service_env`]) and the command's values as variables, then `sh -c`
+//!   with the command as one quoted word; never through `sudo` (the logs check's `command`).
 //! - A connection that fails or drops mid-request (ssh exit 255, no JSON answer) is a
 //!   [`HostError::Transport`] for that host; what really happened on the host is in its
 //!   `state.json` (`step` in progress).
@@ -40,17 +43,7 @@ use super::{Host, fetch_source};
 use crate::config::{HostConfig, SshConfig};
 use crate::protocol::{ExecOutput, Hello, HostError, HostRequest, HostResponse};
 
-/// Quotes a word for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
+pub use crate::shell::shell_quote;
 
 /// Removes every `AWS_*` variable, then runs its arguments.
 const STRIP_AWS: &str = r#"for v in $(env | sed -n 's/^\(AWS_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v"; done; exec "$@""#;
@@ -126,6 +119,9 @@ pub struct SshHost {
     ssh: SshConfig,
     store: Arc<dyn Store>,
     control_dir: PathBuf,
+    /// This host's part of its control socket's name (hosts sharing a destination each get
+    /// their own master).
+    socket_prefix: String,
     /// `None`: no master tried yet; `Some(Ok)`: open; `Some(Err)`: it could not be opened.
     master: Mutex<Option<Result<(), String>>>,
 }
@@ -140,6 +136,7 @@ impl SshHost {
             control_dir: ssh
                 .control_dir
                 .join(format!("applier-ssh-{}", std::process::id())),
+            socket_prefix: artifact::Digest::of(name.as_bytes()).hex()[..8].to_string(),
             master: Mutex::new(None),
         }
     }
@@ -160,7 +157,11 @@ impl SshHost {
             config_file: self.ssh.config_file.clone(),
             user: self.ssh.user.clone(),
             connect_timeout: self.ssh.connect_timeout.0,
-            control_path: Some(format!("{}/%C", self.control_dir.display())),
+            control_path: Some(format!(
+                "{}/{}-%C",
+                self.control_dir.display(),
+                self.socket_prefix
+            )),
             options: self.ssh.options.clone(),
         }
         .command()
@@ -298,6 +299,17 @@ impl SshHost {
         )
     }
 
+    /// The remote shell command of an `exec`: `env -i` with the minimal environment and the
+    /// values, then `sh -c` with `cmd` as one quoted word.
+    fn exec_command(&self, cmd: &str, vars: &std::collections::BTreeMap<String, String>) -> String {
+        let mut words = vec!["exec".to_string(), "env".into(), "-i".into()];
+        for (k, v) in crate::target::service_env(&self.cfg.root, vars) {
+            words.push(shell_quote(&format!("{k}={v}")));
+        }
+        words.extend(["sh".into(), "-c".into(), shell_quote(cmd)]);
+        words.join(" ")
+    }
+
     fn too_old(&self, detail: &str) -> HostError {
         HostError::Preflight(format!(
             "the applier on {} does not speak host protocol {} ({detail}); install {} there",
@@ -384,7 +396,11 @@ impl Host for SshHost {
     fn call(&self, req: HostRequest) -> Result<HostResponse, HostError> {
         match req {
             HostRequest::Exec(e) => self
-                .run_remote(&e.cmd, None, Duration::from_millis(e.timeout_ms))
+                .run_remote(
+                    &self.exec_command(&e.cmd, &e.env),
+                    None,
+                    Duration::from_millis(e.timeout_ms),
+                )
                 .map(HostResponse::Exec),
             HostRequest::FetchUrls(f) => {
                 let f = fetch_source(f, self.store.as_ref(), Some(self.ssh.presign_expiry.0))?;
@@ -427,14 +443,6 @@ mod tests {
             user.contains("applier-host sudo -n -u deploy-svc applier host"),
             "{user}"
         );
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("/srv/a-b_c"), "/srv/a-b_c");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

@@ -155,6 +155,10 @@ pub fn render_text(rows: &[HistoryRow<'_>]) -> String {
             j.who,
             why
         ));
+        // Segments of the journal that did not verify (what verified is shown).
+        for d in &j.damaged {
+            o.push_str(&format!("    damaged journal: {d}\n"));
+        }
     }
     super::text::terminal_safe(&o)
 }

@@ -69,11 +69,26 @@ pub fn write_to_dir(dir: &Path, journal: &Journal) -> std::io::Result<PathBuf> {
     })?;
     std::fs::create_dir_all(dir)?;
     let path = dir.join(name);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, html_of(journal).as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path).map_err(|e| e.error)?;
+    write_atomic(&path, &html_of(journal))?;
     Ok(path)
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory renamed over it: a
+/// reader sees the old file or the whole new one, and a failed write leaves no half file.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    let mut perm = tmp.as_file().metadata()?.permissions();
+    // Readable by whoever serves or opens the reports (a temp file starts as 0600).
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
+    tmp.as_file().set_permissions(perm)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -300,9 +300,9 @@ impl Report {
             from: distinct(
                 order
                     .iter()
-                    .filter_map(|h| j.hosts[h].from.as_ref().map(|r| r.commit.clone())),
+                    .filter_map(|h| j.hosts[h].from.as_ref().map(|r| r.commit.to_string())),
             ),
-            to: distinct(order.iter().map(|h| j.hosts[h].to.commit.clone())),
+            to: distinct(order.iter().map(|h| j.hosts[h].to.commit.to_string())),
             who: j.who.clone(),
             reason: j.reason.clone(),
             started_at: j.started_at.clone(),
@@ -435,8 +435,8 @@ fn host_timeline(j: &Journal, host: &str, t0: u64, abort_at: Option<u64>) -> Hos
     HostTimeline {
         host: host.to_string(),
         group,
-        from: e.from.as_ref().map(|r| r.commit.clone()),
-        to: e.to.commit.clone(),
+        from: e.from.as_ref().map(|r| r.commit.to_string()),
+        to: e.to.commit.to_string(),
         phase: e.phase,
         detail: e.detail.clone(),
         bars,
@@ -505,9 +505,10 @@ fn rollback_path(j: &Journal, hosts: &[HostTimeline]) -> Option<RollbackPath> {
 
 fn schema(j: &Journal) -> Schema {
     let mut s = Schema::default();
-    for st in j.steps.iter().filter(|s| s.step == Step::Guard) {
+    for st in j.steps.iter().filter(|s| s.step == Step::StorageGuard) {
         s.recorded = true;
-        for line in st.detail.as_deref().unwrap_or("").lines() {
+        // The first line is the decision (deploy type, what it was compared with).
+        for line in st.detail.as_deref().unwrap_or("").lines().skip(1) {
             match line.strip_prefix("ack: ") {
                 Some(a) => s.acks.push(a.to_string()),
                 None if !line.is_empty() => s.findings.push(line.to_string()),

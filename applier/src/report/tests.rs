@@ -8,6 +8,9 @@ use super::*;
 use crate::records::{JournalStatus, Step};
 
 const EVIL: &str = "<script>alert(1)</script>";
+/// Host names are validated when a journal is read (a hostile one is refused before any
+/// report); the hostile text rides in the free-text fields instead.
+const HOST: &str = "canary-1";
 const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
@@ -15,10 +18,10 @@ fn step(at: &str, host: Option<&str>, step: &str, ok: bool, detail: Option<&str>
     json!({"at": format!("2026-12-01T10:00:{at}Z"), "host": host, "step": step, "ok": ok, "detail": detail})
 }
 
-/// A deploy whose canary (a host with a hostile name) failed its checks and was rolled back,
+/// A deploy whose canary (with hostile text in its records) failed its checks and was rolled back,
 /// with an acknowledged storage finding.
 fn journal() -> Journal {
-    let h = EVIL;
+    let h = HOST;
     let path = |t0: u32, ok_checks: bool, detail: Option<&str>| -> Vec<Value> {
         let names = [
             "spec", "port", "depool", "stop", "render", "switch", "start", "ready", "checks",
@@ -59,10 +62,10 @@ fn journal() -> Journal {
         step(
             "00.100",
             None,
-            "guard",
+            "storage_guard",
             true,
             Some(
-                "block[SG002] pages: schema changed (acknowledged)\nack: SG002 pages 1->2 <b>ok</b>",
+                "schema deploy; compared with sha256:aa (commit aaaaaaa)\nblock[SG002] pages: schema changed (acknowledged)\nack: SG002 pages 1->2 <b>ok</b>",
             ),
         ),
         step("01.000", Some(h), "preflight", true, Some("900 MiB free")),
@@ -110,7 +113,7 @@ fn journal() -> Journal {
 fn canary() -> CanaryAnalysis {
     // The shape of an analysis record, with the two series.
     CanaryAnalysis::from_value(json!({
-        "group": "canary", "canary": [EVIL], "baseline": ["b"],
+        "group": "canary", "canary": [HOST], "baseline": ["b"],
         "from": "2026-12-01T10:00:10Z", "to": "2026-12-01T10:00:20Z",
         "verdict": "fail", "passed": false,
         "metrics": [{"metric": "5xx", "verdict": "fail", "test": "mann_whitney", "reason": "worse",
@@ -125,11 +128,11 @@ fn canary() -> CanaryAnalysis {
 fn the_model_has_each_hosts_steps_with_durations_and_the_way_back() {
     let r = of(&journal());
     assert_eq!(r.summary.duration_ms, Some(30_000));
-    assert_eq!(r.summary.touched, [EVIL]);
+    assert_eq!(r.summary.touched, [HOST]);
     assert!(r.summary.changed.is_empty());
     assert_eq!(r.hosts.len(), 2);
     let h = &r.hosts[0];
-    assert_eq!(h.host, EVIL);
+    assert_eq!(h.host, HOST);
     assert_eq!(h.group, "canary");
     let depool = h.bars.iter().find(|b| b.step == Step::Depool).unwrap();
     assert_eq!((depool.start_ms, depool.dur_ms), (10_500, Some(500)));
@@ -228,7 +231,7 @@ fn history_rows_filters_and_their_parsers() {
     assert_eq!(row.duration_ms, Some(30_000));
     let v = serde_json::to_value(&row).unwrap();
     assert_eq!(v["status"], "rolled_back", "the journal's own fields stay");
-    assert_eq!(v["hosts_touched"][0], EVIL);
+    assert_eq!(v["hosts_touched"][0], HOST);
     let t = render_text(&[row]);
     assert!(
         t.contains("rolled_back") && t.contains("30.0 s") && t.contains("0/2"),
@@ -242,7 +245,7 @@ fn history_rows_filters_and_their_parsers() {
     };
     assert!(f("2026-12-01", "", None).accepts(&j));
     assert!(!f("2026-12-02", "", None).accepts(&j));
-    assert!(f("1h", "failed", Some(EVIL)).accepts(&j));
+    assert!(f("1h", "failed", Some(HOST)).accepts(&j));
     assert!(!f("", "succeeded", None).accepts(&j));
     assert!(!f("", "", Some("b")).accepts(&j), "b was never touched");
     assert!(!f("", "", Some("zz")).accepts(&j));
@@ -261,6 +264,10 @@ fn a_report_goes_to_a_plain_file_name_only() {
     let p = write_to_dir(dir.path(), &j).unwrap();
     assert_eq!(p.file_name().unwrap(), "stg-20261201T100000Z-abcdef.html");
     assert_eq!(std::fs::read_to_string(&p).unwrap(), html_of(&j));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "a report is readable by its readers");
+    assert!(super::write_atomic(&dir.path().join("no-such-dir/r.html"), "x").is_err());
     let mut evil = j.clone();
     evil.id = "../../etc/x".into();
     assert!(write_to_dir(dir.path(), &evil).is_err());

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::HostRoot;
+use super::{CommandEnv, HostRoot};
 use crate::protocol::{ExecOutput, HostError, io_err};
 
 impl HostRoot {
@@ -26,9 +26,11 @@ impl HostRoot {
     }
 }
 
-/// Runs `sh -c cmd` with a timeout, capturing output.
-pub fn exec(cmd: &str, timeout: Duration) -> Result<ExecOutput, HostError> {
-    let mut child = Command::new("sh")
+/// Runs `sh -c cmd` in `env` with a timeout, capturing output.
+pub fn exec(cmd: &str, timeout: Duration, env: CommandEnv<'_>) -> Result<ExecOutput, HostError> {
+    let mut command = Command::new("sh");
+    env.apply(&mut command);
+    let mut child = command
         .args(["-c", cmd])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -10,11 +10,14 @@
 //! ```
 //!
 //! Every operation records the step it is in (`state.json` `step`) before it acts and clears it
-//! when done, so an interrupted operation is visible. [`HostRoot::handle`] answers one
+//! when done, so an interrupted operation is visible. Requests that change the host run one at a
+//! time (a lock file, `run/.lock`) and are fenced: one carrying a token older than the newest in
+//! `state.json` is refused before it acts ([`crate::protocol::Fence`]). [`HostRoot::handle`] answers one
 //! [`HostRequest`]; the same code serves the local transport in-process and `applier host`
 //! ([`serve`]) for remote ones. By concern:
 //!
-//! - [`state`]: `state.json`, the step in progress, mark-good, status.
+//! - [`state`]: `state.json`, the step in progress, the fence, mark-good, status.
+//! - [`env`]: the minimal environment services and commands get.
 //! - [`preflight`]: writable root, free disk, node ABI.
 //! - [`fetch`]: streaming, verified fetch into a release directory; [`presigned`]: the
 //!   read-only store of presigned URLs a target fetches through.
@@ -25,6 +28,7 @@
 //! - [`prune`]: removing old releases.
 //! - [`serve`]: the protocol session on stdin/stdout of `applier host`.
 
+pub mod env;
 pub mod exec;
 pub mod fetch;
 pub mod preflight;
@@ -45,6 +49,7 @@ use std::time::SystemTime;
 use artifact::store::Store;
 use artifact::unpack::UnpackLimits;
 
+pub use env::{CommandEnv, service_env};
 pub use exec::{exec, wait_output};
 pub use preflight::{node_arch, node_os};
 pub use presigned::UrlStore;
@@ -112,22 +117,44 @@ impl HostRoot {
             .unwrap_or_else(|e| HostResponse::Error(e.to_remote()))
     }
 
-    /// Runs one request, keeping the error typed (in-process callers).
+    /// Runs one request, keeping the error typed (in-process callers). A request that changes
+    /// the host holds the host's lock while it runs and is admitted by its fence first.
     pub fn execute(&self, req: HostRequest) -> Result<HostResponse, HostError> {
+        let lock = if req.changes_host() {
+            let lock = self.lock()?;
+            if let Some(f) = req.fence() {
+                self.admit(f)?;
+            }
+            Some(lock)
+        } else {
+            None
+        };
+        // A fetch (minutes) and a preflight hold the lock only for the fence check: neither
+        // touches `current`, the service or the known-good releases.
+        let _lock = match req {
+            HostRequest::FetchUrls(_) | HostRequest::Preflight(_) => None,
+            _ => lock,
+        };
         Ok(match req {
             HostRequest::Hello(h) => HostResponse::Hello(h.answer()?),
             HostRequest::Preflight(r) => HostResponse::Preflight(self.preflight(&r)?),
             HostRequest::FetchUrls(r) => HostResponse::FetchUrls(self.fetch_request(&r)?),
-            HostRequest::ServiceSpec(r) => HostResponse::ServiceSpec(self.service_spec(&r.commit)?),
+            HostRequest::ServiceSpec(r) => {
+                self.verified_release(&r.release)?;
+                HostResponse::ServiceSpec(self.service_spec(&r.release.commit)?)
+            }
             HostRequest::Render(r) => HostResponse::Render(self.render(&r)?),
-            HostRequest::Switch(r) => HostResponse::Switch(self.switch(&r.commit)?),
+            HostRequest::Switch(r) => HostResponse::Switch(self.switch(&r.release)?),
             // The child handle is dropped here: it is reaped in the background, and the
             // service outlives an `applier host` process that exits.
             HostRequest::Start(r) => HostResponse::Start(self.start(&r)?.1),
             HostRequest::WaitReady(r) => HostResponse::WaitReady(self.wait_ready(&r)?),
-            HostRequest::Stop => HostResponse::Stop(self.stop()?),
+            HostRequest::Stop(_) => HostResponse::Stop(self.stop()?),
             HostRequest::Status => HostResponse::Status(self.status()?),
-            HostRequest::MarkGood(r) => HostResponse::MarkGood(self.mark_good(&r)?),
+            HostRequest::MarkGood(r) => {
+                self.verified_release(&r.release)?;
+                HostResponse::MarkGood(self.mark_good(&r.release)?)
+            }
             HostRequest::Prune(r) => HostResponse::Prune(self.prune(r.keep)?),
             HostRequest::ReadFile(r) => HostResponse::ReadFile(FileText {
                 text: String::from_utf8_lossy(&self.read_file(&r.path)?).into_owned(),
@@ -135,6 +162,7 @@ impl HostRoot {
             HostRequest::Exec(r) => HostResponse::Exec(exec(
                 &r.cmd,
                 std::time::Duration::from_millis(r.timeout_ms),
+                CommandEnv::Clean(&service_env(&self.root, &r.env)),
             )?),
             HostRequest::Health => HostResponse::Health(self.health()?),
         })
@@ -151,7 +179,9 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), HostError> {
+/// Writes `data` to `path` atomically: a temp file beside it, synced, renamed over it. On any
+/// failure after the temp file was created, the temp file is removed (nothing is left behind).
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), HostError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -161,14 +191,20 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), HostError> {
         rand::random::<u32>()
     ));
     let mut f = fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-    f.write_all(data)
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    f.sync_all()
-        .map_err(io_err(format!("syncing {}", tmp.display())))?;
-    fs::rename(&tmp, path).map_err(|e| {
+    let written = f
+        .write_all(data)
+        .map_err(io_err(format!("writing {}", tmp.display())))
+        .and_then(|()| {
+            f.sync_all()
+                .map_err(io_err(format!("syncing {}", tmp.display())))
+        })
+        .and_then(|()| {
+            fs::rename(&tmp, path).map_err(io_err(format!("renaming into {}", path.display())))
+        });
+    if written.is_err() {
         let _ = fs::remove_file(&tmp);
-        io_err(format!("renaming into {}", path.display()))(e)
-    })
+    }
+    written
 }
 
 fn sync_dir(dir: &Path) {
@@ -176,3 +212,6 @@ fn sync_dir(dir: &Path) {
         let _ = f.sync_all();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,8 @@ impl HostRoot {
         fs::write(&probe, b"ok")
             .map_err(io_err(format!("{} is not writable", self.root.display())))?;
         let _ = fs::remove_file(&probe);
+        // A host whose journal is unreadable fails here, before any host is depooled.
+        self.state()?;
         let free_bytes = self.free_bytes()?;
         if free_bytes < req.min_free_bytes {
             return Err(HostError::Preflight(format!(
@@ -26,7 +28,10 @@ impl HostRoot {
         let node_abi = match &req.node {
             None => None,
             Some(node) => {
-                let out = Command::new(node)
+                let env = super::service_env(&self.root, &Default::default());
+                let mut cmd = Command::new(node);
+                super::CommandEnv::Clean(&env).apply(&mut cmd);
+                let out = cmd
                     .args(["-p", "process.versions.modules"])
                     .stdin(Stdio::null())
                     .output()

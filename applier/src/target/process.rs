@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{HostRoot, unix_ms, write_atomic};
+use super::{CommandEnv, HostRoot, service_env, unix_ms, write_atomic};
 use crate::protocol::{HostError, RunInfo, StartRequest, StopReport, io_err};
 use crate::service::{ServiceSpec, signal_number};
 
@@ -76,9 +76,10 @@ impl HostRoot {
             })
             .collect();
         let mut cmd = Command::new(&argv[0]);
+        // The documented minimal base and the inventory's `env`, nothing of this process.
+        CommandEnv::Clean(&service_env(&self.root, &req.env)).apply(&mut cmd);
         cmd.args(&argv[1..])
             .current_dir(&dir)
-            .envs(&req.env)
             .stdin(Stdio::null())
             .stdout(Stdio::from(logf))
             .stderr(Stdio::from(logf2))
@@ -229,16 +230,41 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// What a failed start says about its log: the one line that tells why (the last at level
+/// error or above, else the last line), truncated, and the log's path.
 pub(super) fn tail(path: &str) -> String {
     let text = fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(5);
-    let t = lines[start..].join("\n");
-    if t.is_empty() {
-        format!("(log {path} is empty)")
-    } else {
-        format!("log {path}:\n{t}")
+    let level = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v.get("level").and_then(serde_json::Value::as_u64))
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| level(l).is_some_and(|n| n >= 50))
+        .or(lines.last());
+    match line {
+        None => format!("(log {path} is empty)"),
+        Some(l) => format!("{} (log {path})", quote_line(l)),
     }
 }
+
+/// A log line quoted for a message: at most [`QUOTE_MAX`] bytes, cut on a character boundary.
+pub fn quote_line(line: &str) -> String {
+    let l = line.trim();
+    if l.len() <= QUOTE_MAX {
+        return format!("{l:?}");
+    }
+    let mut end = QUOTE_MAX;
+    while !l.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} more bytes)", &l[..end], l.len() - end)
+}
+
+/// The most of one log line a message quotes.
+pub const QUOTE_MAX: usize = 240;

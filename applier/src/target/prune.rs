@@ -1,5 +1,7 @@
 //! Pruning: old releases go, never `current`, the running one, or the last and previous
-//! known good; the `keep` most recently fetched stay too. Half-removed trash is swept.
+//! known good; the `keep` most recently fetched stay too. Half-removed trash is swept, and so
+//! are partial releases (a directory without the `.release.json` a completed fetch writes
+//! last, left by a fetch that was killed), unless a fetch of it is in progress.
 
 use std::fs;
 use std::time::SystemTime;
@@ -18,12 +20,18 @@ impl HostRoot {
             .into_iter()
             .flatten()
         {
-            protect.push(r.commit.clone());
+            protect.push(r.commit.to_string());
         }
         if let Some(run) = self.running()? {
             protect.push(run.release);
         }
+        if let Some(step) = &st.step
+            && step.op == "fetch"
+        {
+            protect.extend(step.release.clone());
+        }
         let mut all: Vec<(SystemTime, String)> = Vec::new();
+        let mut removed = Vec::new();
         if let Ok(rd) = fs::read_dir(self.root.join("releases")) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -32,6 +40,13 @@ impl HostRoot {
                     continue;
                 }
                 if name.starts_with('.') {
+                    continue;
+                }
+                if !protect.contains(&name) && self.release_meta(&name).is_err() {
+                    // A partial release: never complete, so nothing can use it.
+                    fs::remove_dir_all(e.path())
+                        .map_err(io_err(format!("removing {}", e.path().display())))?;
+                    removed.push(name);
                     continue;
                 }
                 let t = e
@@ -43,7 +58,6 @@ impl HostRoot {
         }
         all.sort_by(|a, b| b.cmp(a));
         let mut kept = Vec::new();
-        let mut removed = Vec::new();
         for (i, (_, name)) in all.into_iter().enumerate() {
             if i < keep || protect.contains(&name) {
                 kept.push(name);

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -12,6 +12,20 @@ use crate::protocol::{HostError, ReleaseRef, RenderReport, RenderRequest, Switch
 use crate::service::ServiceSpec;
 
 impl HostRoot {
+    /// The directory of `release`, if it holds that very build: its `.release.json` (written
+    /// by the fetch that verified it) names the same manifest digest. A directory holding
+    /// another build of the commit, or none, is refused.
+    pub fn verified_release(&self, release: &ReleaseRef) -> Result<PathBuf, HostError> {
+        let meta = self.release_meta(&release.commit)?;
+        if meta.manifest != release.manifest {
+            return Err(HostError::NotFetched(format!(
+                "{} as the build {} (releases/{} holds {})",
+                release.commit, release.manifest, release.commit, meta.manifest
+            )));
+        }
+        Ok(self.release_dir(&release.commit))
+    }
+
     pub fn service_spec(&self, commit: &str) -> Result<ServiceSpec, HostError> {
         let dir = self.release_dir(commit);
         if !dir.is_dir() {
@@ -23,9 +37,18 @@ impl HostRoot {
     /// Renders `deploy/env/<env>.yaml` of the release plus host-local values into
     /// `<release>/config.yaml`.
     pub fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
-        let spec = self.service_spec(&req.commit)?;
-        let dir = self.release_dir(&req.commit);
-        let env_file = dir.join(spec.config.env_file.replace("{env}", &req.env));
+        let dir = self.verified_release(&req.release)?;
+        let spec = self.service_spec(&req.release.commit)?;
+        let rel = spec.config.env_file.replace("{env}", &req.env);
+        if Path::new(&rel)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(HostError::Render(format!(
+                "config.env_file {rel:?} must be a relative path inside the release"
+            )));
+        }
+        let env_file = dir.join(&rel);
         let mut tree: Value = match fs::read_to_string(&env_file) {
             Ok(t) if t.trim().is_empty() => Value::Object(Default::default()),
             Ok(t) => serde_norway::from_str(&t)
@@ -56,9 +79,10 @@ impl HostRoot {
         })
     }
 
-    /// Points `current` at the release, atomically.
-    pub fn switch(&self, commit: &str) -> Result<SwitchReport, HostError> {
-        let meta = self.release_meta(commit)?;
+    /// Points `current` at the release, atomically (only if its directory holds that build).
+    pub fn switch(&self, release: &ReleaseRef) -> Result<SwitchReport, HostError> {
+        self.verified_release(release)?;
+        let commit = release.commit.as_str();
         self.begin("switch", Some(commit))?;
         let from = self.current();
         let tmp = self
@@ -71,12 +95,8 @@ impl HostRoot {
             io_err("switching current")(e)
         })?;
         sync_dir(&self.root);
-        let release = ReleaseRef {
-            commit: commit.to_string(),
-            manifest: meta.manifest,
-        };
         self.update_state(|s| {
-            s.current = Some(release);
+            s.current = Some(release.clone());
             s.step = None;
         })?;
         Ok(SwitchReport {

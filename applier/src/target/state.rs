@@ -1,14 +1,26 @@
 //! `state.json`, this host's journal: the release `current` points at, the last and previous
-//! known good releases, and the step in progress (recorded before an operation acts, cleared
-//! when it is done, so an interrupted one is visible). Also the status and health reports.
+//! known good releases, the step in progress (recorded before an operation acts, cleared when
+//! it is done, so an interrupted one is visible) and the newest fencing token seen. Also the
+//! host's lock, the fence check, and the status and health reports.
+//!
+//! A `state.json` that does not parse is an error everywhere it is read (preflight included),
+//! never an empty state: the host's journal is what tells an interrupted step and the fence.
 
 use std::fs;
 use std::io;
+use std::time::{Duration, Instant};
 
 use super::{HostRoot, now_rfc3339, write_atomic};
 use crate::protocol::{
-    HealthReport, HostError, HostState, HostStatus, ReleaseRef, StepInProgress, io_err,
+    Fence, HealthReport, HostError, HostState, HostStatus, ReleaseRef, StepInProgress, io_err,
 };
+
+/// How long a request waits for another one holding the host's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// This host's lock (`run/.lock`), held until dropped.
+#[derive(Debug)]
+pub struct HostLock(#[allow(dead_code)] fs::File);
 
 impl HostRoot {
     pub fn state(&self) -> Result<HostState, HostError> {
@@ -39,6 +51,58 @@ impl HostRoot {
         f(&mut st);
         self.save_state(&mut st)?;
         Ok(st)
+    }
+
+    /// Takes this host's lock: requests that change the host run one at a time, so a fence
+    /// check and the operation it admits cannot interleave with another request's. Waits up to
+    /// a minute for a request holding it.
+    pub fn lock(&self) -> Result<HostLock, HostError> {
+        self.ensure_dirs()?;
+        let p = self.root.join("run/.lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(format!("opening {}", p.display())))?;
+        let t0 = Instant::now();
+        loop {
+            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(HostLock(f)),
+                Err(rustix::io::Errno::WOULDBLOCK) if t0.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(HostError::Preflight(format!(
+                        "{} is held by another request for over {}s; try again when it is done",
+                        p.display(),
+                        LOCK_WAIT.as_secs()
+                    )));
+                }
+                Err(e) => return Err(io_err(format!("locking {}", p.display()))(e.into())),
+            }
+        }
+    }
+
+    /// Admits a request carrying `fence`: refused when the host has seen a newer token (or the
+    /// same token from another deploy), recorded as the newest otherwise. Hold [`Self::lock`].
+    pub fn admit(&self, fence: &Fence) -> Result<(), HostError> {
+        let st = self.state()?;
+        if let Some(seen) = st.fences.get(fence.env.as_str()) {
+            if fence == seen {
+                return Ok(());
+            }
+            if fence.token <= seen.token {
+                return Err(HostError::Fenced {
+                    got: fence.clone(),
+                    seen: seen.clone(),
+                });
+            }
+        }
+        self.update_state(|s| {
+            s.fences.insert(fence.env.to_string(), fence.clone());
+        })?;
+        Ok(())
     }
 
     /// Records the step in progress.

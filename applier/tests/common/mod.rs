@@ -160,7 +160,7 @@ impl Env {
         );
         let cfg = Config {
             store: fx.store.display().to_string(),
-            lease_ttl: applier::config::Dur(Duration::from_secs(6)),
+            lease_ttl: applier::config::Dur(Duration::from_secs(10)),
             envs,
             ..Config::default()
         };

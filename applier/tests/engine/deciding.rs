@@ -138,7 +138,14 @@ fn shadow_checks_are_recorded_and_never_gate() {
 fn a_check_without_data_is_named_in_the_summary_whatever_it_counts_as() {
     let hs = ["h1", "h2"];
     let (bed, r) = bed(&hs);
-    // The in-memory host has no `exec`: a log command never yields data.
+    // The log command is not there (exit 127): it never yields data.
+    for h in hs {
+        bed.host(h).set_exec_output(applier::protocol::ExecOutput {
+            status: 127,
+            stdout: String::new(),
+            stderr: "journalctl: not found".into(),
+        });
+    }
     let nodata = |policy: &str| {
         json!({"checks": {"extra": [
             {"type": "logs", "name": "journal", "command": "journalctl -u svc", "inconclusive": policy}

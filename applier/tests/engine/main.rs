@@ -1,21 +1,26 @@
-//! Fast engine tests: the deploy engine driven through in-memory hosts (`mem`) and a
-//! directory store in a tempdir, with no node, npm, git or network. They cover the capacity
-//! guard, the failure limit, abort order, per-host restore, resume after a crash at every
-//! step, lease loss and the canary bake, and pin the event stream in a JSON golden file.
+//! Fast engine tests: the deploy engine driven through the library's in-memory hosts and
+//! pool (`bed`) and a directory store in a tempdir, with no node, npm, git or network. They
+//! cover the capacity guard, the failure limit, abort order, per-host restore, resume after a
+//! crash at every step, lease loss and the canary bake, and pin the event stream in a JSON
+//! golden file.
 
+mod bed;
 mod deciding;
-mod mem;
+mod failclosed;
+mod journal;
+mod plan;
+mod tap;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use applier::engine::{self, DeployOptions, EnvContext, Outcome};
 use applier::events::{Event, EventSink, NullSink, VecSink};
-use applier::protocol::ReleaseRef;
+use applier::protocol::{ErrorKind, ReleaseRef};
 use applier::records::{self, HostPhase, Journal, JournalStatus};
 use serde_json::{Value, json};
 
-use mem::Bed;
+use bed::Bed;
+use tap::TapStore;
 
 const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -88,11 +93,9 @@ fn rollbacks(events: &[Event]) -> Vec<String> {
 fn capacity_limit_keeps_at_most_max_out_hosts_out_of_the_pool() {
     let hs = ["h1", "h2", "h3", "h4", "h5"];
     let (bed, r) = bed(&hs);
-    bed.fleet
-        .latency
-        .lock()
-        .unwrap()
-        .insert("start".into(), Duration::from_millis(30));
+    for h in bed.hosts.values() {
+        h.set_latency(Some("start"), Duration::from_millis(30));
+    }
     let ctx = bed.ctx(
         "cap",
         with(groups(&hs, 4), json!({"capacity": {"max_out": 2}})),
@@ -103,14 +106,14 @@ fn capacity_limit_keeps_at_most_max_out_hosts_out_of_the_pool() {
         bed.assert_serves(h, B);
     }
     // The batch of four went two at a time: two were out together, never more.
-    assert_eq!(*bed.pool.max_seen.lock().unwrap(), 2);
+    assert_eq!(bed.pool.max_out_seen(), 2);
 }
 
 #[test]
 fn capacity_guard_counts_hosts_someone_else_took_out() {
     let hs = ["h1", "h2", "h3", "h4"];
     let (bed, r) = bed(&hs);
-    bed.pool.out.lock().unwrap().insert("h4".into());
+    bed.pool.set_out("h4", true);
     let ctx = bed.ctx(
         "capx",
         with(groups(&hs, 3), json!({"capacity": {"max_out": 1}})),
@@ -128,14 +131,15 @@ fn capacity_guard_counts_hosts_someone_else_took_out() {
     for h in ["h1", "h2", "h3"] {
         bed.assert_serves(h, A);
     }
-    assert!(bed.pool.out.lock().unwrap().contains("h4"), "h4 stays out");
+    assert!(bed.pool.is_out("h4"), "h4 stays out");
 }
 
 #[test]
 fn failure_within_the_limit_restores_that_host_and_the_roll_goes_on() {
     let hs = ["h1", "h2", "h3"];
     let (bed, r) = bed(&hs);
-    bed.fleet.fail("h2", "start", "no such file");
+    bed.host("h2")
+        .fail_next("start", ErrorKind::Transport, "no such file");
     let ctx = bed.ctx("flim", with(groups(&hs, 1), json!({"failure_limit": 1})));
     let o = deploy(&ctx, &NullSink, &r[1]);
     assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
@@ -156,7 +160,8 @@ fn failure_past_the_limit_aborts_in_reverse_touch_order_to_each_hosts_own_releas
     let (bed, r) = bed(&hs);
     // h2's own last good release is D, the others' A.
     bed.host("h2").install(&r[3]);
-    bed.fleet.fail("h3", "wait_ready", "did not bind");
+    bed.host("h3")
+        .fail_next("wait-ready", ErrorKind::Transport, "did not bind");
     let ctx = bed.ctx("abort", groups(&hs, 1));
     let sink = VecSink::default();
     let o = deploy(&ctx, &sink, &r[1]);
@@ -201,33 +206,43 @@ fn a_host_with_nothing_to_go_back_to_is_taken_out_through_the_journal() {
     assert!(bed.on("h2").0.is_none(), "h2 was never touched");
 }
 
-/// Every host op and pool op a deploy makes, in path order.
+/// Every host op (by its wire name) and pool op a deploy makes, in path order.
 const CRASH_POINTS: &[&str] = &[
     "preflight",
-    "fetch",
-    "service_spec",
+    "fetch-urls",
+    "service-spec",
     "depool",
     "stop",
     "render",
     "switch",
     "start",
-    "wait_ready",
-    "read_file",
-    "mark_good",
+    "wait-ready",
+    "read-file",
+    "mark-good",
     "repool",
 ];
 
-/// Runs a deploy of B that "dies" at (`host`, `op`); returns the bed, the id and the releases.
+/// Runs a deploy of B whose applier "dies" at (`host`, `op`): the calling thread is parked
+/// there for good and the store cut off from that applier, as from a process that is gone.
+/// Returns the bed, the deploy id and the releases.
 fn crash(host: &str, op: &str) -> (Bed, String, [ReleaseRef; 4]) {
     let hs = ["h1", "h2", "h3"];
     let (bed, r) = bed(&hs);
-    *bed.fleet.crash_at.lock().unwrap() = Some((host.into(), op.into()));
-    let ctx = Arc::new(bed.ctx("crash", groups(&hs, 1)));
-    let (c2, to) = (ctx.clone(), r[1].manifest.to_string());
+    let parked = match op {
+        "depool" | "repool" => bed.pool.park_on_call(op, host),
+        _ => bed.host(host).park_on_call(op),
+    };
+    let tap = TapStore::new(bed.store.clone());
+    let ctx = bed.ctx_on(tap.clone(), "crash", groups(&hs, 1));
+    let to = r[1].manifest.to_string();
     // This thread never returns: it is the applier that died.
-    std::thread::spawn(move || engine::deploy(&c2, &NullSink, &to, &DeployOptions::default()));
-    bed.fleet.wait_crashed();
-    let id = records::history(ctx.store.as_ref(), "crash").unwrap()[0]
+    std::thread::spawn(move || engine::deploy(&ctx, &NullSink, &to, &DeployOptions::default()));
+    assert!(
+        parked.wait(Duration::from_secs(10)),
+        "the crash point {host} {op} was never reached"
+    );
+    tap.kill();
+    let id = records::history(bed.store.as_ref(), "crash").unwrap()[0]
         .id
         .clone();
     (bed, id, r)
@@ -264,7 +279,7 @@ fn resume_after_a_crash_at_every_step_finishes_without_half_switched_hosts() {
 
 #[test]
 fn resume_rollback_after_a_crash_restores_every_touched_host() {
-    for op in ["switch", "wait_ready", "repool"] {
+    for op in ["switch", "wait-ready", "repool"] {
         let (bed, id, _) = crash("h2", op);
         let ctx = bed.ctx("crash", groups(&["h1", "h2", "h3"], 1));
         let sink = VecSink::default();
@@ -299,7 +314,7 @@ fn lease_loss_stops_the_run_and_leaves_its_hosts_to_a_human() {
     let mut ctx = bed.ctx("lost", groups(&hs, 1));
     ctx.lease_ttl = Duration::from_millis(600);
     let store = ctx.store.clone();
-    bed.fleet.hook("h1", "mark_good", move || {
+    bed.host("h1").on_call("mark-good", move || {
         // Another applier takes the lease over.
         let (mut info, etag) = applier::engine::lease::current(store.as_ref(), "lost")
             .unwrap()
@@ -316,9 +331,15 @@ fn lease_loss_stops_the_run_and_leaves_its_hosts_to_a_human() {
     });
     let o = deploy(&ctx, &NullSink, &r[1]);
     assert_eq!(o.status, JournalStatus::NeedsHuman, "{}", o.message);
-    assert!(o.message.contains("lease was lost"), "{}", o.message);
-    // Not rolled back (someone else may be deploying), and no further host touched.
-    bed.assert_serves("h1", B);
+    assert!(
+        o.message.contains("lease on lost was lost"),
+        "{}",
+        o.message
+    );
+    assert!(o.message.contains("thief@elsewhere"), "{}", o.message);
+    // Stopped at once: h1 is not even repooled (the pool driver is only called with a lease
+    // confirmed in the store), nothing is rolled back, and no further host is touched.
+    assert_eq!(bed.on("h1"), (Some(B.into()), Some(B.into()), false, None));
     bed.assert_serves("h2", A);
     bed.assert_serves("h3", A);
     let (info, _) = applier::engine::lease::current(ctx.store.as_ref(), "lost")
@@ -376,7 +397,7 @@ fn bed_and_kill_on_bake(hs: &[&str], cfg: Value) -> (Bed, [ReleaseRef; 4]) {
     let (bed, r) = bed(hs);
     let ctx = bed.ctx("bake2", cfg);
     let h1 = bed.hosts["h1"].clone();
-    let sink = BakeSink(VecSink::default(), move || h1.kill());
+    let sink = BakeSink(VecSink::default(), move || h1.crash());
     let o = deploy(&ctx, &sink, &r[1]);
     assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
     assert!(
@@ -388,7 +409,28 @@ fn bed_and_kill_on_bake(hs: &[&str], cfg: Value) -> (Bed, [ReleaseRef; 4]) {
     (bed, r)
 }
 
-/// The event stream as JSON with what varies between runs (deploy ids, timings) normalised.
+/// `<commit>-<start ms>.log` with the start time replaced by `<ms>`.
+fn without_start_ms(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(".log") {
+        let (head, tail) = rest.split_at(i);
+        let digits = head.len() - head.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if digits >= 10 && head[..head.len() - digits].ends_with('-') {
+            out.push_str(&head[..head.len() - digits]);
+            out.push_str("<ms>");
+        } else {
+            out.push_str(head);
+        }
+        out.push_str(".log");
+        rest = &tail[4..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The event stream as JSON with what varies between runs (deploy ids, timings, start times
+/// in log names) normalised.
 fn normalised(events: &[Event]) -> Value {
     let mut v = serde_json::to_value(events).unwrap();
     fn walk(v: &mut Value) {
@@ -403,6 +445,7 @@ fn normalised(events: &[Event]) -> Value {
                 }
             }
             Value::Array(a) => a.iter_mut().for_each(walk),
+            Value::String(s) => *s = without_start_ms(s),
             _ => {}
         }
     }

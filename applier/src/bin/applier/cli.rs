@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use applier::engine::DeployOptions;
 use clap::{Parser, Subcommand, ValueEnum};
+use model::names::{DeployId, Name};
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +45,7 @@ pub enum Cmd {
     Deploy {
         target: String,
         #[arg(long)]
-        env: String,
+        env: Name,
         #[command(flatten)]
         flags: DeployFlags,
     },
@@ -52,16 +53,31 @@ pub enum Cmd {
     /// release, put there by a succeeded deploy).
     Promote {
         #[arg(long)]
-        from: String,
+        from: Name,
         #[arg(long)]
-        to: String,
+        to: Name,
         #[command(flatten)]
         flags: DeployFlags,
+    },
+    /// What a deploy would do, changing nothing: the batches in order, the hosts of each, the
+    /// waves the capacity guard cuts them into (given who is out of the pool now), and an ETA
+    /// from the environment's recent succeeded runs. The gates are checked as for a deploy.
+    Plan {
+        target: String,
+        #[arg(long)]
+        env: String,
+        /// As for `deploy`.
+        #[arg(long = "ack", value_name = "ACK")]
+        acks: Vec<String>,
+        #[arg(long, value_enum, default_value = "cassandra")]
+        backend: BackendArg,
+        #[arg(long)]
+        skip_promotion_check: bool,
     },
     /// Roll every host back to the release it ran before the last successful deploy.
     Rollback {
         #[arg(long)]
-        env: String,
+        env: Name,
         #[arg(long, default_value = "")]
         reason: String,
         #[arg(long)]
@@ -76,10 +92,10 @@ pub enum Cmd {
     },
     /// Continue a deploy whose applier died, or roll it back.
     Resume {
-        deploy_id: String,
+        deploy_id: DeployId,
         /// The environment (searched in every configured one if omitted).
         #[arg(long)]
-        env: Option<String>,
+        env: Option<Name>,
         #[arg(long)]
         rollback: bool,
         /// Break the lease still held by that deploy (only if its applier is surely gone).
@@ -89,12 +105,12 @@ pub enum Cmd {
     /// Every host's release and drift between the records and the hosts.
     Status {
         #[arg(long)]
-        env: String,
+        env: Name,
     },
     /// Past deploys of an environment: who, why, type, outcome, duration, hosts changed.
     History {
         #[arg(long)]
-        env: String,
+        env: Name,
         /// Show at most the last N that pass the filters.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -132,6 +148,15 @@ pub enum Cmd {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Break a stuck or corrupt env lock (its holder must be gone) and fence its holder out;
+    /// recorded in the env's history with the reason.
+    Unlock {
+        #[arg(long)]
+        env: Name,
+        /// Why (recorded in the env's history).
+        #[arg(long)]
+        reason: String,
+    },
     /// The target side: host-protocol requests as JSON lines on stdin (a hello first), one
     /// JSON answer line each on stdout. Alone with no input, `applier host --root R stop`
     /// (or any request that needs no fields) runs that request.
@@ -163,11 +188,23 @@ pub struct DeployFlags {
     /// target's `promotion.requires` names (recorded in the journal). One run only.
     #[arg(long)]
     pub skip_promotion_check: bool,
+    /// Compare the storage schemas with this release (digest, commit or prefix) instead of
+    /// what the env's records say runs, when those cannot be read (recorded in the journal).
+    #[arg(long, value_name = "HASH")]
+    pub schema_baseline: Option<String>,
 }
 
 impl DeployFlags {
-    pub fn options(&self) -> DeployOptions {
-        DeployOptions {
+    /// The engine's options; a malformed `--ack` is a usage error (exit 64).
+    pub fn options(&self) -> Result<DeployOptions, crate::exit::Failure> {
+        for a in &self.acks {
+            applier::guard::parse_ack(a).map_err(|e| {
+                crate::exit::Failure::usage(anyhow::anyhow!(e)).hint(
+                    "give each change exactly as the refusal printed it, with your reason: --ack 'SG002 <table> <from>-><to> <reason>'",
+                )
+            })?;
+        }
+        Ok(DeployOptions {
             reason: self.reason.clone(),
             dry_run: self.dry_run,
             guard: applier::guard::GuardOptions {
@@ -176,7 +213,8 @@ impl DeployFlags {
             },
             force_schema_rollback: false,
             skip_promotion_check: self.skip_promotion_check,
-        }
+            schema_baseline: self.schema_baseline.clone(),
+        })
     }
 }
 

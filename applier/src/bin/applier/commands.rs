@@ -8,12 +8,12 @@ use applier::records::JournalStatus;
 use crate::cli::{Cli, Cmd, Format};
 use crate::context::{env_ctx, resolve_config};
 use crate::exit::{Exit, Failure};
-use crate::render::{Render, Sink, short};
+use crate::render::{Render, Sink, out, short};
 
 pub fn run(cli: Cli) -> Result<Exit, Failure> {
     if cli.show_config {
         let r = resolve_config(&cli)?;
-        print!("{}", r.show());
+        out!("{}", r.show().trim_end());
         return Ok(Exit::Ok);
     }
     let Some(cmd) = &cli.cmd else {
@@ -27,23 +27,53 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
     match cmd {
         Cmd::Host { root, op } => crate::host::run(root, op.as_deref()),
         Cmd::Deploy { target, env, flags } => {
+            let opts = flags.options()?;
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, env)?;
             let sink = Sink::new(render);
-            let res = engine::deploy(&ctx, &sink, target, &flags.options());
+            let res = engine::deploy(&ctx, &sink, target, &opts);
             finish(&sink, &ctx, res)
         }
         Cmd::Promote { from, to, flags } => {
+            let opts = flags.options()?;
             let r = resolve_config(&cli)?;
             let ctx = env_ctx(&r, to)?;
             let from_hosts: Option<Vec<String>> = r
                 .config
                 .envs
-                .get(from)
+                .get(from.as_str())
                 .map(|e| e.hosts.keys().cloned().collect());
             let sink = Sink::new(render);
-            let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &flags.options());
+            let res = engine::promote(&ctx, &sink, from, from_hosts.as_deref(), &opts);
             finish(&sink, &ctx, res)
+        }
+        Cmd::Plan {
+            target,
+            env,
+            acks,
+            backend,
+            skip_promotion_check,
+        } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env)?;
+            let opts = DeployOptions {
+                reason: "plan".into(),
+                dry_run: true,
+                guard: applier::guard::GuardOptions {
+                    backend: backend.into(),
+                    acks: acks.clone(),
+                },
+                force_schema_rollback: false,
+                skip_promotion_check: *skip_promotion_check,
+                schema_baseline: None,
+            };
+            let p = engine::preview(&ctx, target, &opts).map_err(Failure::deploy)?;
+            if render == Render::Json {
+                out!("{}", serde_json::to_string(&p).expect("serialises"));
+            } else {
+                crate::render::out_text(&crate::plan::text(&p));
+            }
+            Ok(Exit::Ok)
         }
         Cmd::Rollback {
             env,
@@ -64,6 +94,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
                 },
                 force_schema_rollback: *force_schema_rollback,
                 skip_promotion_check: false,
+                schema_baseline: None,
             };
             finish(&sink, &ctx, engine::rollback(&ctx, &sink, &opts))
         }
@@ -118,6 +149,24 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             let id = if *latest { None } else { deploy_id.as_deref() };
             crate::reports::report(&r, env.as_deref(), id, output.as_deref())
         }
+        Cmd::Unlock { env, reason } => {
+            let r = resolve_config(&cli)?;
+            let ctx = env_ctx(&r, env)?;
+            let rep = engine::unlock(&ctx, reason).map_err(Failure::deploy)?;
+            if render == Render::Json {
+                out!("{}", serde_json::to_string(&rep).expect("serialises"));
+            } else {
+                out!(
+                    "{} unlock: removed {}; fencing generation now {}",
+                    rep.deploy_id,
+                    rep.removed
+                        .as_deref()
+                        .unwrap_or("nothing (no lock was held)"),
+                    rep.generation
+                );
+            }
+            Ok(Exit::Ok)
+        }
     }
 }
 
@@ -135,7 +184,7 @@ fn finish(
                 crate::reports::auto_write(ctx, &o.deploy_id);
             }
             if sink.render != Render::Json {
-                println!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
+                out!("{} {}: {}", o.deploy_id, o.status.as_str(), o.message);
             }
             Ok(Exit::of_status(o.status))
         }
@@ -162,12 +211,16 @@ fn finish(
 
 fn print_status(hosts: &[HostReport], render: Render) {
     if render == Render::Json {
-        println!("{}", serde_json::to_string(hosts).expect("serialises"));
+        out!("{}", serde_json::to_string(hosts).expect("serialises"));
         return;
     }
-    println!(
+    out!(
         "{:<16} {:<12} {:<12} {:<12} {:<8} drift",
-        "host", "current", "recorded", "last-good", "pid"
+        "host",
+        "current",
+        "recorded",
+        "last-good",
+        "pid"
     );
     for h in hosts {
         let s = |o: &Option<String>| o.as_deref().map(short).unwrap_or("-").to_string();
@@ -178,7 +231,7 @@ fn print_status(hosts: &[HostReport], render: Render) {
         } else {
             h.drift.join("; ")
         };
-        println!(
+        out!(
             "{:<16} {:<12} {:<12} {:<12} {:<8} {d}",
             h.host,
             s(&h.current),

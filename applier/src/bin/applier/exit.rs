@@ -56,6 +56,8 @@ impl From<Exit> for std::process::ExitCode {
 pub struct Failure {
     pub exit: Exit,
     pub error: anyhow::Error,
+    /// The store record a refusal was decided on.
+    pub record: Option<String>,
     pub hint: Option<String>,
 }
 
@@ -64,6 +66,7 @@ impl Failure {
         Failure {
             exit,
             error: error.into(),
+            record: None,
             hint: None,
         }
     }
@@ -93,6 +96,7 @@ impl Failure {
         Failure {
             exit: Exit::of_error(&e),
             hint: e.way_out(),
+            record: e.record().map(str::to_string),
             error: anyhow::Error::new(e),
         }
     }

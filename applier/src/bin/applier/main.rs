@@ -7,13 +7,14 @@
 //! - `reports`: the commands that read deploys back (history, show, report) and the report a
 //!   run writes to its env's `report_dir`.
 //! - `host`: `applier host ...`, the target side of a remote transport.
+//! - `plan`: the text form of `applier plan`.
 //! - `live`: the live view's board (the table, the bake countdown, the summary).
 //! - `render`: the live view (a table redrawn in place), plain lines and JSON lines of the
 //!   event stream.
 //! - `exit`: the exit codes, decided in one place from the library's outcomes and error kinds.
 //!
-//! An error is printed on stderr as `applier: <error>`, followed by a `hint:` line where the
-//! user can act on it.
+//! An error is printed on stderr as `applier: <error>`, followed by a `record:` line naming the
+//! store record a refusal was decided on, and a `hint:` line where the user can act on it.
 
 mod cli;
 mod commands;
@@ -21,6 +22,7 @@ mod context;
 mod exit;
 mod host;
 mod live;
+mod plan;
 mod render;
 mod reports;
 
@@ -54,6 +56,9 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(f) => {
             eprintln!("applier: {:#}", f.error);
+            if let Some(r) = &f.record {
+                eprintln!("record: {r}");
+            }
             if let Some(h) = &f.hint {
                 eprintln!("hint: {h}");
             }

@@ -9,7 +9,40 @@
 //! table for what the table does not show (groups, aborts, rollbacks).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Set once stdout is closed (`applier history | head`): data output stops, quietly.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line of data to stdout. A closed stdout ends the data, never the command (a
+/// deploy whose output is cut off goes on): nothing more is written and nothing panics.
+pub fn out_line(s: &str) {
+    out_text(&format!("{s}\n"));
+}
+
+/// Writes data to stdout as it is (a text that ends its own lines), like [`out_line`].
+pub fn out_text(s: &str) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut so = std::io::stdout().lock();
+    if so
+        .write_all(s.as_bytes())
+        .and_then(|()| so.flush())
+        .is_err()
+    {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `println!` for data: through [`out_line`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::render::out_line(&format!($($t)*))
+    };
+}
+pub(crate) use out;
 
 use applier::events::{Event, EventSink};
 
@@ -211,9 +244,7 @@ impl Sink {
     /// One JSON line on stdout.
     pub fn json(&self, v: &serde_json::Value) {
         let _g = self.out.lock().unwrap();
-        let mut so = std::io::stdout().lock();
-        let _ = writeln!(so, "{v}");
-        let _ = so.flush();
+        out_line(&v.to_string());
     }
 }
 
@@ -239,7 +270,7 @@ impl EventSink for Sink {
         {
             // Data: which artifact is promoted.
             let _g = self.out.lock().unwrap();
-            println!(
+            out!(
                 "promote {} ({artifact}) from {from} (deploy {from_deploy}) to {to}",
                 short(commit)
             );

@@ -12,7 +12,7 @@ use applier::report::{self, history};
 
 use crate::context::open_store;
 use crate::exit::{Exit, Failure};
-use crate::render::Render;
+use crate::render::{Render, out, out_text};
 
 /// The history filters from the flags.
 pub fn filter(
@@ -49,7 +49,11 @@ pub fn history(
     render: Render,
 ) -> Result<Exit, Failure> {
     let store = open_store(r)?;
-    let all = records::history(store.as_ref(), env).map_err(store_failure)?;
+    let h = records::read_history(store.as_ref(), env).map_err(store_failure)?;
+    for u in &h.unreadable {
+        eprintln!("applier: skipped {} (unreadable): {}", u.key, u.error);
+    }
+    let all = h.journals;
     let now = SystemTime::now();
     let shown: Vec<&Journal> = all.iter().filter(|j| filter.accepts(j)).collect();
     let skip = shown.len().saturating_sub(limit);
@@ -59,10 +63,10 @@ pub fn history(
         .collect();
     if render == Render::Json {
         for row in &rows {
-            println!("{}", serde_json::to_string(row).expect("serialises"));
+            out!("{}", serde_json::to_string(row).expect("serialises"));
         }
     } else {
-        print!("{}", history::render_text(&rows));
+        out_text(&history::render_text(&rows));
     }
     Ok(Exit::Ok)
 }
@@ -113,9 +117,9 @@ pub fn show(r: &Resolved, env: Option<&str>, id: &str, render: Render) -> Result
     let j = journal(r, env, Some(id))?;
     let rep = report::of(&j);
     if render == Render::Json {
-        println!("{}", serde_json::to_string(&rep).expect("serialises"));
+        out!("{}", serde_json::to_string(&rep).expect("serialises"));
     } else {
-        print!("{}", report::text::render(&rep));
+        out_text(&report::text::render(&rep));
     }
     Ok(Exit::Ok)
 }
@@ -130,9 +134,9 @@ pub fn report(
     let j = journal(r, env, id)?;
     let html = report::html_of(&j);
     match out {
-        None => print!("{html}"),
+        None => out_text(&html),
         Some(p) => {
-            std::fs::write(p, html).map_err(|e| {
+            report::write_atomic(p, &html).map_err(|e| {
                 Failure::usage(anyhow::Error::new(e).context(format!("writing {}", p.display())))
                     .hint("give -o a path in a directory that exists and is writable")
             })?;
