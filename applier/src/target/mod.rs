@@ -31,6 +31,7 @@
 pub mod env;
 pub mod exec;
 pub mod fetch;
+pub mod port;
 pub mod preflight;
 pub mod presigned;
 pub mod process;

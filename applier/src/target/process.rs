@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io;
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,14 +29,19 @@ impl HostRoot {
         // A port already bound by a process that is not our service would answer the readiness
         // wait and the checks in its place: refuse rather than test the wrong process.
         if let Some(port) = req.port.or(spec.port)
-            && TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_millis(250),
-            )
-            .is_ok()
+            && (super::port::listening(port) || super::port::answers(port))
         {
+            let who = super::port::holders(port);
+            let who = if who.is_empty() {
+                "a process this user cannot see".to_string()
+            } else {
+                who.iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             return Err(HostError::Preflight(format!(
-                "port {port} is already in use by a process that is not this service; refusing to start (its readiness and checks would test that process)"
+                "port {port} is already in use by {who}, not this service; refusing to start (its readiness and checks would test that process)"
             )));
         }
         self.begin("start", Some(&commit))?;
@@ -135,6 +139,24 @@ impl HostRoot {
         cwd.starts_with(releases)
     }
 
+    /// SIGKILL to the live members of process group `pgid` that run from this root's
+    /// releases (a dead leader's workers), waiting up to 5 s for them to go.
+    fn kill_leftovers(&self, pgid: i32) {
+        let left: Vec<i32> = super::port::group_members(pgid)
+            .into_iter()
+            .filter(|p| self.is_ours(*p))
+            .collect();
+        for p in &left {
+            if let Some(pid) = rustix::process::Pid::from_raw(*p) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let t0 = Instant::now();
+        while left.iter().any(|p| pid_alive(*p)) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub(super) fn last_log_tail(&self) -> String {
         fs::read(self.run_path())
             .ok()
@@ -143,10 +165,19 @@ impl HostRoot {
             .unwrap_or_else(|| "(no log)".into())
     }
 
-    /// Stops the running instance: its stop signal to the process group, then SIGKILL after
-    /// the stop timeout.
+    /// Stops the running instance: its stop signal to the process group, then waits until the
+    /// whole group has exited and its port is free; SIGKILL to the group after the stop
+    /// timeout (`killed` in the report), an error naming what is left if even that fails.
     pub fn stop(&self) -> Result<StopReport, HostError> {
+        let recorded = fs::read(self.run_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok());
         let Some(info) = self.running()? else {
+            // The leader is gone; what is left of its group that runs from our releases (a
+            // worker still holding the port) is killed, or the next start would refuse.
+            if let Some(r) = recorded {
+                self.kill_leftovers(r.pid);
+            }
             let _ = fs::remove_file(self.run_path());
             return Ok(StopReport {
                 stopped: None,
@@ -165,19 +196,49 @@ impl HostRoot {
             })?;
         let _ = rustix::process::kill_process_group(pid, signal);
         let _ = rustix::process::kill_process(pid, signal);
+        // Stopped means the whole process group has exited and the port is free: a worker
+        // that outlives its leader, or a socket still held, is waited for like the leader.
+        let port = info.port.or(spec.port);
+        let gone = || {
+            !pid_alive(info.pid)
+                && super::port::group_members(info.pid).is_empty()
+                && port.is_none_or(|p| !super::port::listening(p))
+        };
         let deadline = Instant::now() + spec.stop.timeout.0;
         let mut killed = false;
-        while pid_alive(info.pid) {
+        while !gone() {
             if Instant::now() >= deadline {
                 let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 killed = true;
                 let hard = Instant::now() + Duration::from_secs(5);
-                while pid_alive(info.pid) {
+                while !gone() {
                     if Instant::now() >= hard {
+                        let left = super::port::group_members(info.pid);
+                        let holders = port.map(super::port::holders).unwrap_or_default();
                         return Err(HostError::StopFailed {
                             pid: info.pid,
-                            detail: "survived SIGKILL".into(),
+                            detail: format!(
+                                "still there 5 s after SIGKILL: {}{}",
+                                if left.is_empty() {
+                                    "no process of its group".to_string()
+                                } else {
+                                    format!("processes {left:?} of its group")
+                                },
+                                if holders.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(
+                                        "; port {} held by {}",
+                                        port.unwrap_or_default(),
+                                        holders
+                                            .iter()
+                                            .map(|h| h.to_string())
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    )
+                                }
+                            ),
                         });
                     }
                     std::thread::sleep(Duration::from_millis(20));

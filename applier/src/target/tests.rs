@@ -1,6 +1,7 @@
 //! The target's fail-closed rules on real files and processes: the fence, releases acted on
 //! only as the build they were fetched as, an unreadable `state.json` failing preflight, the
-//! minimal environment of commands, and no leftovers (temp files, partial releases).
+//! minimal environment of commands, no leftovers (temp files, partial releases), and stop
+//! meaning stopped (the whole process group gone and the port free; a holder named).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -275,4 +276,151 @@ fn a_request_waits_for_the_host_lock() {
     std::thread::sleep(Duration::from_millis(300));
     drop(held);
     assert!(t.join().unwrap() >= Duration::from_millis(250));
+}
+
+/// A switched-to release `c...c` whose service is `script` (run by `sh`, `{port}` given), with
+/// a stop timeout of `stop_ms`.
+fn scripted_release(root: &HostRoot, c: char, port: u16, stop_ms: u64, script: &str) {
+    let rel = fake_release(root, c, Digest::of(&[c as u8]));
+    let dir = root.release_dir(rel.commit.as_str());
+    fs::write(dir.join("run.sh"), script).unwrap();
+    fs::write(
+        dir.join("deploy/service.yaml"),
+        format!(
+            "name: svc\nport: {port}\nstart: [sh, run.sh, \"{{port}}\"]\nstop: {{timeout: {stop_ms}ms}}\n"
+        ),
+    )
+    .unwrap();
+    root.execute(HostRequest::Switch(ReleaseRequest {
+        release: rel,
+        fence: None,
+    }))
+    .unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stop means stopped: the leader exits on SIGTERM, but a worker of its group ignores it and
+/// keeps the service's socket. `stop` does not return when the leader is gone: it waits the
+/// stop timeout for the group, kills it, and returns once the port is free (reported killed).
+#[test]
+fn stop_waits_for_the_whole_group_and_the_port_then_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(dir.path());
+    let port = free_port();
+    scripted_release(
+        &root,
+        'a',
+        port,
+        1500,
+        "python3 -c 'import socket,signal,sys,time\n\
+         signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind((\"127.0.0.1\", int(sys.argv[1]))); s.listen(8)\n\
+         time.sleep(600)' \"$1\" &\n\
+         trap 'exit 0' TERM\n\
+         while :; do sleep 0.1; done\n",
+    );
+    let (child, info) = root
+        .start(&crate::protocol::StartRequest {
+            port: Some(port),
+            env: BTreeMap::new(),
+            fence: None,
+        })
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !super::port::listening(port) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the worker never bound"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let worker = super::port::holders(port);
+    assert!(
+        worker.iter().all(|h| h.pid != info.pid) && !worker.is_empty(),
+        "{worker:?}"
+    );
+    drop(child);
+    let t0 = std::time::Instant::now();
+    let r = root.stop().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(r.stopped, Some(info.pid));
+    assert!(r.killed, "the worker ignored SIGTERM: it had to be killed");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "stop returned when the leader exited, after {took:?}"
+    );
+    assert!(!super::port::listening(port), "the port is still held");
+    assert!(super::port::group_members(info.pid).is_empty());
+    assert!(root.running().unwrap().is_none());
+}
+
+/// A port held by another process: the refusal names its pid and command, and nothing starts.
+#[test]
+fn start_refuses_a_port_in_use_and_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(dir.path());
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    scripted_release(&root, 'a', port, 1000, "exec sleep 600\n");
+    let e = root
+        .start(&crate::protocol::StartRequest {
+            port: Some(port),
+            env: BTreeMap::new(),
+            fence: None,
+        })
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "the holder is not named: {msg}"
+    );
+    assert!(msg.contains(&format!("port {port}")), "{msg}");
+    assert!(root.running().unwrap().is_none(), "something was started");
+}
+
+/// A leader that died and left a worker holding the port: `stop` finds the worker through the
+/// run record's process group and kills it, so the next start is not refused.
+#[test]
+fn stop_after_the_leader_died_kills_the_workers_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(dir.path());
+    let port = free_port();
+    scripted_release(
+        &root,
+        'a',
+        port,
+        1000,
+        "python3 -c 'import socket,sys,time\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind((\"127.0.0.1\", int(sys.argv[1]))); s.listen(8)\n\
+         time.sleep(600)' \"$1\" &\n\
+         sleep 0.5; exit 3\n",
+    );
+    let (child, info) = root
+        .start(&crate::protocol::StartRequest {
+            port: Some(port),
+            env: BTreeMap::new(),
+            fence: None,
+        })
+        .unwrap();
+    drop(child);
+    let t0 = std::time::Instant::now();
+    while pid_alive(info.pid) || !super::port::listening(port) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never got there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    root.stop().unwrap();
+    assert!(
+        !super::port::listening(port),
+        "the dead leader's worker still holds the port"
+    );
+    assert!(super::port::group_members(info.pid).is_empty());
 }
