@@ -6,7 +6,9 @@
 //!   deploy before any host is touched; acknowledgements come from `applier deploy --ack`
 //!   (`SG002 <table> <from>-><to> <reason>`, the trailer syntax). The applier does not read
 //!   commit trailers (it has the artifact, not the git history): a refusal prints the exact
-//!   `--ack` of each blocking change, and every `--ack` given is recorded in the journal. A deploy whose stored schemas
+//!   `--ack` of each blocking change, and every `--ack` given is recorded in the journal. Acknowledgements also come from the env's
+//!   `schema_policy: acknowledge`, or from the staging deploy a promotion reuses; the
+//!   [`GuardRecord`] keeps every change and the acknowledgement of each for the journal. A deploy whose stored schemas
 //!   cannot be undone by redeploying the old code is of type `schema`: it is never rolled back
 //!   automatically (the storage would refuse the old schema at start-up).
 //! - Rollback: the forward diff from the rollback target to what runs now tells whether the old
@@ -16,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use schema_guard::{Ack, AckSource, Backend, Report, StorageManifest};
+use schema_guard::{Ack, AckSource, Backend, Report, Severity, StorageManifest};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +35,12 @@ pub struct GuardOptions {
     pub backend: Backend,
     /// Acknowledgements given on the command line (trailer syntax, without the key).
     pub acks: Vec<String>,
+    /// Acknowledgements taken from another record (the staging deploy a promotion reuses):
+    /// (where from, ack in trailer syntax).
+    pub reused_acks: Vec<(String, String)>,
+    /// `schema_policy: acknowledge`: every acknowledgeable blocking change is acknowledged by
+    /// the policy named here (`envs.beta.schema_policy`).
+    pub policy_ack: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,6 +56,60 @@ pub struct GuardOutcome {
     /// an acknowledgement lets pass and none was given for.
     #[serde(default)]
     pub acks_needed: Vec<String>,
+    /// What the journal keeps of the decision.
+    pub record: GuardRecord,
+}
+
+/// The storage guard's decision as the journal records it: every change it found, which
+/// acknowledgement let each blocking one pass, and whether the old code would still start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardRecord {
+    /// False when there was nothing to compare (a first deploy, an artifact without a
+    /// storage manifest).
+    pub compared: bool,
+    /// Redeploying the previous release would start everywhere.
+    pub rollback_safe: bool,
+    pub changes: Vec<Change>,
+}
+
+/// One finding of the storage diff.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Change {
+    pub rule: String,
+    pub severity: String,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The acknowledgement that let it pass (trailer syntax) and where it came from
+    /// (`--ack`, `envs.beta.schema_policy`, `staging deploy <id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_source: Option<String>,
+}
+
+impl Change {
+    /// `SG002 pages 1->2`: what the change is, without how it was acknowledged.
+    pub fn key(&self) -> String {
+        let mut s = format!("{} {}", self.rule, self.subject);
+        if self.from.is_some() || self.to.is_some() {
+            s.push_str(&format!(
+                " {}->{}",
+                self.from.as_deref().unwrap_or(""),
+                self.to.as_deref().unwrap_or("")
+            ));
+        }
+        s
+    }
+}
+
+impl GuardRecord {
+    /// The acknowledgements that let blocking changes pass, in trailer syntax.
+    pub fn acks(&self) -> Vec<String> {
+        self.changes.iter().filter_map(|c| c.ack.clone()).collect()
+    }
 }
 
 /// The placeholder the acks a refusal prints carry where the operator's reason goes.
@@ -144,7 +206,9 @@ fn lines(report: &Report) -> (Vec<String>, Vec<String>, Vec<String>) {
 
 /// Compares the storage manifest of what the environment runs (`current`) with the new one.
 /// Missing manifests (an environment never deployed, an artifact built without one) make a
-/// `code` deploy with a note: there is nothing to compare.
+/// `code` deploy with a note: there is nothing to compare. A deploy that touches storage at
+/// all (a table new or changed, a domain or storage group added, moved or refused) is of type
+/// `schema`; whether its rollback is safe is in the record.
 pub fn check(
     current: Option<&Value>,
     new: Option<&Value>,
@@ -157,27 +221,87 @@ pub fn check(
             allowed: true,
             findings: vec!["no storage manifest to compare; schema guard skipped".into()],
             recipes: vec![],
+            record: GuardRecord::default(),
             acks_needed: vec![],
         });
     };
-    let acks = opts
-        .acks
-        .iter()
-        .map(|a| parse_ack(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let report = schema_guard::diff(
-        &cur,
-        &new,
-        &schema_guard::Options {
-            backend: opts.backend,
-            acks,
-            base_label: Some("current".into()),
-            head_label: Some("new".into()),
-            ..Default::default()
-        },
-    );
+    // Where each ack came from, keyed by the ack's own text.
+    let mut sources: Vec<(Ack, String, String)> = Vec::new();
+    for a in &opts.acks {
+        sources.push((parse_ack(a)?, a.trim().to_string(), "--ack".into()));
+    }
+    for (from, a) in &opts.reused_acks {
+        sources.push((parse_ack(a)?, a.trim().to_string(), from.clone()));
+    }
+    let diff = |acks: Vec<Ack>| {
+        schema_guard::diff(
+            &cur,
+            &new,
+            &schema_guard::Options {
+                backend: opts.backend,
+                acks,
+                base_label: Some("current".into()),
+                head_label: Some("new".into()),
+                ..Default::default()
+            },
+        )
+    };
+    let mut report = diff(sources.iter().map(|(a, _, _)| a.clone()).collect());
+    if let Some(policy) = &opts.policy_ack {
+        let extra: Vec<(Ack, String, String)> = report
+            .findings
+            .iter()
+            .filter(|f| {
+                f.severity == Severity::Block && f.acknowledgeable && f.acknowledged.is_none()
+            })
+            .map(|f| {
+                let ack = Ack {
+                    rule: f.rule.clone(),
+                    subject: f.subject.clone(),
+                    from: f.from.clone().unwrap_or_default(),
+                    to: f.to.clone().unwrap_or_default(),
+                    reason: format!("acknowledged by {policy}"),
+                    source: AckSource::Config {
+                        path: policy.clone(),
+                    },
+                    content_hash: None,
+                };
+                let text = format!(
+                    "{} {} {}->{} acknowledged by {policy}",
+                    ack.rule, ack.subject, ack.from, ack.to
+                );
+                (ack, text, policy.clone())
+            })
+            .collect();
+        if !extra.is_empty() {
+            sources.extend(extra);
+            report = diff(sources.iter().map(|(a, _, _)| a.clone()).collect());
+        }
+    }
     let (findings, recipes, acks_needed) = lines(&report);
-    let deploy_type = if report.changes_schema() && !report.rollback_safe() {
+    let changes = report
+        .findings
+        .iter()
+        .map(|f| {
+            let matched = f.acknowledged.as_ref().and_then(|a| {
+                sources.iter().find(|(s, _, _)| {
+                    s.rule == a.rule && s.subject == a.subject && s.from == a.from && s.to == a.to
+                })
+            });
+            Change {
+                rule: f.rule.clone(),
+                severity: f.severity.as_str().into(),
+                subject: f.subject.clone(),
+                from: f.from.clone(),
+                to: f.to.clone(),
+                ack: matched.map(|(_, text, _)| text.clone()),
+                ack_source: matched.map(|(_, _, src)| src.clone()),
+            }
+        })
+        .collect();
+    let touches =
+        report.changes_schema() || report.findings.iter().any(|f| f.severity >= Severity::Flag);
+    let deploy_type = if touches {
         DeployType::Schema
     } else {
         DeployType::Code
@@ -187,6 +311,11 @@ pub fn check(
         allowed: !report.is_blocking(),
         findings,
         recipes,
+        record: GuardRecord {
+            compared: true,
+            rollback_safe: report.rollback_safe(),
+            changes,
+        },
         acks_needed,
     })
 }

@@ -7,6 +7,7 @@
 //! envs/<env>/fence                    the last fencing generation handed out (engine::lease)
 //! envs/<env>/deploys/<deploy-id>.json journal of one deploy (its base record)
 //! envs/<env>/segments/<deploy-id>/<seq>.seg  the journal's segments while it runs
+//! envs/<env>/failure-lock.json        set after a failed deploy, until `applier unlock`
 //! ```
 
 pub fn env_state(env: &str) -> String {
@@ -29,4 +30,7 @@ pub fn journal_segments(env: &str, deploy_id: &str) -> String {
 }
 pub fn journal_segment(env: &str, deploy_id: &str, seq: u64) -> String {
     format!("envs/{env}/segments/{deploy_id}/{seq:010}.seg")
+}
+pub fn failure_lock(env: &str) -> String {
+    format!("envs/{env}/failure-lock.json")
 }

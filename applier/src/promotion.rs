@@ -5,7 +5,8 @@
 //! [`crate::engine::deploy`] before the storage guard and the lease). [`source_release`] finds
 //! the one artifact an environment runs, for `applier promote`. Both read only the store's
 //! records (`envs/<env>/state.json` and the deploy journals), so the required environments need
-//! not be configured in the same file.
+//! not be configured in the same file. [`reuse`] makes `promote` repeat the source env's
+//! deploy: its deploy type and acknowledgements, refused when the storage diffs differ.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use artifact::store::Store;
 use model::names::CommitId;
 
 use crate::config::PromotionPolicy;
+use crate::guard::{DeployType, GuardRecord};
 use crate::protocol::ReleaseRef;
 use crate::records::{self, DeployKind, Journal, JournalStatus, RecordError};
 
@@ -167,4 +169,92 @@ pub fn source_release(
 
 fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
+}
+
+/// The source env's deploy a promotion repeats: its deploy type and the storage guard's
+/// record (the changes it saw and the acknowledgements that let them pass).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromotedFrom {
+    pub env: String,
+    pub deploy_id: String,
+    pub deploy_type: Option<DeployType>,
+    pub guard: Option<GuardRecord>,
+}
+
+/// Production as staging did it: the storage diff this env sees (`here`) must be the one the
+/// source deploy saw and acknowledged; then its deploy type is reused (a `config` deploy
+/// there is `code` here when this env's own diff says code changed). `Ok` carries the deploy
+/// type and a journal note; `Err` names every difference.
+pub fn reuse(
+    from: &PromotedFrom,
+    env: &str,
+    computed: DeployType,
+    here: &GuardRecord,
+) -> Result<(DeployType, String), String> {
+    let src = format!("{} deploy {}", from.env, from.deploy_id);
+    let Some(there) = &from.guard else {
+        return Err(format!(
+            "{src} recorded no storage guard decision, so {env}'s storage diff cannot be compared with what it acknowledged"
+        ));
+    };
+    let keys = |g: &GuardRecord| -> std::collections::BTreeSet<String> {
+        g.changes
+            .iter()
+            .map(|c| format!("{}[{}]", c.key(), c.severity))
+            .collect()
+    };
+    let (a, b) = (keys(there), keys(here));
+    let mut diffs: Vec<String> = Vec::new();
+    if there.compared != here.compared {
+        diffs.push(format!(
+            "{} compared storage manifests and {} did not",
+            if here.compared { env } else { &from.env },
+            if here.compared { &from.env } else { env },
+        ));
+    }
+    let only_here: Vec<&String> = b.difference(&a).collect();
+    let only_there: Vec<&String> = a.difference(&b).collect();
+    if !only_here.is_empty() {
+        diffs.push(format!(
+            "{env} would see {} that {src} did not",
+            only_here
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !only_there.is_empty() {
+        diffs.push(format!(
+            "{src} saw {} that {env} would not",
+            only_there
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !diffs.is_empty() {
+        return Err(format!(
+            "the environments have drifted: {}",
+            diffs.join("; ")
+        ));
+    }
+    let reused = from.deploy_type.unwrap_or(computed);
+    let deploy_type = if reused == DeployType::Config && computed != DeployType::Config {
+        computed
+    } else {
+        reused
+    };
+    let acks = there.acks().len();
+    Ok((
+        deploy_type,
+        format!(
+            "as {src}: deploy type {}, its storage diff ({} change{}) and {acks} acknowledgement{}",
+            format!("{deploy_type:?}").to_lowercase(),
+            there.changes.len(),
+            if there.changes.len() == 1 { "" } else { "s" },
+            if acks == 1 { "" } else { "s" },
+        ),
+    ))
 }

@@ -35,7 +35,8 @@ use model::names::{CommitId, DeployId, Name, NameError};
 
 use crate::service::{ServiceSpec, ServiceSpecError};
 
-/// The version of this protocol. Bumped on any change to the wire format.
+/// The version of this protocol. Bumped on any change to the wire format (2: the host's ops
+/// file in `render`, and `render-preview`).
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One request to a target.
@@ -52,6 +53,8 @@ pub enum HostRequest {
     ServiceSpec(ReleaseRequest),
     /// Render the release's env config plus host-local values into `config.yaml`.
     Render(RenderRequest),
+    /// Render in memory only, and answer the result with the host's ops values masked.
+    RenderPreview(PreviewRequest),
     /// Point `current` at a release, atomically.
     Switch(ReleaseRequest),
     /// Start the current release.
@@ -83,6 +86,7 @@ pub enum HostResponse {
     FetchUrls(FetchReport),
     ServiceSpec(ServiceSpec),
     Render(RenderReport),
+    RenderPreview(PreviewReport),
     Switch(SwitchReport),
     Start(RunInfo),
     WaitReady(ReadyReport),
@@ -369,11 +373,54 @@ pub struct RenderRequest {
     /// Which `deploy/env/<env>.yaml` of the release.
     pub env: Name,
     pub port: Option<u16>,
-    /// Dotted path -> value, applied after the port.
+    /// The inventory's values for this host, key (JSON pointer or dotted path) -> value,
+    /// applied after the port ([`crate::envconfig`]).
     #[serde(default)]
     pub values: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<Fence>,
+    /// The host's ops file, read on the host and applied last; its values never travel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<OpsFileRef>,
+}
+
+/// Where the host's ops file is (absolute, or relative to the host's root), and whether it
+/// must exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsFileRef {
+    pub path: String,
+    pub required: bool,
+}
+
+/// A render that writes nothing: of the release on the host (`inline: None`), or of an env
+/// config the deploy host read from the store (a release the host may not have yet).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    pub render: RenderRequest,
+    #[serde(default)]
+    pub inline: Option<InlineConfig>,
+}
+
+/// A release's env config file and its `deploy/service.yaml` `config` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineConfig {
+    /// The YAML text of `deploy/env/<env>.yaml`.
+    pub env_config: String,
+    pub config: model::service::ConfigSpec,
+}
+
+/// The rendered config as YAML, every value of the host's ops file (and under a
+/// secret-looking key) masked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewReport {
+    pub text: String,
+    /// Keys the host's ops file set (JSON pointers), without their values.
+    pub ops_keys: Vec<String>,
+    /// The ops file read, if there was one.
+    pub ops_file: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

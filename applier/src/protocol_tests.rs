@@ -90,6 +90,7 @@ fn requests_on_the_wire() {
                 env: Name::parse("staging").unwrap(),
                 port: Some(7231),
                 values: [("services.0.conf.host".to_string(), "127.0.0.1".into())].into(),
+                ops: None,
                 fence: Some(fence()),
             }),
             format!(
@@ -248,6 +249,14 @@ fn answers_on_the_wire() {
                 port: None,
             }),
             r#"{"op":"render","config":"/srv/x/config.yaml","port":null}"#.into(),
+        ),
+        (
+            HostResponse::RenderPreview(PreviewReport {
+                text: "a: <masked>\n".into(),
+                ops_keys: vec!["/a".into()],
+                ops_file: Some("/etc/svc/ops.yaml".into()),
+            }),
+            r#"{"op":"render-preview","text":"a: <masked>\n","ops_keys":["/a"],"ops_file":"/etc/svc/ops.yaml"}"#.into(),
         ),
         (
             HostResponse::Switch(SwitchReport {

@@ -280,6 +280,10 @@ pub enum Step {
     Quorum,
     /// A rollback's fast path: what it skipped and what it kept.
     FastRollback,
+    /// A freeze window was open and overridden.
+    Freeze,
+    /// The env's failure lock was set and overridden.
+    FailureLock,
 }
 
 impl Step {
@@ -317,6 +321,8 @@ impl Step {
             Step::Watch => "watch",
             Step::Quorum => "quorum",
             Step::FastRollback => "fast_rollback",
+            Step::Freeze => "freeze",
+            Step::FailureLock => "failure_lock",
         }
     }
 }
@@ -388,6 +394,19 @@ pub struct Journal {
     /// Every canary analysis, with its numbers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<crate::analysis::AnalysisReport>,
+    /// Where `who` came from (`--who`, `SUDO_USER`, `USER`, a CI system's variables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub who_source: Option<String>,
+    /// The tag or branch the deploy was asked for by name, and the commit it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<SourceRef>,
+    /// The storage guard's decision: every change, and how each blocking one was acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::guard::GuardRecord>,
+    /// Every override this deploy ran with (`--override-freeze`, `--ignore-failure-lock`,
+    /// `--skip-promotion-check`), with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     /// The segments this record already holds (`envs/<env>/segments/<id>/` up to this number);
     /// 0 for a journal without segments.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -399,6 +418,17 @@ pub struct Journal {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// A ref the operator named: `tag v1.4.2`, `branch main`, and the commit it pointed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// `tag` or `branch`.
+    pub kind: String,
+    pub name: String,
+    pub commit: String,
+    /// Where it was resolved: the store's ref records, or a git repository.
+    pub via: String,
 }
 
 impl Journal {
@@ -555,6 +585,8 @@ mod tests {
         Step::Watch,
         Step::Quorum,
         Step::FastRollback,
+        Step::Freeze,
+        Step::FailureLock,
     ];
 
     #[test]

@@ -80,6 +80,10 @@ fn journal(env: &str, i: usize) -> Journal {
         analysis: vec![],
         segments: 0,
         damaged: vec![],
+        who_source: None,
+        source_ref: None,
+        guard: None,
+        overrides: vec![],
     }
 }
 

@@ -5,7 +5,11 @@
 //! commits/<git-sha>                   -> build record (manifest digest), immutable
 //! deps/<dependency-key>               -> dependency layer record, immutable
 //! sigs/<manifest-hex>/<key-id>        ed25519 signature record of an artifact, immutable
+//! refs/tags/<name>                    -> the commit a tag named when it was built, immutable
+//! refs/branches/<name>                -> the newest built commit of a branch, compare-and-swap
 //! ```
+//!
+//! A ref name's `/` is written `~` in its key ([`model::names::RefName::key_segment`]).
 //!
 //! The environments' records (`envs/...`: state, lease, deploy journals) belong to the applier
 //! and are laid out there; an artifact knows nothing of deploys.
@@ -31,4 +35,14 @@ pub fn signature(manifest: &Digest, key_id: &str) -> String {
 /// Prefix of every signature record of the artifact `manifest`.
 pub fn signatures_prefix(manifest: &Digest) -> String {
     format!("sigs/{}/", manifest.hex())
+}
+pub const TAGS_PREFIX: &str = "refs/tags/";
+pub const BRANCHES_PREFIX: &str = "refs/branches/";
+/// The record of tag `name` ([`crate::refs`]).
+pub fn tag(name: &model::names::RefName) -> String {
+    format!("{TAGS_PREFIX}{}", name.key_segment())
+}
+/// The record of branch `name` ([`crate::refs`]).
+pub fn branch(name: &model::names::RefName) -> String {
+    format!("{BRANCHES_PREFIX}{}", name.key_segment())
 }

@@ -7,7 +7,7 @@
 //! while it extracts and refuses hostile entries. Everything is stored through the [`store::Store`]
 //! trait (directory or S3) under the layout in [`keys`]; [`resolve`] turns a digest, commit or
 //! unique prefix into a verified manifest; [`sign`] holds the optional ed25519 signatures of
-//! artifacts. Nothing here knows about environments or deploys (that is the applier's).
+//! artifacts; [`refs`] records which tags and branches pointed at a built commit. Nothing here knows about environments or deploys (that is the applier's).
 //!
 //! This crate never prints and never exits; every failure is a typed error.
 
@@ -15,6 +15,7 @@ pub mod digest;
 pub mod keys;
 pub mod manifest;
 pub mod pack;
+pub mod refs;
 pub mod resolve;
 pub mod sign;
 pub mod store;

@@ -57,11 +57,13 @@ use std::path::{Path, PathBuf};
 use crate::Digest;
 
 mod paths;
+mod scan;
 mod tar;
 mod writer;
 
 pub(crate) use paths::link_escapes;
 use paths::normalise;
+pub use scan::{EntryKind, LayerEntry, scan_layer};
 
 /// Limits for one release (all layers together).
 #[derive(Clone, Debug)]

@@ -766,3 +766,61 @@ fn a_writer_thread_failure_refuses_the_layer() {
         }
     }
 }
+
+#[test]
+fn scan_layer_lists_gzip_and_zstd_layers_and_refuses_a_tampered_or_escaping_one() {
+    use artifact::unpack::{EntryKind, scan_layer};
+    let tar = Tar::default()
+        .dir("./app")
+        .file("app/index.js", b"console.log(1)\n")
+        .file("app/big.bin", &[7u8; 2048])
+        .symlink("app/link", "index.js")
+        .end();
+    for layer in [gz(&tar), zst(&tar)] {
+        let expected = Expected {
+            digest: Some(Digest::of(&layer)),
+            size: Some(layer.len() as u64),
+            diff_id: Some(Digest::of(&tar)),
+        };
+        let got = scan_layer(
+            &layer[..],
+            &expected,
+            &|p| p.ends_with(".js") || p.ends_with(".bin"),
+            1024,
+        )
+        .unwrap();
+        let listed: Vec<_> = got.iter().map(|e| (e.path.as_str(), e.kind)).collect();
+        assert_eq!(
+            listed,
+            [
+                ("app", EntryKind::Dir),
+                ("app/index.js", EntryKind::File),
+                ("app/big.bin", EntryKind::File),
+                ("app/link", EntryKind::Symlink),
+            ]
+        );
+        assert_eq!(got[1].data.as_deref(), Some(&b"console.log(1)\n"[..]));
+        assert_eq!(got[1].digest, Some(Digest::of(b"console.log(1)\n")));
+        // Over max_keep: hashed, not kept.
+        assert_eq!((got[2].data.as_deref(), got[2].size), (None, 2048));
+        assert_eq!(got[2].digest, Some(Digest::of(&[7u8; 2048])));
+        assert_eq!(got[3].digest, Some(Digest::of(b"index.js")));
+
+        // The same bytes under another expected digest: nothing is returned.
+        let wrong = Expected {
+            digest: Some(Digest::of(b"another layer")),
+            ..expected.clone()
+        };
+        let err = scan_layer(&layer[..], &wrong, &|_| true, 1024).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::DigestMismatch { what: "digest", .. }),
+            "{err:?}"
+        );
+    }
+    let escaping = gz(&Tar::default().file("../etc/passwd", b"x").end());
+    let err = scan_layer(&escaping[..], &Expected::default(), &|_| true, 1024).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::Corrupt(ref m) if m.contains("..")),
+        "{err:?}"
+    );
+}

@@ -7,7 +7,8 @@
 //! dependency key ([`npm_dir`]), so native modules build to the same bytes every time; a
 //! rebuild compares layers file by file ([`compare`]). Blobs read back are checked before they
 //! are trusted or reused ([`blobs`]). [`inspect`] resolves, lists, verifies and repairs what is stored;
-//! [`config`] resolves where the store is (flags > environment > defaults).
+//! [`config`] resolves where the store is (flags > environment > defaults); [`refs`] records
+//! the tags and branches pointing at a built commit.
 //!
 //! The library never prints, exits or reads the environment: the binary passes everything in
 //! and renders what comes back. Progress goes through the [`progress::Progress`] trait.
@@ -23,6 +24,7 @@ mod error;
 pub mod inspect;
 pub mod npm_dir;
 pub mod progress;
+pub mod refs;
 pub mod report;
 pub mod service;
 pub mod source;

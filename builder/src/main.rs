@@ -135,6 +135,16 @@ struct BuildArgs {
     /// Sign the artifact with this secret key file (also when the commit was already built).
     #[arg(long, env = "BUILDER_SIGN_KEY", value_name = "FILE")]
     sign_key: Option<PathBuf>,
+    /// Record every local branch and tag of the repository whose tip is the commit
+    /// (`refs/branches/<name>`, `refs/tags/<name>` in the store), for `applier deploy <tag>`.
+    #[arg(long)]
+    record_refs: bool,
+    /// Record that this branch is at the commit (repeatable; for detached CI checkouts).
+    #[arg(long = "branch", value_name = "NAME")]
+    branches: Vec<String>,
+    /// Record that this tag names the commit (repeatable; refused if it names another).
+    #[arg(long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
     #[command(flatten)]
     tools: ToolArgs,
 }
@@ -323,17 +333,47 @@ fn cmd_build(
     let started = Instant::now();
     let report = build::build(store, &opts, progress)?;
     render::build_summary(&report, started.elapsed());
+    let refs = record_refs(store, args, &report)?;
     let signature = sign_key
         .map(|key| keys::sign_and_report(store, &report.id, &key))
         .transpose()?;
     if json {
         let mut v = serde_json::to_value(&report)?;
         v["signature"] = serde_json::to_value(&signature)?;
+        v["refs"] = serde_json::to_value(&refs)?;
         print_json(&v)?;
     } else {
         outln!("{}", report.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records the refs `--record-refs`, `--branch` and `--tag` ask for; prints each on stderr.
+fn record_refs(
+    store: &dyn Store,
+    args: &BuildArgs,
+    report: &builder::build::BuildReport,
+) -> anyhow::Result<Vec<builder::refs::RefReport>> {
+    let parse = |names: &[String]| -> anyhow::Result<Vec<model::names::RefName>> {
+        names
+            .iter()
+            .map(|n| model::names::RefName::parse(n).map_err(|e| usage(e.to_string())))
+            .collect()
+    };
+    let opts = builder::refs::RefOptions {
+        scan: args.record_refs,
+        branches: parse(&args.branches)?,
+        tags: parse(&args.tags)?,
+    };
+    if opts.is_empty() {
+        return Ok(vec![]);
+    }
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let refs = builder::refs::record(store, &args.repo, &report.commit, &report.id, &opts, &at)?;
+    for r in &refs {
+        eprintln!("  ref {} {}: {}", r.kind.as_str(), r.name, r.outcome);
+    }
+    Ok(refs)
 }
 
 fn cmd_verify(

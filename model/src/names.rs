@@ -9,10 +9,13 @@
 //! | [`Name`] (env, host, group, service names) | `[A-Za-z0-9][A-Za-z0-9._-]{0,127}` |
 //! | [`CommitId`] | 40 or 64 lowercase hex digits (a git sha-1 or sha-256 object id) |
 //! | [`DeployId`] | `[0-9A-Za-z][0-9A-Za-z-]{0,63}` |
+//! | [`RefName`] (a git tag or branch) | segments of `[A-Za-z0-9._+-]`, joined by `/`, at most 200 |
 //! | [`Address`] (a host's address, an ssh destination) | `[user@]host`: `[A-Za-z0-9_][A-Za-z0-9._-]{0,31}@` then `[A-Za-z0-9:\[][A-Za-z0-9.:%\[\]-]{0,252}` |
 //!
-//! None of them can hold a path separator, whitespace, a shell metacharacter, or be `.`/`..`;
-//! none can start with `-` (so none is ever read as an option by `ssh` or a shell command).
+//! None of them can hold whitespace, a shell metacharacter, or be `.`/`..`; none can start with
+//! `-` (so none is ever read as an option by `ssh` or a shell command). Only a [`RefName`] holds
+//! `/` (between segments, none of which starts with `.`), and no name holds `~`, so a ref name
+//! becomes one store key segment with `/` written as `~` ([`RefName::key_segment`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -151,6 +154,35 @@ fn check_deploy_id(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Git's rules for a ref's short name, narrowed: segments of `[A-Za-z0-9._+-]` joined by
+/// single `/`, no segment starting with `.` or ending in `.lock`, no `..`, at most 200 bytes.
+fn check_ref(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 200 {
+        return Err("1 to 200 characters");
+    }
+    if s.contains("..") {
+        return Err("no `..`");
+    }
+    for seg in s.split('/') {
+        if seg.is_empty() {
+            return Err("no empty segment (leading, trailing or double `/`)");
+        }
+        if seg.starts_with('.') || seg.ends_with(".lock") {
+            return Err("no segment starting with `.` or ending in `.lock`");
+        }
+        if !seg
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'+'))
+        {
+            return Err("only letters, digits, '.', '_', '-', '+' and '/' between segments");
+        }
+    }
+    if s.starts_with('-') {
+        return Err("must not start with '-'");
+    }
+    Ok(())
+}
+
 fn check_address(s: &str) -> Result<(), &'static str> {
     let (user, host) = match s.split_once('@') {
         Some((u, h)) => (Some(u), h),
@@ -183,6 +215,25 @@ fn check_address(s: &str) -> Result<(), &'static str> {
         return Err("the host: letters, digits, '.', '-', ':', '%', '[' and ']' only");
     }
     Ok(())
+}
+
+validated!(
+    /// A git tag or branch name (`v1.4.2`, `main`, `release/2026-01`).
+    RefName,
+    "ref name",
+    check_ref
+);
+
+impl RefName {
+    /// The name as one store key segment: `/` written as `~` (which no ref name holds).
+    pub fn key_segment(&self) -> String {
+        self.0.replace('/', "~")
+    }
+
+    /// The inverse of [`RefName::key_segment`].
+    pub fn from_key_segment(seg: &str) -> Result<Self, NameError> {
+        RefName::parse(&seg.replace('~', "/"))
+    }
 }
 
 validated!(
@@ -248,6 +299,21 @@ mod tests {
             "",
         ] {
             assert!(CommitId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ref_names_follow_git_and_map_to_one_key_segment() {
+        for ok in ["v1.4.2", "main", "release/2026-01", "feature/a_b+c"] {
+            let r = RefName::parse(ok).unwrap();
+            assert_eq!(RefName::from_key_segment(&r.key_segment()).unwrap(), r);
+            assert!(!r.key_segment().contains('/'));
+        }
+        for bad in [
+            "", "/main", "main/", "a//b", "a..b", ".hidden", "x/.y", "a.lock", "a b", "a~b", "a:b",
+            "-x", "$(id)", "a\\b",
+        ] {
+            assert!(RefName::parse(bad).is_err(), "{bad:?}");
         }
     }
 

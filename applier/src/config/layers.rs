@@ -205,49 +205,10 @@ fn record_leaves(v: &Value, prefix: &str, source: &Source, origins: &mut BTreeMa
     }
 }
 
-/// Sets a dotted path in a JSON tree, creating objects (and indexing arrays) on the way.
+/// Sets a dotted path (or a JSON pointer) in a JSON tree, creating objects (and indexing
+/// lists) on the way ([`crate::envconfig::ValuePath`]).
 pub fn set_value_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("empty path".into());
-    }
-    let segs: Vec<&str> = path.split('.').collect();
-    let mut cur = tree;
-    for (i, seg) in segs.iter().enumerate() {
-        let last = i + 1 == segs.len();
-        if cur.is_null() {
-            *cur = Value::Object(Default::default());
-        }
-        cur = match cur {
-            Value::Object(m) => {
-                if last {
-                    m.insert(seg.to_string(), value);
-                    return Ok(());
-                }
-                m.entry(seg.to_string()).or_insert(Value::Null)
-            }
-            Value::Array(a) => {
-                let idx: usize = seg
-                    .parse()
-                    .map_err(|_| format!("{path}: {seg:?} is not an index into a list"))?;
-                if idx > a.len() {
-                    return Err(format!(
-                        "{path}: index {idx} past the end of a list of {}",
-                        a.len()
-                    ));
-                }
-                if idx == a.len() {
-                    a.push(Value::Null);
-                }
-                if last {
-                    a[idx] = value;
-                    return Ok(());
-                }
-                &mut a[idx]
-            }
-            other => return Err(format!("{path}: {seg:?} goes through a scalar ({other})")),
-        };
-    }
-    unreachable!("loop returns on the last segment")
+    crate::envconfig::ValuePath::parse(path)?.set(tree, value)
 }
 
 fn set_path(
@@ -322,6 +283,33 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         }
         if let Some(p) = c.extra.iter().find_map(|x| x.problem()) {
             return bad(p);
+        }
+        for (i, w) in env.freeze.iter().enumerate() {
+            crate::freeze::parse(w, i)
+                .map_err(|e| ConfigError::Invalid(format!("envs.{name}: {e}")))?;
+        }
+        for sink in &env.notify {
+            use super::policy::{CommandLine, NotifySink};
+            match sink {
+                NotifySink::Webhook { url, .. }
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    return bad(format!("notify: webhook url {url:?} is not http(s)"));
+                }
+                NotifySink::Command {
+                    command: CommandLine::Argv(a),
+                    ..
+                } if a.is_empty() => {
+                    return bad("notify: empty command".into());
+                }
+                NotifySink::Command {
+                    command: CommandLine::Shell(c),
+                    ..
+                } if c.trim().is_empty() => {
+                    return bad("notify: empty command".into());
+                }
+                _ => {}
+            }
         }
         if let Some(p) = &env.promotion {
             if p.requires.is_empty() {

@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod layers;
+pub mod policy;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -116,6 +117,30 @@ pub struct EnvConfig {
     /// environments; `None`: no such gate.
     #[serde(default)]
     pub promotion: Option<PromotionPolicy>,
+    /// Operator values for every host, below each host's own `values` (see
+    /// [`crate::envconfig`] for the layers and keys).
+    #[serde(default)]
+    pub values: BTreeMap<String, Value>,
+    /// The hosts' ops file, `{service}` substituted, relative paths under each host's root;
+    /// default `/etc/{service}/ops.yaml` (which may then be absent). A host's own `ops_file`
+    /// wins. A configured file must exist.
+    #[serde(default)]
+    pub ops_file: Option<String>,
+    /// What blocking storage changes need: `require_ack` (default) or `acknowledge`.
+    #[serde(default)]
+    pub schema_policy: policy::SchemaPolicy,
+    /// Refuse deploys, promotions and rollbacks without `-m/--message`.
+    #[serde(default)]
+    pub require_message: bool,
+    /// Windows in which deploys are refused (see [`policy::FreezeWindow`]).
+    #[serde(default)]
+    pub freeze: Vec<policy::FreezeWindow>,
+    /// Where start, finish, abort, rollback and needs-human events go.
+    #[serde(default)]
+    pub notify: Vec<policy::NotifySink>,
+    /// `applier cd`: the branch this env follows.
+    #[serde(default)]
+    pub cd: Option<policy::CdPolicy>,
     /// Where every deploy, rollback and resume of this env writes its HTML report
     /// (`<env>-<deploy id>.html`) when it ends; `None`: no report is written.
     #[serde(default)]
@@ -404,10 +429,13 @@ pub struct HostConfig {
     /// The service's port on this host (overrides the service's default).
     #[serde(default)]
     pub port: Option<u16>,
-    /// Host-local values merged into the rendered config: dotted path -> value
-    /// (`services.0.conf.storage.path: /srv/data/store.json`).
+    /// Host-local values merged into the rendered config: JSON pointer or dotted path ->
+    /// value (`/services/0/conf/storage/path: /srv/data/store.json`).
     #[serde(default)]
     pub values: BTreeMap<String, Value>,
+    /// This host's ops file (as the env's `ops_file`).
+    #[serde(default)]
+    pub ops_file: Option<String>,
     /// Extra environment variables for the service process.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

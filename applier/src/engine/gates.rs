@@ -75,7 +75,7 @@ impl<T> Decision<T> {
 
 /// The storage guard of a deploy: diffs the storage manifest of each release the env runs now
 /// (`baseline`: every distinct current release, or the one `--schema-baseline` named; empty on
-/// a first deploy) against the new one. Passes with the deploy type, and a note saying what
+/// a first deploy) against the new one. Passes with the deploy type and the guard's record (with the env's `schema_policy`), and a note saying what
 /// it was compared with. Where one side has a storage manifest for the env and the other has
 /// none, the guard cannot tell what changes: it refuses.
 pub fn storage(
@@ -83,7 +83,7 @@ pub fn storage(
     baseline: &[(ReleaseRef, &Manifest)],
     new: (&ReleaseRef, &Manifest),
     opts: &DeployOptions,
-) -> Decision<DeployType> {
+) -> Decision<(DeployType, guard::GuardRecord)> {
     let service_env = ctx.service_env();
     let new_storage = guard::select(new.1.storage.as_ref(), service_env);
     // A first deploy: the new release against itself (nothing stored yet to compare with).
@@ -94,6 +94,11 @@ pub fn storage(
             .iter()
             .map(|(r, m)| (Some(r), guard::select(m.storage.as_ref(), service_env)))
             .collect()
+    };
+    let gopts = guard_options(ctx, opts);
+    let mut grec = guard::GuardRecord {
+        rollback_safe: true,
+        ..Default::default()
     };
     let mut deploy_type = DeployType::Code;
     let mut config_only = !baseline.is_empty();
@@ -131,7 +136,7 @@ pub fn storage(
         } else {
             new_storage
         };
-        let g = match guard::check(current_storage, new_storage, &opts.guard) {
+        let g = match guard::check(current_storage, new_storage, &gopts) {
             Ok(g) => g,
             Err(e) => return Decision::refuse(record, format!("storage guard: {e}"), None),
         };
@@ -144,6 +149,13 @@ pub fn storage(
         }
         if g.deploy_type == DeployType::Schema {
             deploy_type = DeployType::Schema;
+        }
+        grec.compared |= g.record.compared;
+        grec.rollback_safe &= g.record.rollback_safe;
+        for c in g.record.changes {
+            if !grec.changes.contains(&c) {
+                grec.changes.push(c);
+            }
         }
         for f in g.findings {
             if !findings.contains(&f) {
@@ -170,9 +182,20 @@ pub fn storage(
     // given, one line each (the report reads them back).
     let lines: Vec<String> = std::iter::once(format!("{} deploy; {with}", type_name(deploy_type)))
         .chain(findings)
-        .chain(opts.guard.acks.iter().map(|a| format!("ack: {a}")))
+        .chain(gopts.acks.iter().map(|a| format!("ack: {a}")))
+        .chain(gopts.policy_ack.iter().map(|p| format!("policy: {p}")))
         .collect();
-    Decision::noted(deploy_type, Step::StorageGuard, lines.join("\n"))
+    Decision::noted((deploy_type, grec), Step::StorageGuard, lines.join("\n"))
+}
+
+/// The guard's settings for a deploy to `ctx`'s env: the run's, plus the env's
+/// `schema_policy`.
+pub fn guard_options(ctx: &EnvContext, opts: &DeployOptions) -> guard::GuardOptions {
+    let mut g = opts.guard.clone();
+    if ctx.cfg.schema_policy == crate::config::policy::SchemaPolicy::Acknowledge {
+        g.policy_ack = Some(format!("envs.{}.schema_policy", ctx.name));
+    }
+    g
 }
 
 fn type_name(t: DeployType) -> &'static str {

@@ -4,6 +4,8 @@
 //!
 //! - [`plan`]: the one planner. Deploy, rollback, resume and promote all become a journal with
 //!   a from/to release per host and the batches to roll them in.
+//! - `policy`: the env's own policies first: a required message, the failure lock, freeze
+//!   windows (overridden, by a person only, with a recorded reason).
 //! - `trust`: releases named by records made trustworthy (verified manifest, derived commit),
 //!   the storage guard's baseline and each host's restore target.
 //! - [`gates`]: storage guard, signature and promotion policy; each passes (with a journal
@@ -16,6 +18,8 @@
 //!   fast rollback path.
 //! - `canary`: canary against baseline after the canary group (and optionally each batch);
 //!   `watch`: the fleet-wide watch beside the whole rollout.
+//! - `render_check`: every host renders its target's config in memory before any host is
+//!   touched (operator values the release owns, a missing ops file: refused, nothing changed).
 //! - [`journal`]: the journal written as the run goes (a base record and append-only
 //!   segments, compacted at the end), which is what `resume` reads.
 //!
@@ -30,7 +34,9 @@ pub mod journal;
 pub mod lease;
 mod path;
 pub mod plan;
+mod policy;
 pub mod preview;
+mod render_check;
 mod run;
 mod trust;
 mod verify;
@@ -211,7 +217,28 @@ impl DeployError {
 
 #[derive(Clone, Debug, Default)]
 pub struct DeployOptions {
+    /// The deploy message (`-m/--message`): why.
     pub reason: String,
+    /// Where [`EnvContext::who`] came from (`--who`, `SUDO_USER`, `USER`, a CI system).
+    pub who_source: Option<String>,
+    /// A deploy no person started (continuous deployment, `promote --auto`): the failure lock
+    /// and freeze windows refuse it, with no override.
+    pub automatic: bool,
+    /// Deploy by hand although the env's failure lock is set: the reason (recorded).
+    pub ignore_failure_lock: Option<String>,
+    /// Deploy during an open freeze window: the reason (recorded).
+    pub override_freeze: Option<String>,
+    /// A git repository to resolve tag and branch names through (besides the store's ref
+    /// records).
+    pub repo: Option<std::path::PathBuf>,
+    /// `rollback --to <target>`: every host to this artifact (a digest, commit, tag or
+    /// branch) instead of its release before the last deploy.
+    pub rollback_to: Option<String>,
+    /// The moment the policies judge (freeze windows); `None`: now.
+    pub now: Option<std::time::SystemTime>,
+    /// Set by [`promote`]: the source env's deploy of this artifact, whose deploy type and
+    /// acknowledgements are reused and whose storage diff must be this env's too.
+    pub promoted_from: Option<crate::promotion::PromotedFrom>,
     pub dry_run: bool,
     /// Storage guard settings: backend rules and `--ack`s.
     pub guard: guard::GuardOptions,
@@ -246,7 +273,33 @@ pub fn deploy(
     opts: &DeployOptions,
 ) -> Result<Outcome, DeployError> {
     let p = plan::plan(ctx, Intent::Deploy { target }, opts)?;
-    run::run(ctx, sink, p, opts.dry_run)
+    after_run(ctx, run::run(ctx, sink, p, opts.dry_run))
+}
+
+/// A failed run (rolled back, or hosts needing a human) locks the env against automatic
+/// deploys ([`crate::failure_lock`]); a lock that cannot be written is said in the outcome.
+fn after_run(ctx: &EnvContext, r: Result<Outcome, DeployError>) -> Result<Outcome, DeployError> {
+    let mut o = r?;
+    if !matches!(
+        o.status,
+        JournalStatus::RolledBack | JournalStatus::NeedsHuman
+    ) {
+        return Ok(o);
+    }
+    let journal =
+        records::JournalWriter::open(ctx.store.clone(), &ctx.name, &o.deploy_id).map(|w| w.journal);
+    let locked =
+        journal.and_then(|j| crate::failure_lock::lock_after(ctx.store.as_ref(), &j, &o.message));
+    match locked {
+        Ok(_) => o.message.push_str(&format!(
+            "; {} is locked against automatic deploys until `applier unlock --env {}`",
+            ctx.name, ctx.name
+        )),
+        Err(e) => o.message.push_str(&format!(
+            " (warning: the failure lock could not be written: {e})"
+        )),
+    }
+    Ok(o)
 }
 
 /// Deploys to `ctx`'s environment the artifact that environment `from` runs: every host of
@@ -271,6 +324,41 @@ pub fn promote(
                 way_out: None,
             })
         })?;
+    if opts.automatic
+        && let Some(l) = crate::failure_lock::active(ctx.store.as_ref(), from).map_err(|e| {
+            DeployError::Refused(Refusal {
+                record: crate::keys::failure_lock(from),
+                reason: format!("cannot read the failure lock of {from}: {e}"),
+                way_out: None,
+            })
+        })?
+    {
+        return Err(DeployError::Refused(Refusal {
+            record: crate::keys::failure_lock(from),
+            reason: format!(
+                "an automatic promotion refused: the source {}",
+                l.describe()
+            ),
+            way_out: Some(format!(
+                "`applier unlock --env {from} --reason '...'` once it is understood"
+            )),
+        }));
+    }
+    let staged = records::JournalWriter::open(ctx.store.clone(), from, &src.deploy_id)?.journal;
+    let mut opts = opts.clone();
+    let via = format!("{from} deploy {}", src.deploy_id);
+    opts.guard.reused_acks = staged
+        .guard
+        .as_ref()
+        .map(|g| g.acks().into_iter().map(|a| (via.clone(), a)).collect())
+        .unwrap_or_default();
+    opts.promoted_from = Some(crate::promotion::PromotedFrom {
+        env: from.to_string(),
+        deploy_id: src.deploy_id.clone(),
+        deploy_type: staged.deploy_type,
+        guard: staged.guard.clone(),
+    });
+    let opts = &opts;
     sink.emit(&Event::Promote {
         from: from.to_string(),
         to: ctx.name.clone(),
@@ -291,7 +379,7 @@ pub fn rollback(
     opts: &DeployOptions,
 ) -> Result<Outcome, DeployError> {
     let p = plan::plan(ctx, Intent::Rollback, opts)?;
-    run::run(ctx, sink, p, opts.dry_run)
+    after_run(ctx, run::run(ctx, sink, p, opts.dry_run))
 }
 
 /// Continues (or, with `rollback`, rolls back) a deploy whose applier died. `force` breaks a
@@ -312,7 +400,7 @@ pub fn resume(
         },
         &DeployOptions::default(),
     )?;
-    run::run(ctx, sink, p, false)
+    after_run(ctx, run::run(ctx, sink, p, false))
 }
 
 /// One host's view for `applier status`.
@@ -452,6 +540,10 @@ pub fn unlock(ctx: &EnvContext, reason: &str) -> Result<UnlockReport, DeployErro
         analysis: vec![],
         segments: 0,
         damaged: vec![],
+        who_source: None,
+        source_ref: None,
+        guard: None,
+        overrides: vec![],
     };
     j.step(None, records::Step::Override, true, Some(detail));
     let mut w = records::JournalWriter::create(ctx.store.clone(), j.clone());

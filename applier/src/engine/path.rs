@@ -21,8 +21,7 @@ use super::run::Run;
 use crate::events::Event;
 use crate::host::Host;
 use crate::protocol::{
-    ErrorKind, Fence, HostError, PreflightRequest, ReadyRequest, ReleaseRef, RenderRequest,
-    StartRequest,
+    ErrorKind, Fence, HostError, PreflightRequest, ReadyRequest, ReleaseRef, StartRequest,
 };
 use crate::records::{HostEntry, HostPhase, Step};
 use crate::service::ServiceSpec;
@@ -66,7 +65,7 @@ pub(super) fn fail(step: Step, detail: String) -> StepFail {
 }
 
 /// The port a release listens on: the host's own, else the service's default.
-fn port_of(h: &dyn Host, spec: Option<&ServiceSpec>) -> Option<u16> {
+pub(super) fn port_of(h: &dyn Host, spec: Option<&ServiceSpec>) -> Option<u16> {
     h.config().port.or(spec.and_then(|s| s.port))
 }
 
@@ -144,7 +143,7 @@ impl Run<'_> {
 
     /// Runs `f` for every host with its entry and target manifest, on the bounded pool;
     /// `Err` joins every host's error.
-    fn each_target(
+    pub(super) fn each_target(
         &self,
         hosts: &[String],
         f: impl Fn(&String, &dyn Host, &HostEntry, &Manifest) -> Result<(), String> + Sync,
@@ -309,15 +308,16 @@ impl Run<'_> {
             |_| None,
         )?;
         self.take_out(host, Some(port))?;
-        let env = model::names::Name::parse(self.ctx.service_env())
-            .map_err(|e| fail(Step::Render, e.to_string()))?;
-        let req = RenderRequest {
-            release: to.clone(),
-            env,
-            port: Some(port),
-            values: h.config().values.clone(),
-            fence: Some(self.fenced(host, Step::Render)?),
+        let service = match (&spec.name, self.manifests.get(&to.manifest)) {
+            (Some(n), _) => n.clone(),
+            (None, Some(m)) => m.service.clone(),
+            (None, None) => String::new(),
         };
+        let mut req = self
+            .ctx
+            .render_request(host, &service, to, Some(port))
+            .map_err(|e| fail(Step::Render, e))?;
+        req.fence = Some(self.fenced(host, Step::Render)?);
         self.step(
             host,
             Step::Render,

@@ -16,14 +16,16 @@ use artifact::store::Store;
 use artifact::{Digest, keys};
 
 use super::gates::{self, Decision, Note, Refusal};
+use super::policy::{self, Action};
 use super::trust::{baseline, host_from, restorable, restore_target, trusted};
 use super::{DeployError, DeployOptions, EnvContext};
 use crate::checks::CheckSpec;
 use crate::events::{Event, EventSink, PlanGroup, PlanHost};
-use crate::guard::DeployType;
+use crate::guard::{DeployType, GuardRecord};
 use crate::protocol::ReleaseRef;
 use crate::records::{
-    self, DeployKind, HostEntry, HostPhase, Journal, JournalStatus, JournalWriter, RecordError,
+    self, DeployKind, EnvState, HostEntry, HostPhase, Journal, JournalStatus, JournalWriter,
+    RecordError, SourceRef,
 };
 use crate::service::ServiceSpec;
 use crate::target::now_rfc3339;
@@ -167,11 +169,43 @@ struct Header {
     deploy_type: DeployType,
     reason: String,
     notes: Vec<Note>,
+    who_source: Option<String>,
+    source_ref: Option<SourceRef>,
+    guard: Option<GuardRecord>,
+    overrides: Vec<String>,
+}
+
+/// Resolves a digest, commit, prefix, tag or branch ([`crate::refs`]) to a verified artifact.
+pub(crate) fn resolve_target(
+    ctx: &EnvContext,
+    target: &str,
+    opts: &DeployOptions,
+) -> Result<(Digest, Manifest, Option<SourceRef>), DeployError> {
+    let t = crate::refs::resolve_target(ctx.store.as_ref(), target, opts.repo.as_deref())
+        .map_err(|e| match e {
+            crate::refs::TargetError::Resolve(r) => DeployError::Resolve(r),
+            e @ crate::refs::TargetError::Unknown { .. } => DeployError::Usage {
+                message: e.to_string(),
+                way_out: Some(
+                    "give a manifest digest (sha256:...), a commit or a unique prefix of at least 4 hex digits, or a tag or branch the builder recorded (`builder build --record-refs`, --tag, --branch)".into(),
+                ),
+            },
+            e => DeployError::Refused(Refusal {
+                record: e.record(target),
+                reason: e.to_string(),
+                way_out: Some(
+                    "name an artifact digest, a commit, `tag:<name>` or `branch:<name>`; `builder build --record-refs` (or --tag/--branch) records refs when it builds".into(),
+                ),
+            }),
+        })?;
+    let (digest, manifest) = resolve::resolve_verified(ctx.store.as_ref(), &t.digest.to_string())?;
+    Ok((digest, manifest, t.source_ref))
 }
 
 fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<Plan, DeployError> {
+    let passed = policy::check(ctx, opts, Action::Deploy)?;
     check_acks(opts)?;
-    let (digest, manifest) = resolve::resolve_verified(ctx.store.as_ref(), target)?;
+    let (digest, manifest, source_ref) = resolve_target(ctx, target, opts)?;
     let to = ReleaseRef::of(digest, &manifest).map_err(|e| {
         refused(
             artifact::keys::blob(&digest),
@@ -181,6 +215,7 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
     })?;
     let commit = to.commit.to_string();
     let mut notes = override_notes(opts);
+    notes.extend(passed.notes);
     gate(gates::signature(ctx, &to), &mut notes)?;
     let skipped = gate(gates::promotion(ctx, &to, opts), &mut notes)?;
     let (env_state, _) = records::load_state(ctx.store.as_ref(), &ctx.name)?;
@@ -191,10 +226,31 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         .iter()
         .map(|r| (r.clone(), &manifests[&r.manifest]))
         .collect();
-    let deploy_type = gate(
+    let (mut deploy_type, guard) = gate(
         gates::storage(ctx, &base_m, (&to, &manifests[&digest]), opts),
         &mut notes,
     )?;
+    if let Some(from) = &opts.promoted_from {
+        let (t, detail) = crate::promotion::reuse(from, &ctx.name, deploy_type, &guard)
+            .map_err(|reason| {
+                DeployError::Refused(Refusal {
+                    record: format!(
+                        "{} and the storage manifests of {digest}",
+                        crate::keys::deploy_journal(&from.env, &from.deploy_id)
+                    ),
+                    reason,
+                    way_out: Some(format!(
+                        "compare with `applier diff {digest} --env {}`; deploy it here with its own acknowledgements (`applier deploy {digest} --env {} --ack ...`)",
+                        ctx.name, ctx.name
+                    )),
+                })
+            })?;
+        deploy_type = t;
+        notes.push(Note {
+            step: records::Step::PromotionCheck,
+            detail,
+        });
+    }
     // Each host's restore target as its records name it, asking the hosts a few at a time;
     // then each is verified (one manifest read per release, not per host).
     let names: Vec<String> = ctx
@@ -222,6 +278,10 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
             .trim_start()
             .to_string();
     }
+    let mut overrides = passed.overrides;
+    if skipped {
+        overrides.push("skip-promotion-check".into());
+    }
     let header = Header {
         kind: DeployKind::Deploy,
         artifact: Some(digest),
@@ -229,6 +289,10 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         deploy_type,
         reason,
         notes,
+        who_source: opts.who_source.clone(),
+        source_ref,
+        guard: Some(guard),
+        overrides,
     };
     Ok(Plan {
         writer: JournalWriter::create(ctx.store.clone(), new_journal(ctx, header, targets)),
@@ -241,6 +305,22 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
 }
 
 fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployError> {
+    let passed = policy::check(ctx, opts, Action::Rollback)?;
+    // `--to`: one named release for every host, instead of each one's previous.
+    let named = match &opts.rollback_to {
+        Some(t) => {
+            let (digest, m, r) = resolve_target(ctx, t, opts)?;
+            let to = ReleaseRef::of(digest, &m).map_err(|e| {
+                refused(
+                    artifact::keys::blob(&digest),
+                    format!("manifest {digest}: {e}"),
+                    None,
+                )
+            })?;
+            Some((to, r))
+        }
+        None => None,
+    };
     let (env_state, _) = records::load_state(ctx.store.as_ref(), &ctx.name)?;
     let hist = records::read_history(ctx.store.as_ref(), &ctx.name)?;
     let mut notes = override_notes(opts);
@@ -256,12 +336,13 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
     let mut targets = BTreeMap::new();
     let mut manifests = BTreeMap::new();
     for n in ctx.cfg.batches().into_iter().flat_map(|(_, hs)| hs) {
-        let (target, record) = match last {
-            Some(j) => match j.hosts.get(&n).and_then(|e| e.from.clone()) {
+        let (target, record) = match (&named, last) {
+            (Some((r, _)), _) => (r.clone(), "the release --to names".to_string()),
+            (None, Some(j)) => match j.hosts.get(&n).and_then(|e| e.from.clone()) {
                 Some(t) => (t, crate::keys::deploy_journal(&ctx.name, &j.id)),
                 None => continue,
             },
-            None => match ctx
+            (None, None) => match ctx
                 .host(&n)
                 .status()
                 .ok()
@@ -302,11 +383,15 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
     }
     let header = Header {
         kind: DeployKind::Rollback,
-        artifact: None,
-        commit: None,
+        artifact: named.as_ref().map(|(r, _)| r.manifest),
+        commit: named.as_ref().map(|(r, _)| r.commit.to_string()),
         deploy_type: DeployType::Code,
         reason: opts.reason.clone(),
         notes,
+        who_source: opts.who_source.clone(),
+        source_ref: named.and_then(|(_, s)| s),
+        guard: None,
+        overrides: passed.overrides,
     };
     Ok(Plan {
         writer: JournalWriter::create(ctx.store.clone(), new_journal(ctx, header, targets)),
@@ -462,6 +547,10 @@ fn new_journal(
         abort_reason: None,
         needs_human: vec![],
         analysis: vec![],
+        who_source: h.who_source,
+        source_ref: h.source_ref,
+        guard: h.guard,
+        overrides: h.overrides,
         segments: 0,
         damaged: vec![],
     };
@@ -513,6 +602,24 @@ pub(super) fn emit_plan(ctx: &EnvContext, sink: &dyn EventSink, plan: &Plan, dry
         dry_run,
         groups,
     });
+}
+
+/// What the env runs, for the storage guard: the artifact most of its hosts are on.
+pub fn env_current(env_state: &EnvState) -> Option<Digest> {
+    most_common(
+        env_state
+            .hosts
+            .values()
+            .filter_map(|h| h.current.as_ref().map(|r| r.manifest)),
+    )
+}
+
+fn most_common(it: impl Iterator<Item = Digest>) -> Option<Digest> {
+    let mut counts: BTreeMap<Digest, usize> = BTreeMap::new();
+    for d in it {
+        *counts.entry(d).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d)
 }
 
 /// The checks a release gets in this env: the service's own (unless skipped), the env's

@@ -223,11 +223,13 @@ impl<'a> Run<'a> {
         if !resume && let Err(reason) = self.preflight(&pending) {
             return Ok(self.refuse(reason));
         }
-        if let Err(reason) = self.prefetch(&pending) {
-            if resume {
-                return Ok(self.abort_and_finish(reason));
+        for check in [Self::prefetch, Self::render_check] {
+            if let Err(reason) = check(self, &pending) {
+                if resume {
+                    return Ok(self.abort_and_finish(reason));
+                }
+                return Ok(self.refuse(reason));
             }
-            return Ok(self.refuse(reason));
         }
         if kind == DeployKind::Rollback {
             self.note(
@@ -607,7 +609,7 @@ impl<'a> Run<'a> {
             j.set_abort_reason(reason.clone());
             j.step(None, Step::Abort, true, Some(reason.clone()));
         });
-        let (mut touched, deploy_type) = self.journal.read(|j| {
+        let (mut touched, deploy_type, rollback_safe) = self.journal.read(|j| {
             let t: Vec<(u32, String)> = j
                 .hosts
                 .iter()
@@ -622,7 +624,12 @@ impl<'a> Run<'a> {
                 })
                 .map(|(h, e)| (e.touched.unwrap_or(0), h.clone()))
                 .collect();
-            (t, j.deploy_type)
+            // Journals without a guard record predate rollback-safe schema deploys.
+            let safe = j
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.compared && g.rollback_safe);
+            (t, j.deploy_type, safe)
         });
         touched.sort_by(|a, b| b.cmp(a));
         let names: Vec<String> = touched.into_iter().map(|(_, h)| h).collect();
@@ -641,7 +648,7 @@ impl<'a> Run<'a> {
                 names,
             );
         }
-        if deploy_type == Some(DeployType::Schema) {
+        if deploy_type == Some(DeployType::Schema) && !rollback_safe {
             for h in &names {
                 if self.journal.entry(h).phase != HostPhase::Done {
                     self.set_phase(

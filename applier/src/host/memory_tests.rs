@@ -91,6 +91,7 @@ fn deploy(h: &MemoryHost, c: char) -> Result<RunInfo, HostError> {
         env: model::names::Name::parse("test").unwrap(),
         port: Some(7300),
         values: Default::default(),
+        ops: None,
         fence: Some(f1()),
     })?;
     h.switch(&f1(), &r)?;

@@ -30,9 +30,9 @@ use crate::config::HostConfig;
 use crate::protocol::{
     ExecOutput, ExecRequest, Fence, FetchReport, FetchUrlsRequest, HealthReport, HostError,
     HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
-    PruneReport, PruneRequest, ReadFileRequest, ReadyReport, ReadyRequest, ReleaseRef,
-    ReleaseRequest, RenderReport, RenderRequest, RunInfo, StartRequest, StopReport, StopRequest,
-    SwitchReport,
+    PreviewReport, PreviewRequest, PruneReport, PruneRequest, ReadFileRequest, ReadyReport,
+    ReadyRequest, ReleaseRef, ReleaseRequest, RenderReport, RenderRequest, RunInfo, StartRequest,
+    StopReport, StopRequest, SwitchReport,
 };
 use crate::service::ServiceSpec;
 
@@ -90,6 +90,10 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     }
     fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
         ask!(self, HostRequest::Render(req.clone()), Render)
+    }
+    /// Renders without writing anything; the host's ops values come back masked.
+    fn render_preview(&self, req: &PreviewRequest) -> Result<PreviewReport, HostError> {
+        ask!(self, HostRequest::RenderPreview(req.clone()), RenderPreview)
     }
     fn switch(&self, fence: &Fence, release: &ReleaseRef) -> Result<SwitchReport, HostError> {
         let req = ReleaseRequest {

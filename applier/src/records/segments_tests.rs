@@ -57,6 +57,10 @@ fn journal(hosts: &[&str]) -> Journal {
         analysis: vec![],
         segments: 0,
         damaged: vec![],
+        who_source: None,
+        source_ref: None,
+        guard: None,
+        overrides: vec![],
     }
 }
 

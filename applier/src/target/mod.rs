@@ -21,7 +21,8 @@
 //! - [`preflight`]: writable root, free disk, node ABI.
 //! - [`fetch`]: streaming, verified fetch into a release directory; [`presigned`]: the
 //!   read-only store of presigned URLs a target fetches through.
-//! - [`release`]: the release's service spec, config render, the `current` switch.
+//! - [`release`]: the release's service spec, config render (and its preview), the
+//!   `current` switch.
 //! - [`process`]: start and stop of the service process; [`ready`]: the readiness wait
 //!   (port, then the service's probes, then `min_healthy`).
 //! - [`exec`]: shell commands and files the checks read.
@@ -145,6 +146,7 @@ impl HostRoot {
                 HostResponse::ServiceSpec(self.service_spec(&r.release.commit)?)
             }
             HostRequest::Render(r) => HostResponse::Render(self.render(&r)?),
+            HostRequest::RenderPreview(r) => HostResponse::RenderPreview(self.render_preview(&r)?),
             HostRequest::Switch(r) => HostResponse::Switch(self.switch(&r.release)?),
             // The child handle is dropped here: it is reaped in the background, and the
             // service outlives an `applier host` process that exits.

@@ -1,15 +1,24 @@
-//! A release on the host: its `deploy/service.yaml`, the config rendered into it from its env
-//! file plus host-local values, and the atomic switch of `current` to it.
+//! A release on the host: its `deploy/service.yaml`, the config rendered into it from its
+//! three layers ([`crate::envconfig`]: the release's env file, the inventory's values, the
+//! host's ops file), and the atomic switch of `current` to it.
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use super::{HostRoot, sync_dir, write_atomic};
-use crate::protocol::{HostError, ReleaseRef, RenderReport, RenderRequest, SwitchReport, io_err};
+use crate::envconfig::{self, Layer, OpsFile, Rendered};
+use crate::protocol::{
+    HostError, OpsFileRef, PreviewReport, PreviewRequest, ReleaseRef, RenderReport, RenderRequest,
+    SwitchReport, io_err,
+};
 use crate::service::ServiceSpec;
+
+/// The ops file as read: its path and values.
+type OpsRead = Option<(String, OpsFile)>;
 
 impl HostRoot {
     /// The directory of `release`, if it holds that very build: its `.release.json` (written
@@ -34,49 +43,101 @@ impl HostRoot {
         Ok(ServiceSpec::load(&dir)?)
     }
 
-    /// Renders `deploy/env/<env>.yaml` of the release plus host-local values into
-    /// `<release>/config.yaml`.
+    /// Renders the release's env config, the port, the inventory's values and the host's
+    /// ops file into `<release>/config.yaml` (mode 0600: it may hold the host's secrets).
     pub fn render(&self, req: &RenderRequest) -> Result<RenderReport, HostError> {
         let dir = self.verified_release(&req.release)?;
-        let spec = self.service_spec(&req.release.commit)?;
-        let rel = spec.config.env_file.replace("{env}", &req.env);
-        if Path::new(&rel)
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(HostError::Render(format!(
-                "config.env_file {rel:?} must be a relative path inside the release"
-            )));
-        }
-        let env_file = dir.join(&rel);
-        let mut tree: Value = match fs::read_to_string(&env_file) {
-            Ok(t) if t.trim().is_empty() => Value::Object(Default::default()),
-            Ok(t) => serde_norway::from_str(&t)
-                .map_err(|e| HostError::Render(format!("{}: {e}", env_file.display())))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(HostError::Render(format!(
-                    "the release has no config for env {} ({})",
-                    req.env,
-                    spec.config.env_file.replace("{env}", &req.env)
-                )));
-            }
-            Err(e) => return Err(io_err(format!("reading {}", env_file.display()))(e)),
-        };
-        let port = req.port.or(spec.port);
-        if let Some(port) = port {
-            crate::config::set_value_path(&mut tree, &spec.config.port_path, port.into())
-                .map_err(HostError::Render)?;
-        }
-        for (path, v) in &req.values {
-            crate::config::set_value_path(&mut tree, path, v.clone()).map_err(HostError::Render)?;
-        }
-        let text = serde_norway::to_string(&tree).map_err(|e| HostError::Render(e.to_string()))?;
+        let commit = req.release.commit.as_str();
+        let spec = self.service_spec(commit)?;
+        let env_file = checked_env_file(&spec.config.env_file, &req.env)?;
+        let base = self.release_env_config(commit, &env_file, &req.env)?;
+        let r = self.merge(base, &env_file, &spec.config, req)?;
+        let text =
+            serde_norway::to_string(&r.tree).map_err(|e| HostError::Render(e.to_string()))?;
         let out = dir.join("config.yaml");
         write_atomic(&out, text.as_bytes())?;
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o600))
+            .map_err(io_err(format!("restricting {}", out.display())))?;
         Ok(RenderReport {
             config: out.display().to_string(),
-            port,
+            port: req.port,
         })
+    }
+
+    /// Renders without writing: the release on this host, or the inline env config the
+    /// request carries. Answers the YAML with the ops file's values masked.
+    pub fn render_preview(&self, req: &PreviewRequest) -> Result<PreviewReport, HostError> {
+        let (base, env_file, config) = match &req.inline {
+            Some(i) => {
+                let env_file = checked_env_file(&i.config.env_file, &req.render.env)?;
+                (
+                    parse_env_config(&i.env_config, &env_file)?,
+                    env_file,
+                    i.config.clone(),
+                )
+            }
+            None => {
+                self.verified_release(&req.render.release)?;
+                let commit = req.render.release.commit.as_str();
+                let spec = self.service_spec(commit)?;
+                let env_file = checked_env_file(&spec.config.env_file, &req.render.env)?;
+                let base = self.release_env_config(commit, &env_file, &req.render.env)?;
+                (base, env_file, spec.config)
+            }
+        };
+        let ops = self.read_ops(req.render.ops.as_ref())?;
+        let r = merge_layers(base, &env_file, &config, &req.render, &ops)?;
+        Ok(PreviewReport {
+            text: envconfig::masked_yaml(&r),
+            ops_keys: r.masked.iter().map(|p| p.pointer()).collect(),
+            ops_file: ops.map(|(p, _)| p),
+        })
+    }
+
+    fn merge(
+        &self,
+        base: Value,
+        env_file: &str,
+        config: &model::service::ConfigSpec,
+        req: &RenderRequest,
+    ) -> Result<Rendered, HostError> {
+        let ops = self.read_ops(req.ops.as_ref())?;
+        merge_layers(base, env_file, config, req, &ops)
+    }
+
+    fn release_env_config(
+        &self,
+        commit: &str,
+        env_file: &str,
+        env: &str,
+    ) -> Result<Value, HostError> {
+        let path = self.release_dir(commit).join(env_file);
+        match fs::read_to_string(&path) {
+            Ok(t) => parse_env_config(&t, env_file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(HostError::Render(format!(
+                "the release has no config for env {env} ({env_file})"
+            ))),
+            Err(e) => Err(io_err(format!("reading {}", path.display()))(e)),
+        }
+    }
+
+    /// Reads the host's ops file: relative paths are under the root. An absent file is no
+    /// values, unless it is required.
+    fn read_ops(&self, ops: Option<&OpsFileRef>) -> Result<OpsRead, HostError> {
+        let Some(o) = ops else { return Ok(None) };
+        let path = self.root.join(&o.path);
+        let shown = path.display().to_string();
+        match fs::read_to_string(&path) {
+            Ok(t) => {
+                let f = OpsFile::parse(&t, &shown).map_err(HostError::Render)?;
+                Ok(Some((shown, f)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !o.required => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(HostError::Render(format!(
+                "the host's ops file {shown} does not exist (the inventory names it: ops_file)"
+            ))),
+            Err(e) => Err(io_err(format!("reading the host's ops file {shown}"))(e)),
+        }
     }
 
     /// Points `current` at the release, atomically (only if its directory holds that build).
@@ -104,4 +165,47 @@ impl HostRoot {
             to: commit.to_string(),
         })
     }
+}
+
+/// `config.env_file` with `{env}` put in: a relative path inside the release, or refused.
+fn checked_env_file(template: &str, env: &str) -> Result<String, HostError> {
+    let rel = template.replace("{env}", env);
+    if Path::new(&rel)
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(HostError::Render(format!(
+            "config.env_file {rel:?} must be a relative path inside the release"
+        )));
+    }
+    Ok(rel)
+}
+
+fn parse_env_config(text: &str, env_file: &str) -> Result<Value, HostError> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_norway::from_str(text).map_err(|e| HostError::Render(format!("{env_file}: {e}")))
+}
+
+fn merge_layers(
+    base: Value,
+    env_file: &str,
+    config: &model::service::ConfigSpec,
+    req: &RenderRequest,
+    ops: &OpsRead,
+) -> Result<Rendered, HostError> {
+    let mut layers = vec![Layer {
+        name: "the inventory's values".into(),
+        values: &req.values,
+        masked: false,
+    }];
+    if let Some((path, f)) = ops {
+        layers.push(Layer {
+            name: format!("the host's ops file {path}"),
+            values: &f.values,
+            masked: true,
+        });
+    }
+    envconfig::render(base, env_file, config, req.port, &layers).map_err(HostError::Render)
 }

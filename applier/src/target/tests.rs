@@ -144,6 +144,7 @@ fn an_env_file_outside_the_release_is_not_rendered() {
             env: model::names::Name::parse("prod").unwrap(),
             port: None,
             values: BTreeMap::new(),
+            ops: None,
             fence: None,
         })
         .unwrap_err();

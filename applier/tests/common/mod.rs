@@ -9,7 +9,7 @@ pub mod load;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -62,6 +62,18 @@ pub fn fixture() -> Option<&'static Fixture> {
     }
 }
 
+/// True when node, npm and git are here; otherwise reports the missing tool for this test
+/// (`testkit::missing`: fails under `CI=true`, skips loudly elsewhere) and returns false.
+pub fn fixture_tools_present() -> bool {
+    match testkit::node_tools() {
+        Ok(()) => true,
+        Err(m) => {
+            testkit::missing(&m);
+            false
+        }
+    }
+}
+
 pub fn builder_bin() -> PathBuf {
     testkit::bin("builder")
 }
@@ -94,6 +106,11 @@ impl Env {
     /// `extra` is YAML merged into the env block (keys of an environment, indented by the
     /// caller at 4 spaces as they would sit in the file).
     pub fn new(fx: &Fixture, name: &str, extra: &str) -> Env {
+        Env::with_store(&fx.store, name, extra)
+    }
+
+    /// As [`Env::new`], on the store at `store`.
+    pub fn with_store(store: &Path, name: &str, extra: &str) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("applier-env-")
             .tempdir()
@@ -112,6 +129,7 @@ impl Env {
                     address: "127.0.0.1".into(),
                     port: Some(p),
                     values: [("services.0.conf.host".to_string(), json!("127.0.0.1"))].into(),
+                    ops_file: None,
                     env: BTreeMap::new(),
                     ssh: None,
                 },
@@ -159,7 +177,7 @@ impl Env {
             env(vec![group("canary", &["h3"])], h3),
         );
         let cfg = Config {
-            store: fx.store.display().to_string(),
+            store: store.display().to_string(),
             lease_ttl: applier::config::Dur(Duration::from_secs(10)),
             envs,
             ..Config::default()

@@ -238,6 +238,10 @@ fn a_journal_cannot_pair_a_signed_digest_with_an_unsigned_commit() {
         analysis: vec![],
         segments: 0,
         damaged: vec![],
+        who_source: None,
+        source_ref: None,
+        guard: None,
+        overrides: vec![],
     };
     let key = applier::keys::deploy_journal("sig", &j.id);
     bed.store

@@ -133,7 +133,12 @@ fn the_eta_comes_from_the_hosts_of_past_succeeded_deploys() {
     // A failed run is not history to go by.
     let bad = deploy(&ctx, &NullSink, &r[2]);
     assert_eq!(bad.status, JournalStatus::RolledBack);
-    let p = preview(&ctx, &r[3].manifest.to_string(), &DeployOptions::default()).unwrap();
+    // The failed run locked the env (applier unlock); a person plans past it, as they deploy.
+    let opts = DeployOptions {
+        ignore_failure_lock: Some("planning after the failed run".into()),
+        ..Default::default()
+    };
+    let p = preview(&ctx, &r[3].manifest.to_string(), &opts).unwrap();
     let e = &p.eta;
     assert_eq!(e.from_deploys, std::slice::from_ref(&o.deploy_id));
     assert_eq!(e.host_samples, 4);
@@ -203,6 +208,10 @@ fn past_journal(env: &str, hosts: &[String], prefetch_s: u64, host_s: u64, slow_
         analysis: vec![],
         segments: 0,
         damaged: vec![],
+        who_source: None,
+        source_ref: None,
+        guard: None,
+        overrides: vec![],
     }
 }
 

@@ -18,6 +18,7 @@
 //!   min_healthy: 2s
 //! config:
 //!   port_path: services.0.conf.port      # where the host's port goes in the rendered config
+//!   ops_owned: [/services/0/conf/storage/path]   # keys the operators' values may replace
 //! checks:
 //!   - {type: http, path: /_info, status: 200}
 //!   - {type: logs, level: error}
@@ -99,6 +100,13 @@ pub struct ConfigSpec {
     /// The env config file inside the release, `{env}` substituted.
     #[serde(default = "default_env_file")]
     pub env_file: String,
+    /// Keys of the env config that the operators' values (the host's ops file, the
+    /// inventory's `values`) may replace, with everything below them: JSON pointers
+    /// (`/services/0/conf/storage/path`) or dotted paths. An operator value for any other key
+    /// the env config sets is refused at render, so the service's code and schema config
+    /// cannot be overridden from a host by accident.
+    #[serde(default)]
+    pub ops_owned: Vec<String>,
 }
 
 impl Default for ConfigSpec {
@@ -106,6 +114,7 @@ impl Default for ConfigSpec {
         ConfigSpec {
             port_path: default_port_path(),
             env_file: default_env_file(),
+            ops_owned: Vec::new(),
         }
     }
 }
@@ -354,5 +363,13 @@ mod tests {
         assert_eq!(s.start[0], "node");
         assert!(s.checks.len() >= 3, "{:?}", s.checks);
         assert!(s.build.npm_args.is_some());
+        assert!(
+            s.config
+                .ops_owned
+                .iter()
+                .any(|p| p == "/services/0/conf/storage/path"),
+            "{:?}",
+            s.config
+        );
     }
 }

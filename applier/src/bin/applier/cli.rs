@@ -28,6 +28,10 @@ pub struct Cli {
     /// Print the resolved configuration and where each value came from, then exit.
     #[arg(long, global = true)]
     pub show_config: bool,
+    /// Who is deploying, for the lease, the journal and notifications (default: SUDO_USER,
+    /// a CI job's variables, then USER; see docs/applier.md, "Who and why").
+    #[arg(long, global = true)]
+    pub who: Option<String>,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
 }
@@ -50,12 +54,17 @@ pub enum Cmd {
         flags: DeployFlags,
     },
     /// Deploy to `--to` the artifact that `--from` runs (every host of `--from` on the same
-    /// release, put there by a succeeded deploy).
+    /// release, put there by a succeeded deploy), with the deploy type and acknowledgements
+    /// recorded there; refused when this env's storage diff differs.
     Promote {
         #[arg(long)]
         from: Name,
         #[arg(long)]
         to: Name,
+        /// Run by automation: refused while either env's failure lock is set or a freeze
+        /// window is open, with no override.
+        #[arg(long)]
+        auto: bool,
         #[command(flatten)]
         flags: DeployFlags,
     },
@@ -74,12 +83,20 @@ pub enum Cmd {
         #[arg(long)]
         skip_promotion_check: bool,
     },
-    /// Roll every host back to the release it ran before the last successful deploy.
+    /// Roll every host back to the release it ran before the last successful deploy (or, with
+    /// `--to`, to a named artifact, tag or branch).
     Rollback {
         #[arg(long)]
         env: Name,
-        #[arg(long, default_value = "")]
-        reason: String,
+        /// Why (`--reason` is the same).
+        #[arg(short = 'm', long = "message", alias = "reason", default_value = "")]
+        message: String,
+        /// Roll every host back to this digest, commit, tag or branch.
+        #[arg(long, value_name = "TARGET")]
+        to: Option<String>,
+        /// A git repository to resolve `--to` names through.
+        #[arg(long)]
+        repo: Option<PathBuf>,
         #[arg(long)]
         dry_run: bool,
         /// Roll back even where the storage guard says the old code would not start
@@ -106,6 +123,43 @@ pub enum Cmd {
     Status {
         #[arg(long)]
         env: Name,
+    },
+    /// What deploying a target would change: each host's rendered config (its ops values
+    /// masked), the code (commits, files), the dependencies (lockfiles) and the storage
+    /// (schema guard). Changes nothing.
+    Diff {
+        target: String,
+        #[arg(long)]
+        env: String,
+        /// Only this host's config.
+        #[arg(long)]
+        host: Option<String>,
+        /// As for deploy: acknowledgements the storage guard should count.
+        #[arg(long = "ack", value_name = "ACK")]
+        acks: Vec<String>,
+        #[arg(long, value_enum, default_value = "cassandra")]
+        backend: BackendArg,
+        /// A git repository to resolve tag and branch names through.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Deploy the newest built commit of a branch (continuous deployment; superseded commits
+    /// are skipped). An automatic deploy: the failure lock and freeze windows refuse it.
+    Cd {
+        #[arg(long)]
+        env: String,
+        /// The branch (default: the env's `cd.branch`).
+        #[arg(long)]
+        branch: Option<String>,
+        /// How long to wait for a deploy under way before giving up.
+        #[arg(long, default_value = "10m")]
+        wait: humantime::Duration,
+        #[arg(short = 'm', long = "message", default_value = "")]
+        message: String,
+        #[arg(long = "ack", value_name = "ACK")]
+        acks: Vec<String>,
+        #[arg(long, value_enum, default_value = "cassandra")]
+        backend: BackendArg,
     },
     /// Past deploys of an environment: who, why, type, outcome, duration, hosts changed.
     History {
@@ -148,8 +202,9 @@ pub enum Cmd {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Break a stuck or corrupt env lock (its holder must be gone) and fence its holder out;
-    /// recorded in the env's history with the reason.
+    /// After a failure or a stuck deploy: clear the failure lock a rolled-back or needs-human
+    /// deploy left (automatic deploys resume), and break a stuck or corrupt env lock, fencing
+    /// its holder out; both recorded with the reason (the env's history, the lock record).
     Unlock {
         #[arg(long)]
         env: Name,
@@ -172,8 +227,20 @@ pub enum Cmd {
 /// The flags `deploy` and `promote` share.
 #[derive(clap::Args)]
 pub struct DeployFlags {
-    #[arg(long, default_value = "")]
-    pub reason: String,
+    /// Why: recorded in the journal, shown by `history`, sent with notifications; required
+    /// where the env says `require_message` (`--reason` is the same).
+    #[arg(short = 'm', long = "message", alias = "reason", default_value = "")]
+    pub message: String,
+    /// Deploy although the env's failure lock is set (by hand only); the reason is recorded.
+    #[arg(long, value_name = "REASON")]
+    pub ignore_failure_lock: Option<String>,
+    /// Deploy inside an open freeze window (by hand only); the reason is recorded.
+    #[arg(long, value_name = "REASON")]
+    pub override_freeze: Option<String>,
+    /// A git repository to resolve tag and branch names through (besides the store's ref
+    /// records).
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -205,16 +272,25 @@ impl DeployFlags {
             })?;
         }
         Ok(DeployOptions {
-            reason: self.reason.clone(),
+            reason: self.message.clone(),
             dry_run: self.dry_run,
-            guard: applier::guard::GuardOptions {
-                backend: (&self.backend).into(),
-                acks: self.acks.clone(),
-            },
-            force_schema_rollback: false,
+            guard: guard_options(&self.backend, &self.acks),
             skip_promotion_check: self.skip_promotion_check,
+            ignore_failure_lock: self.ignore_failure_lock.clone(),
+            override_freeze: self.override_freeze.clone(),
+            repo: self.repo.clone(),
             schema_baseline: self.schema_baseline.clone(),
+            ..Default::default()
         })
+    }
+}
+
+/// The storage guard's settings from `--backend` and `--ack`.
+pub fn guard_options(backend: &BackendArg, acks: &[String]) -> applier::guard::GuardOptions {
+    applier::guard::GuardOptions {
+        backend: backend.into(),
+        acks: acks.to_vec(),
+        ..Default::default()
     }
 }
 

@@ -33,13 +33,13 @@ pub fn resolve_config(cli: &Cli) -> Result<Resolved, Failure> {
     .map_err(Failure::config)
 }
 
-/// `user@host` of whoever runs this, for the lease and the journal.
-fn who() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+/// Who runs this and how we know ([`applier::identity`]): `--who`, else the process
+/// environment, read here and nowhere else.
+pub fn identity(cli: &Cli) -> applier::identity::Identity {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    format!("{user}@{host}")
+    applier::identity::resolve(cli.who.as_deref(), &|k| std::env::var(k).ok(), &host)
 }
 
 pub fn open_store(r: &Resolved) -> Result<Arc<dyn artifact::Store>, Failure> {
@@ -57,14 +57,8 @@ pub fn open_store(r: &Resolved) -> Result<Arc<dyn artifact::Store>, Failure> {
     })
 }
 
-pub fn env_ctx(r: &Resolved, env: &str) -> Result<EnvContext, Failure> {
+pub fn env_ctx(r: &Resolved, env: &str, who: &str) -> Result<EnvContext, Failure> {
     let cfg = r.env(env).map_err(Failure::config)?;
     let store = open_store(r)?;
-    Ok(EnvContext::new(
-        env,
-        cfg,
-        store,
-        r.config.lease_ttl.0,
-        &who(),
-    ))
+    Ok(EnvContext::new(env, cfg, store, r.config.lease_ttl.0, who))
 }

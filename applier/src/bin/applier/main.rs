@@ -2,10 +2,9 @@
 //!
 //! - `cli`: the subcommands and flags.
 //! - `context`: configuration layers, the store and the environment context.
-//! - `commands`: one function per subcommand (deploy, promote, rollback, resume, status), and
-//!   the dispatch of the rest.
-//! - `reports`: the commands that read deploys back (history, show, report) and the report a
-//!   run writes to its env's `report_dir`.
+//! - `commands`: one function per subcommand (deploy, promote, rollback, resume, cd, diff,
+//!   unlock, status, history), with the env's notifications beside the renderer.
+//! - `cd`, `diff`, `unlock`: rendering those commands' results.
 //! - `host`: `applier host ...`, the target side of a remote transport.
 //! - `plan`: the text form of `applier plan`.
 //! - `live`: the live view's board (the table, the bake countdown, the summary).
@@ -16,15 +15,18 @@
 //! An error is printed on stderr as `applier: <error>`, followed by a `record:` line naming the
 //! store record a refusal was decided on, and a `hint:` line where the user can act on it.
 
+mod cd;
 mod cli;
 mod commands;
 mod context;
+mod diff;
 mod exit;
 mod host;
 mod live;
 mod plan;
 mod render;
 mod reports;
+mod unlock;
 
 use std::process::ExitCode;
 

@@ -246,6 +246,15 @@ impl Sink {
         let _g = self.out.lock().unwrap();
         out_line(&v.to_string());
     }
+
+    /// A warning on stderr (in every format: stdout stays data).
+    pub fn warn(&self, msg: &str) {
+        let _g = self.out.lock().unwrap();
+        eprintln!("warning: {}", applier::report::text::terminal_safe(msg));
+        if let Some(l) = &self.live {
+            l.draw();
+        }
+    }
 }
 
 impl EventSink for Sink {

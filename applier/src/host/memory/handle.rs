@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use super::{Instance, Mem, Release, Startup};
 use crate::protocol::{
     Fence, FetchReport, FileText, HealthReport, HostError, HostRequest, HostResponse, HostStatus,
-    PreflightReport, PruneReport, ReadyReport, ReleaseRef, RenderReport, RunInfo, StopReport,
-    SwitchReport,
+    PreflightReport, PreviewReport, PruneReport, ReadyReport, ReleaseRef, RenderReport, RunInfo,
+    StopReport, SwitchReport,
 };
 use crate::service::ServiceSpec;
 use crate::target::{node_arch, node_os, now_rfc3339};
@@ -142,6 +142,17 @@ impl Mem {
                     rel.rendered = Some(r);
                 }
                 HostResponse::Render(RenderReport { config, port })
+            }
+            // No env files here: the preview is the inventory's values alone.
+            HostRequest::RenderPreview(r) => {
+                if r.inline.is_none() {
+                    self.verified(&r.render.release)?;
+                }
+                HostResponse::RenderPreview(PreviewReport {
+                    text: serde_norway::to_string(&r.render.values).unwrap_or_default(),
+                    ops_keys: vec![],
+                    ops_file: None,
+                })
             }
             HostRequest::Switch(r) => {
                 self.verified(&r.release)?;
