@@ -31,8 +31,9 @@ pub enum DeployType {
 /// Settings of the guard for one run.
 #[derive(Clone, Debug, Default)]
 pub struct GuardOptions {
-    /// The table backend whose rules apply.
-    pub backend: Backend,
+    /// The table backend whose rules apply; `None`: the one the storage manifests name (the
+    /// env config's storage module, as the builder recorded it), else Cassandra's.
+    pub backend: Option<Backend>,
     /// Acknowledgements given on the command line (trailer syntax, without the key).
     pub acks: Vec<String>,
     /// Acknowledgements taken from another record (the staging deploy a promotion reuses):
@@ -238,7 +239,7 @@ pub fn check(
             &cur,
             &new,
             &schema_guard::Options {
-                backend: opts.backend,
+                backend: Backend::effective(opts.backend, &cur, &new, None),
                 acks,
                 base_label: Some("current".into()),
                 head_label: Some("new".into()),
@@ -343,7 +344,7 @@ pub fn config_only(current: &artifact::Manifest, new: &artifact::Manifest) -> bo
 pub fn check_rollback(
     current: Option<&Value>,
     target: Option<&Value>,
-    backend: Backend,
+    backend: Option<Backend>,
 ) -> Result<(), String> {
     let (cur, target) = (parse(current, "current")?, parse(target, "target")?);
     let (Some(cur), Some(target)) = (cur, target) else {
@@ -355,7 +356,7 @@ pub fn check_rollback(
         &target,
         &cur,
         &schema_guard::Options {
-            backend,
+            backend: Backend::effective(backend, &target, &cur, None),
             ..Default::default()
         },
     );
@@ -465,8 +466,8 @@ mod tests {
         };
         assert!(!check(Some(&old), Some(&new), &stale).unwrap().allowed);
         // Going back from new to old is refused, with a recipe naming a higher version.
-        let err = check_rollback(Some(&new), Some(&old), Backend::Cassandra).unwrap_err();
+        let err = check_rollback(Some(&new), Some(&old), Some(Backend::Cassandra)).unwrap_err();
         assert!(err.contains("pages"), "{err}");
-        assert!(check_rollback(Some(&old), Some(&old), Backend::Cassandra).is_ok());
+        assert!(check_rollback(Some(&old), Some(&old), Some(Backend::Cassandra)).is_ok());
     }
 }

@@ -760,7 +760,7 @@ fn messages_identity_notifications_and_history() {
         (Some("alice"), Some("--who"))
     );
     assert_eq!(j["reason"], "ship it; $(rm -rf /) `id`");
-    assert!(j["duration_s"].as_f64().unwrap() > 0.0, "{j:#}");
+    assert!(j["duration_ms"].as_u64().unwrap() > 0, "{j:#}");
     // SUDO_USER is the person behind sudo.
     let out = env
         .cmd(&[

@@ -364,3 +364,81 @@ fn restbase_deploys_to_three_hosts_then_rolls_a_source_only_change() {
         "{status:#?}"
     );
 }
+
+/// The schema trap through the applier, on real RESTBase and its real SQLite backend: a commit
+/// bumping `title_revisions-ng` from 2 to 3 with a new column is refused with the exact `--ack`
+/// to type and no host touched; acknowledged, it goes out as a `schema` deploy and every host
+/// serves it; a rollback is refused with the recipe; forced, the old code is refused by the
+/// storage on the canary, which goes back to the bumped release, and the rest is never touched.
+#[test]
+fn restbase_schema_bump_is_refused_then_acked_as_a_schema_deploy_and_its_rollback_refused() {
+    let rb = rb!();
+    let _heavy = heavy();
+    let hosts = Hosts::new(rb);
+    let base = &rb.second;
+    let (code, evs, err) =
+        hosts.applier(&["deploy", base.1["id"].as_str().unwrap(), "--env", "rb"]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+
+    // The trap, on a branch of its own from the second commit (the repo is shared).
+    git(&rb.repo, &["checkout", "-q", "-B", "schema-trap", &base.0]);
+    let file = rb.repo.join("sys/page_revisions.js");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("            version: 2,") && text.contains("page_language: 'string'"));
+    let text = text
+        .replacen("            version: 2,", "            version: 3,", 1)
+        .replacen(
+            "page_language: 'string'",
+            "page_language: 'string',\n                summary: 'string'",
+            1,
+        );
+    std::fs::write(&file, text).unwrap();
+    git(
+        &rb.repo,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            "title_revisions-ng: a summary column",
+        ],
+    );
+    let trap = git(&rb.repo, &["rev-parse", "HEAD"]);
+    let built = build(&rb.repo, &rb.store, &rb.npm_cache, &trap);
+    let id = built["id"].as_str().unwrap().to_string();
+
+    // Refused, with the exact ack, nothing touched.
+    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", "rb"]);
+    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert!(
+        err.contains("--ack 'SG002 title_revisions-ng 2->3 <reason>'"),
+        "the refusal does not give the ack to type: {err}"
+    );
+    hosts.assert_serving(&base.0);
+
+    // Acknowledged: a schema deploy, every host on the bumped release.
+    let ack = "SG002 title_revisions-ng 2->3 adds the summary column";
+    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", "rb", "--ack", ack]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    let plan = &events(&evs, "plan")[0].1;
+    assert_eq!(plan["deploy_type"], "schema", "{plan:#}");
+    hosts.assert_serving(&trap);
+
+    // A rollback is refused with the recipe, and changes nothing.
+    let (code, evs, err) = hosts.applier(&["rollback", "--env", "rb"]);
+    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert!(
+        err.contains("do not redeploy the previous revision"),
+        "the refusal does not give the way back: {err}"
+    );
+    hosts.assert_serving(&trap);
+
+    // Forced: the storage refuses the old code on the canary; it goes back, the rest untouched.
+    let (code, evs, err) = hosts.applier(&["rollback", "--env", "rb", "--force-schema-rollback"]);
+    assert_eq!(code, 1, "{err}\n{evs:#?}");
+    let touched: Vec<&str> = events(&evs, "host_done")
+        .iter()
+        .map(|(_, e)| e["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(touched, ["h1"], "only the canary is tried: {evs:#?}");
+    hosts.assert_serving(&trap);
+}

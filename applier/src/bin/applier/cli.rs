@@ -78,8 +78,8 @@ pub enum Cmd {
         /// As for `deploy`.
         #[arg(long = "ack", value_name = "ACK")]
         acks: Vec<String>,
-        #[arg(long, value_enum, default_value = "cassandra")]
-        backend: BackendArg,
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
         #[arg(long)]
         skip_promotion_check: bool,
     },
@@ -103,9 +103,10 @@ pub enum Cmd {
         /// (e.g. Cassandra with identical content). Use only when you know the storage allows it.
         #[arg(long)]
         force_schema_rollback: bool,
-        /// Table backend whose schema rules apply.
-        #[arg(long, value_enum, default_value = "cassandra")]
-        backend: BackendArg,
+        /// Table backend whose schema rules apply (default: the one the env config names, from the
+        /// storage manifests; else cassandra).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
     },
     /// Continue a deploy whose applier died, or roll it back.
     Resume {
@@ -137,8 +138,8 @@ pub enum Cmd {
         /// As for deploy: acknowledgements the storage guard should count.
         #[arg(long = "ack", value_name = "ACK")]
         acks: Vec<String>,
-        #[arg(long, value_enum, default_value = "cassandra")]
-        backend: BackendArg,
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
         /// A git repository to resolve tag and branch names through.
         #[arg(long)]
         repo: Option<PathBuf>,
@@ -158,8 +159,8 @@ pub enum Cmd {
         message: String,
         #[arg(long = "ack", value_name = "ACK")]
         acks: Vec<String>,
-        #[arg(long, value_enum, default_value = "cassandra")]
-        backend: BackendArg,
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
     },
     /// Past deploys of an environment: who, why, type, outcome, duration, hosts changed.
     History {
@@ -248,9 +249,10 @@ pub struct DeployFlags {
     /// `SG002 <table> <from>-><to> <reason>`. Repeatable.
     #[arg(long = "ack", value_name = "ACK")]
     pub acks: Vec<String>,
-    /// Table backend whose schema rules apply.
-    #[arg(long, value_enum, default_value = "cassandra")]
-    pub backend: BackendArg,
+    /// Table backend whose schema rules apply (default: the one the env config names, from the
+    /// storage manifests; else cassandra).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
     /// Emergency override: deploy even though the artifact has not passed the environments the
     /// target's `promotion.requires` names (recorded in the journal). One run only.
     #[arg(long)]
@@ -286,9 +288,12 @@ impl DeployFlags {
 }
 
 /// The storage guard's settings from `--backend` and `--ack`.
-pub fn guard_options(backend: &BackendArg, acks: &[String]) -> applier::guard::GuardOptions {
+pub fn guard_options(
+    backend: &Option<BackendArg>,
+    acks: &[String],
+) -> applier::guard::GuardOptions {
     applier::guard::GuardOptions {
-        backend: backend.into(),
+        backend: backend.as_ref().map(Into::into),
         acks: acks.to_vec(),
         ..Default::default()
     }
