@@ -70,6 +70,24 @@ pub enum Event {
     Abort {
         reason: String,
     },
+    /// A canary analysis: the group against its baseline, every metric with its numbers.
+    Analysis {
+        report: crate::analysis::AnalysisReport,
+    },
+    /// The fleet-wide watch tripped (or a shadow alarm would have).
+    Watch {
+        alarm: String,
+        value: Option<f64>,
+        threshold: f64,
+        tripped: bool,
+        detail: String,
+    },
+    /// A decision of the run's policies: a quorum suspicion, the fast rollback path.
+    Note {
+        step: Step,
+        host: Option<String>,
+        detail: String,
+    },
     Rollback {
         host: String,
         to: Option<String>,

@@ -10,10 +10,13 @@
 //!   and the protocol session of `applier host`.
 //! - [`host`]: the [`host::Host`] trait every host operation goes through, and its transports
 //!   (local, ssh, in-memory).
-//! - [`haproxy`]: the HAProxy runtime-API pool driver.
+//! - [`haproxy`]: the HAProxy runtime-API pool driver; [`conftool`]: Wikimedia's conftool
+//!   (`confctl` over etcd).
 //! - [`pool`]: load-balancer control.
 //! - [`cd`]: continuous deployment of a branch's newest built commit (`applier cd`).
-//! - [`checks`]: http, logs and metrics checks.
+//! - [`checks`]: http, logs and metrics checks, their policies (no data, shadow, k of n),
+//!   the canary's samples and the fleet-wide watch's readings.
+//! - [`analysis`]: canary against baseline (Mann-Whitney U, effect size, sample counts).
 //! - [`diff`]: what a deploy would change: rendered config per host, code, dependencies,
 //!   storage.
 //! - [`shell`]: command templates whose values reach `sh -c` quoted and as variables.
@@ -34,9 +37,11 @@
 //! The library never prints or exits, and reads no environment variables of its own: the
 //! binary passes them in (see [`config::Layers`]).
 
+pub mod analysis;
 pub mod cd;
 pub mod checks;
 pub mod config;
+pub mod conftool;
 pub mod diff;
 pub mod engine;
 pub mod envconfig;

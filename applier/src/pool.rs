@@ -7,7 +7,8 @@
 //! same values are in its environment as `APPLIER_HOST`, `APPLIER_ADDRESS`, `APPLIER_PORT` and
 //! `APPLIER_ENV` (the operator's own environment otherwise: pool commands run on the deploy
 //! host as the operator).
-//! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`].
+//! `haproxy` (the runtime API on its admin socket) is in [`crate::haproxy`], `conftool`
+//! (`confctl` over etcd) in [`crate::conftool`].
 
 use std::time::Duration;
 
@@ -157,6 +158,21 @@ pub fn from_config(env: &str, cfg: &PoolConfig) -> Box<dyn Pool> {
             repool: repool.clone(),
             confirm_depooled: confirm_depooled.clone(),
             is_depooled: is_depooled.clone(),
+            timeout: timeout.0,
+        }),
+        PoolConfig::Conftool {
+            confctl,
+            config,
+            schema,
+            selector,
+            nodes,
+            timeout,
+        } => Box::new(crate::conftool::ConftoolPool {
+            confctl: confctl.clone(),
+            config: config.clone(),
+            schema: schema.clone(),
+            selector: selector.clone(),
+            nodes: nodes.clone(),
             timeout: timeout.0,
         }),
         PoolConfig::Haproxy {

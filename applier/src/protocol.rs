@@ -460,11 +460,17 @@ pub struct ReadyRequest {
     pub address: String,
     pub port: u16,
     pub timeout_ms: u64,
+    /// The service's `ready:` probes, awaited after the port (none: the port alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<model::service::ReadySpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadyReport {
     pub after_ms: u64,
+    /// When each probe passed (`port after 120 ms; log "listening on" after 3104 ms; ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -555,6 +561,9 @@ pub enum ErrorKind {
     Render,
     Died,
     Timeout,
+    /// The port was bound, but a readiness probe did not pass in time (or stopped passing
+    /// within `min_healthy`).
+    NotReady,
     StopFailed,
     Preflight,
     Transport,
@@ -600,6 +609,8 @@ pub enum HostError {
         secs: u64,
         detail: String,
     },
+    #[error("the service is not ready: {0}")]
+    NotReady(String),
     #[error("the service (pid {pid}) did not stop: {detail}")]
     StopFailed { pid: i32, detail: String },
     #[error("preflight: {0}")]
@@ -632,6 +643,7 @@ impl HostError {
             HostError::Render(_) => ErrorKind::Render,
             HostError::Died(_) => ErrorKind::Died,
             HostError::Timeout { .. } => ErrorKind::Timeout,
+            HostError::NotReady(_) => ErrorKind::NotReady,
             HostError::StopFailed { .. } => ErrorKind::StopFailed,
             HostError::Preflight(_) => ErrorKind::Preflight,
             HostError::Transport(_) => ErrorKind::Transport,

@@ -119,8 +119,22 @@ fn requests_on_the_wire() {
                 address: "127.0.0.1".into(),
                 port: 7231,
                 timeout_ms: 30000,
+                probe: None,
             }),
             r#"{"op":"wait-ready","address":"127.0.0.1","port":7231,"timeout_ms":30000}"#.into(),
+        ),
+        (
+            HostRequest::WaitReady(ReadyRequest {
+                address: "127.0.0.1".into(),
+                port: 7231,
+                timeout_ms: 30000,
+                probe: Some(model::service::ReadySpec {
+                    log: Some("listening on".into()),
+                    min_healthy: Some(model::Dur::secs(2)),
+                    ..Default::default()
+                }),
+            }),
+            r#"{"op":"wait-ready","address":"127.0.0.1","port":7231,"timeout_ms":30000,"probe":{"log":"listening on","min_healthy":"2s"}}"#.into(),
         ),
         (
             HostRequest::Stop(StopRequest {
@@ -256,7 +270,10 @@ fn answers_on_the_wire() {
             format!(r#"{{"op":"start",{run_json}}}"#),
         ),
         (
-            HostResponse::WaitReady(ReadyReport { after_ms: 12 }),
+            HostResponse::WaitReady(ReadyReport {
+                after_ms: 12,
+                detail: None,
+            }),
             r#"{"op":"wait-ready","after_ms":12}"#.into(),
         ),
         (

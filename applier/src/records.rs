@@ -272,6 +272,14 @@ pub enum Step {
     Recheck,
     /// A host's thread panicked.
     Panic,
+    /// The canary analysis of a group against its baseline.
+    Analysis,
+    /// The fleet-wide watch: a trip, or its summary at the end.
+    Watch,
+    /// The k-of-n rule: a lone host-level failure recorded as a suspicion, or hosts agreeing.
+    Quorum,
+    /// A rollback's fast path: what it skipped and what it kept.
+    FastRollback,
     /// A freeze window was open and overridden.
     Freeze,
     /// The env's failure lock was set and overridden.
@@ -309,6 +317,10 @@ impl Step {
             Step::Repool => "repool",
             Step::Recheck => "recheck",
             Step::Panic => "panic",
+            Step::Analysis => "analysis",
+            Step::Watch => "watch",
+            Step::Quorum => "quorum",
+            Step::FastRollback => "fast_rollback",
             Step::Freeze => "freeze",
             Step::FailureLock => "failure_lock",
         }
@@ -379,6 +391,9 @@ pub struct Journal {
     pub abort_reason: Option<String>,
     #[serde(default)]
     pub needs_human: Vec<String>,
+    /// Every canary analysis, with its numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<crate::analysis::AnalysisReport>,
     /// Where `who` came from (`--who`, `SUDO_USER`, `USER`, a CI system's variables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub who_source: Option<String>,
@@ -566,6 +581,10 @@ mod tests {
         Step::Repool,
         Step::Recheck,
         Step::Panic,
+        Step::Analysis,
+        Step::Watch,
+        Step::Quorum,
+        Step::FastRollback,
         Step::Freeze,
         Step::FailureLock,
     ];

@@ -77,6 +77,7 @@ fn journal(env: &str, i: usize) -> Journal {
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        analysis: vec![],
         segments: 0,
         damaged: vec![],
         who_source: None,

@@ -273,6 +273,17 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         {
             return bad("require_signature.trusted_keys is empty".into());
         }
+        let c = &env.checks;
+        if let Some(p) =
+            super::analysis::problems(c.canary.as_ref(), c.quorum.as_ref(), c.watch.as_ref())
+                .into_iter()
+                .next()
+        {
+            return bad(p);
+        }
+        if let Some(p) = c.extra.iter().find_map(|x| x.problem()) {
+            return bad(p);
+        }
         for (i, w) in env.freeze.iter().enumerate() {
             crate::freeze::parse(w, i)
                 .map_err(|e| ConfigError::Invalid(format!("envs.{name}: {e}")))?;

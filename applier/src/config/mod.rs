@@ -5,6 +5,7 @@
 //! files, environment variables the binary passes in, flags) with the origin of every value;
 //! [`validate`] holds the rules the result must meet (names, addresses, minimums, roots).
 
+pub mod analysis;
 pub mod layers;
 pub mod policy;
 pub mod validate;
@@ -299,6 +300,27 @@ pub enum PoolConfig {
         #[serde(default = "default_pool_timeout")]
         timeout: Dur,
     },
+    /// Wikimedia's conftool: `confctl select <selector>,name=<host> set/pooled=no|yes` over
+    /// etcd, the pooled state read back (see [`crate::conftool`]).
+    Conftool {
+        /// The `confctl` binary.
+        #[serde(default = "default_confctl")]
+        confctl: PathBuf,
+        /// `confctl --config`.
+        #[serde(default)]
+        config: Option<PathBuf>,
+        /// `confctl --schema`.
+        #[serde(default)]
+        schema: Option<PathBuf>,
+        /// Tags before `name=<host>`, e.g. `dc=eqiad,cluster=restbase,service=restbase`.
+        #[serde(default)]
+        selector: Option<String>,
+        /// Inventory host -> conftool node name (default: the same name).
+        #[serde(default)]
+        nodes: BTreeMap<String, String>,
+        #[serde(default = "default_pool_timeout")]
+        timeout: Dur,
+    },
     /// HAProxy's runtime API on its admin socket (see [`crate::haproxy`]).
     Haproxy {
         /// The admin socket (a UNIX socket on this machine, or on `via_ssh`).
@@ -322,6 +344,10 @@ pub enum PoolConfig {
         #[serde(default = "default_pool_timeout")]
         timeout: Dur,
     },
+}
+
+fn default_confctl() -> PathBuf {
+    PathBuf::from("confctl")
 }
 
 fn default_drain_timeout() -> Dur {
@@ -357,6 +383,15 @@ pub struct CheckSettings {
     /// Check types (`http`, `logs`, `metrics`) or names not to run here.
     #[serde(default)]
     pub disable: Vec<String>,
+    /// Canary against baseline (see [`analysis::CanaryConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<analysis::CanaryConfig>,
+    /// k-of-n for host-level metric failures (see [`analysis::QuorumConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<analysis::QuorumConfig>,
+    /// The fleet-wide watch during the rollout (see [`analysis::WatchConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<analysis::WatchConfig>,
 }
 
 impl Default for CheckSettings {
@@ -369,6 +404,9 @@ impl Default for CheckSettings {
             extra: Vec::new(),
             skip_service_checks: false,
             disable: Vec::new(),
+            canary: None,
+            quorum: None,
+            watch: None,
         }
     }
 }

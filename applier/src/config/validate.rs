@@ -132,7 +132,9 @@ fn transport(at: &str, t: &TransportConfig) -> Result<(), ConfigError> {
 fn pool(at: &str, p: &PoolConfig) -> Result<(), ConfigError> {
     match p {
         PoolConfig::None => Ok(()),
-        PoolConfig::Command { timeout, .. } => positive(&format!("{at}.timeout"), timeout.0),
+        PoolConfig::Command { timeout, .. } | PoolConfig::Conftool { timeout, .. } => {
+            positive(&format!("{at}.timeout"), timeout.0)
+        }
         PoolConfig::Haproxy {
             via_ssh,
             backend,

@@ -53,6 +53,11 @@ impl Edit<'_> {
         self.journal.step(host, step, ok, detail);
     }
 
+    /// A canary analysis' report, with its numbers.
+    pub fn add_analysis(&mut self, report: crate::analysis::AnalysisReport) {
+        self.journal.analysis.push(report);
+    }
+
     pub fn set_abort_reason(&mut self, reason: String) {
         self.journal.abort_reason = Some(reason);
     }

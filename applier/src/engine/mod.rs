@@ -14,7 +14,10 @@
 //! - `run`: preflight and prefetch, then batches within the capacity guard and the failure
 //!   limit, the canary bake, abort (reverse touch order) and the outcome.
 //! - `path`: the per-host steps, one definition for going forward and for restoring a host to
-//!   its own last known good release.
+//!   its own last known good release; `verify`: its checks step, with the quorum rule and the
+//!   fast rollback path.
+//! - `canary`: canary against baseline after the canary group (and optionally each batch);
+//!   `watch`: the fleet-wide watch beside the whole rollout.
 //! - `render_check`: every host renders its target's config in memory before any host is
 //!   touched (operator values the release owns, a missing ops file: refused, nothing changed).
 //! - [`journal`]: the journal written as the run goes (a base record and append-only
@@ -25,6 +28,7 @@
 //!
 //! This module holds the [`EnvContext`] a run acts on and the public entry points.
 
+mod canary;
 pub mod gates;
 pub mod journal;
 pub mod lease;
@@ -35,6 +39,8 @@ pub mod preview;
 mod render_check;
 mod run;
 mod trust;
+mod verify;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -531,6 +537,7 @@ pub fn unlock(ctx: &EnvContext, reason: &str) -> Result<UnlockReport, DeployErro
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        analysis: vec![],
         segments: 0,
         damaged: vec![],
         who_source: None,

@@ -3,9 +3,11 @@
 //!
 //! The path ([`Run::converge`]) is: spec -> port -> [`Run::take_out`] (depool -> stop) ->
 //! render -> switch -> start -> ready -> checks in order -> mark good -> repool, stopping at
-//! the first step that fails (the host stays out of the pool). A restore is the same path with
-//! the host's `from` release as the target; a host with nothing to go back to only goes
-//! through `take_out`. Every step is an event and a journal step as it completes.
+//! the first step that fails (the host stays out of the pool). Ready is observed, never slept
+//! for: the port, then the service's `ready:` probes and `min_healthy`, on the target
+//! ([`crate::target::ready`]). A restore is the same path with the host's `from` release as
+//! the target; a host with nothing to go back to only goes through `take_out`. Every step is
+//! an event and a journal step as it completes. The checks step is in [`super::verify`].
 //!
 //! Every step that changes the host or the pool is fenced ([`Run::fenced`]): the lease is
 //! confirmed first, and the request carries the run's fencing token; a host that refuses the
@@ -15,9 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use artifact::manifest::Manifest;
 
-use super::plan::check_list;
 use super::run::Run;
-use crate::checks::{self, CheckContext, CheckResult};
 use crate::events::Event;
 use crate::host::Host;
 use crate::protocol::{
@@ -56,7 +56,7 @@ impl StepFail {
     }
 }
 
-fn fail(step: Step, detail: String) -> StepFail {
+pub(super) fn fail(step: Step, detail: String) -> StepFail {
     StepFail {
         step,
         check: None,
@@ -204,7 +204,9 @@ impl Run<'_> {
     /// next durable write (before the next batch touches a host) or by the flusher.
     pub(super) fn deploy_host(&self, host: &str) -> Result<(), StepFail> {
         let e = self.journal.entry(host);
-        let r = self.converge(host, &e.to);
+        // This pass's checks only (a retry or a resume runs them again).
+        self.journal.note(|j| j.host(host).checks.clear());
+        let r = self.converge(host, &e.to, false);
         let detail = r.as_ref().err().map(|f| format!("{} failed", f.short()));
         let phase = if r.is_ok() {
             HostPhase::Done
@@ -281,8 +283,14 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The one path every host goes through, to a new release or back to an old one.
-    pub(super) fn converge(&self, host: &str, to: &ReleaseRef) -> Result<(), StepFail> {
+    /// The one path every host goes through, to a new release or back to an old one
+    /// (`restoring`: the fast path of a rollback, see [`super::verify`]).
+    pub(super) fn converge(
+        &self,
+        host: &str,
+        to: &ReleaseRef,
+        restoring: bool,
+    ) -> Result<(), StepFail> {
         let h = self.ctx.host(host);
         self.healthy().map_err(|reason| fail(Step::Start, reason))?;
         let spec = self.step(
@@ -338,6 +346,7 @@ impl Run<'_> {
             .ctx
             .cfg
             .ready_timeout
+            .or(spec.ready.as_ref().and_then(|r| r.timeout))
             .or(spec.ready_timeout)
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(30));
@@ -345,15 +354,28 @@ impl Run<'_> {
             address: h.address().to_string(),
             port,
             timeout_ms: timeout.as_millis() as u64,
+            probe: spec.ready.clone(),
         };
         self.step(
             host,
             Step::Ready,
             h.wait_ready(&ready).map_err(|e| self.he(e)),
-            |r| Some(format!("port {port} after {} ms", r.after_ms)),
+            |r| {
+                Some(
+                    r.detail
+                        .clone()
+                        .unwrap_or_else(|| format!("port {port} after {} ms", r.after_ms)),
+                )
+            },
         )?;
         let started = SystemTime::UNIX_EPOCH + Duration::from_millis(run.started_unix_ms);
-        self.run_checks(host, &spec, to, port, started, Some(run.log.clone()))?;
+        self.run_checks(
+            host,
+            &spec,
+            to,
+            (port, started, Some(run.log.clone())),
+            restoring,
+        )?;
         let fence = self.fenced(host, Step::MarkGood)?;
         self.step(
             host,
@@ -371,53 +393,6 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn run_checks(
-        &self,
-        host: &str,
-        spec: &ServiceSpec,
-        to: &ReleaseRef,
-        port: u16,
-        started: SystemTime,
-        log: Option<String>,
-    ) -> Result<(), StepFail> {
-        let h = self.ctx.host(host);
-        let cctx = CheckContext {
-            host: h,
-            address: h.address().to_string(),
-            port,
-            release: to.commit.to_string(),
-            service_name: spec.name.clone().unwrap_or_default(),
-            started_at: started,
-            log_file: log,
-            settings: &self.ctx.cfg.checks,
-        };
-        let results: Vec<CheckResult> = checks::run_all(&check_list(self.ctx, spec), &cctx);
-        for r in &results {
-            self.sink.emit(&Event::Check {
-                host: host.into(),
-                result: r.clone(),
-            });
-        }
-        let failed = results.iter().find(|r| !r.passed).cloned();
-        self.journal.record(|j| {
-            j.step(
-                Some(host),
-                Step::Checks,
-                failed.is_none(),
-                failed.as_ref().map(|f| format!("{}: {}", f.name, f.detail)),
-            );
-            j.host(host).checks = results;
-        });
-        match failed {
-            None => Ok(()),
-            Some(f) => Err(StepFail {
-                step: Step::Checks,
-                check: Some(f.name),
-                detail: f.detail,
-            }),
-        }
-    }
-
     /// After the bake: the checks again, on the instance already running.
     pub(super) fn recheck(&self, host: &str) -> Result<(), StepFail> {
         let h = self.ctx.host(host);
@@ -433,7 +408,7 @@ impl Run<'_> {
             .or(port_of(h, Some(&spec)))
             .ok_or_else(|| fail("no port: the running instance recorded none".into()))?;
         let started = SystemTime::UNIX_EPOCH + Duration::from_millis(run.started_unix_ms);
-        self.run_checks(host, &spec, &e.to, port, started, Some(run.log))
+        self.run_checks(host, &spec, &e.to, (port, started, Some(run.log)), false)
     }
 
     /// Returns one host to its own last known good release through the same path; a host
@@ -447,7 +422,7 @@ impl Run<'_> {
             .as_ref()
             .filter(|_| !self.no_restore.contains_key(host));
         let r = match from {
-            Some(from) => self.converge(host, from).map(|()| None),
+            Some(from) => self.converge(host, from, true).map(|()| None),
             None if e.from.is_some() => {
                 let h = self.ctx.host(host);
                 let spec = h.service_spec(&e.to).ok();

@@ -546,6 +546,7 @@ fn new_journal(
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        analysis: vec![],
         who_source: h.who_source,
         source_ref: h.source_ref,
         guard: h.guard,

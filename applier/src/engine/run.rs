@@ -37,6 +37,8 @@ pub(super) struct Run<'a> {
     pub(super) lease: LeaseKeeper,
     /// The last touch order given out (hosts are restored in reverse of it).
     pub(super) touch: AtomicU32,
+    /// Stops from the side (the watch, a quorum) and what never got data.
+    pub(super) signals: super::watch::Signals,
     /// Hosts not to be switched back to their restore target (host -> why).
     pub(super) no_restore: BTreeMap<String, String>,
     /// What this run wrote to the env state, per host (so it is written once per batch, and
@@ -136,6 +138,7 @@ impl<'a> Run<'a> {
             manifests,
             lease,
             touch: AtomicU32::new(touch),
+            signals: Default::default(),
             no_restore: BTreeMap::new(),
             recorded: Mutex::new(BTreeMap::new()),
             state_queue: Mutex::new((BTreeSet::new(), false)),
@@ -156,15 +159,25 @@ impl<'a> Run<'a> {
     /// the journal and releases the lease.
     fn start(self, mode: Mode) -> Result<Outcome, DeployError> {
         let stop = AtomicBool::new(false);
+        let watching = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             s.spawn(|| self.lease.renew_until(self.ctx.store.as_ref(), &stop));
             s.spawn(|| self.journal.flusher(&stop));
             s.spawn(|| self.state_writer(&stop));
+            // The fleet-wide watch, for the whole rollout of a deploy.
+            let kind = self.journal.read(|j| j.kind);
+            if let Some(w) = &self.ctx.cfg.checks.watch
+                && mode != Mode::RollBack
+                && kind == DeployKind::Deploy
+            {
+                s.spawn(|| self.watch(w, &watching));
+            }
             let r = match mode {
                 Mode::Fresh => self.execute(false),
                 Mode::Continue => self.execute(true),
                 Mode::RollBack => Ok(self.abort_and_finish("rollback requested on resume".into())),
             };
+            watching.store(true, Ordering::SeqCst);
             stop.store(true, Ordering::SeqCst);
             self.state_cv.notify_all();
             r
@@ -218,6 +231,13 @@ impl<'a> Run<'a> {
                 return Ok(self.refuse(reason));
             }
         }
+        if kind == DeployKind::Rollback {
+            self.note(
+                None,
+                Step::FastRollback,
+                super::verify::FAST_PATH.to_string(),
+            );
+        }
         let max_out = self.ctx.cfg.max_out();
         let mut failures = 0usize;
         for (bi, (group, hosts)) in groups.iter().enumerate() {
@@ -238,6 +258,9 @@ impl<'a> Run<'a> {
                 if let Err(reason) = self.healthy() {
                     return Ok(self.abort_and_finish(reason));
                 }
+                if let Some(reason) = self.signals.reason() {
+                    return Ok(self.abort_and_finish(reason));
+                }
                 // Capacity guard: hosts already out of the pool (whoever took them out) count.
                 let room = match self.capacity_room(max_out, rest) {
                     Ok(n) => n,
@@ -246,6 +269,10 @@ impl<'a> Run<'a> {
                 let (chunk, tail) = rest.split_at(room.min(rest.len()));
                 rest = tail;
                 let failed_here = self.roll_batch(chunk);
+                // The watch tripped or hosts agreed on a failure: abort, whatever the limit.
+                if let Some(reason) = self.signals.reason() {
+                    return Ok(self.abort_and_finish(reason));
+                }
                 failures += failed_here.len();
                 if failures > self.ctx.cfg.failure_limit {
                     return Ok(self.abort_and_finish(format!("{} failed", failed_here.join(", "))));
@@ -264,6 +291,14 @@ impl<'a> Run<'a> {
                 && !bake.is_zero()
                 && kind == DeployKind::Deploy
                 && let Err(reason) = self.bake(group, &todo, bake)
+            {
+                return Ok(self.abort_and_finish(reason));
+            }
+            // Canary against baseline: the canary group, and with `every_batch` each batch.
+            if let Some(c) = &self.ctx.cfg.checks.canary
+                && kind == DeployKind::Deploy
+                && (bi == 0 || c.every_batch)
+                && let Err(reason) = self.analyse(c, group, &todo, SystemTime::now())
             {
                 return Ok(self.abort_and_finish(reason));
             }
@@ -346,6 +381,9 @@ impl<'a> Run<'a> {
         let until = Instant::now() + bake;
         while Instant::now() < until {
             self.healthy()?;
+            if let Some(r) = self.signals.reason() {
+                return Err(r);
+            }
             std::thread::sleep(
                 Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
             );
@@ -665,6 +703,7 @@ impl<'a> Run<'a> {
         self.journal
             .note(|j| j.set_outcome(status, needs_human.clone()));
         let mut message = message;
+        message.push_str(&self.signals.no_data_note());
         if let Some(e) = self.journal.failure() {
             message.push_str(&format!(
                 " (warning: the journal could not be written: {e})"

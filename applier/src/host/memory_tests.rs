@@ -67,6 +67,7 @@ fn ready(port: u16) -> ReadyRequest {
         address: "127.0.0.1".into(),
         port,
         timeout_ms: 30_000,
+        probe: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn journal(hosts: &[&str]) -> Journal {
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        analysis: vec![],
         segments: 0,
         damaged: vec![],
         who_source: None,

@@ -23,7 +23,8 @@
 //!   read-only store of presigned URLs a target fetches through.
 //! - [`release`]: the release's service spec, config render (and its preview), the
 //!   `current` switch.
-//! - [`process`]: start, readiness wait, stop of the service process.
+//! - [`process`]: start and stop of the service process; [`ready`]: the readiness wait
+//!   (port, then the service's probes, then `min_healthy`).
 //! - [`exec`]: shell commands and files the checks read.
 //! - [`prune`]: removing old releases.
 //! - [`serve`]: the protocol session on stdin/stdout of `applier host`.
@@ -36,6 +37,7 @@ pub mod preflight;
 pub mod presigned;
 pub mod process;
 pub mod prune;
+pub mod ready;
 pub mod release;
 pub mod serve;
 pub mod state;

@@ -1,18 +1,15 @@
-//! The service process: start (detached, own process group, output into a per-start log),
-//! the readiness wait (the port accepts connections while the process is still ours), and
-//! stop (its stop signal to the process group, SIGKILL after the stop timeout).
+//! The service process: start (detached, own process group, output into a per-start log) and
+//! stop (its stop signal to the process group, SIGKILL after the stop timeout). The readiness
+//! wait is in [`super::ready`].
 
 use std::fs;
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{CommandEnv, HostRoot, service_env, unix_ms, write_atomic};
-use crate::protocol::{
-    HostError, ReadyReport, ReadyRequest, RunInfo, StartRequest, StopReport, io_err,
-};
+use crate::protocol::{HostError, RunInfo, StartRequest, StopReport, io_err};
 use crate::service::{ServiceSpec, signal_number};
 
 impl HostRoot {
@@ -129,7 +126,7 @@ impl HostRoot {
     }
 
     /// True if `pid` is alive (not a zombie) and runs from one of this root's releases.
-    fn is_ours(&self, pid: i32) -> bool {
+    pub(super) fn is_ours(&self, pid: i32) -> bool {
         if !pid_alive(pid) {
             return false;
         }
@@ -160,47 +157,7 @@ impl HostRoot {
         }
     }
 
-    /// Waits until the port accepts connections; fails early if the process dies.
-    pub fn wait_ready(&self, req: &ReadyRequest) -> Result<ReadyReport, HostError> {
-        let t0 = Instant::now();
-        let timeout = Duration::from_millis(req.timeout_ms);
-        let info = self.running()?;
-        let Some(info) = info else {
-            return Err(HostError::Died(self.last_log_tail()));
-        };
-        let addr = (req.address.as_str(), req.port)
-            .to_socket_addrs()
-            .map_err(io_err(format!("resolving {}", req.address)))?
-            .next()
-            .ok_or_else(|| HostError::Transport(format!("no address for {}", req.address)))?;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok() {
-                if !self.is_ours(info.pid) {
-                    return Err(HostError::Died(format!(
-                        "port {} answers but the service exited: {}",
-                        req.port,
-                        tail(&info.log)
-                    )));
-                }
-                return Ok(ReadyReport {
-                    after_ms: t0.elapsed().as_millis() as u64,
-                });
-            }
-            if !self.is_ours(info.pid) {
-                return Err(HostError::Died(tail(&info.log)));
-            }
-            if t0.elapsed() >= timeout {
-                return Err(HostError::Timeout {
-                    port: req.port,
-                    secs: timeout.as_secs(),
-                    detail: tail(&info.log),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn last_log_tail(&self) -> String {
+    pub(super) fn last_log_tail(&self) -> String {
         fs::read(self.run_path())
             .ok()
             .and_then(|b| serde_json::from_slice::<RunInfo>(&b).ok())
@@ -336,7 +293,7 @@ pub fn pid_alive(pid: i32) -> bool {
 
 /// What a failed start says about its log: the one line that tells why (the last at level
 /// error or above, else the last line), truncated, and the log's path.
-fn tail(path: &str) -> String {
+pub(super) fn tail(path: &str) -> String {
     let text = fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();

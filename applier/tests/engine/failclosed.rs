@@ -235,6 +235,7 @@ fn a_journal_cannot_pair_a_signed_digest_with_an_unsigned_commit() {
         steps: vec![],
         abort_reason: None,
         needs_human: vec![],
+        analysis: vec![],
         segments: 0,
         damaged: vec![],
         who_source: None,

@@ -5,6 +5,7 @@
 //! golden file.
 
 mod bed;
+mod deciding;
 mod failclosed;
 mod journal;
 mod plan;

@@ -205,6 +205,7 @@ fn past_journal(env: &str, hosts: &[String], prefetch_s: u64, host_s: u64, slow_
         steps,
         abort_reason: None,
         needs_human: vec![],
+        analysis: vec![],
         segments: 0,
         damaged: vec![],
         who_source: None,

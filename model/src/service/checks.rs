@@ -34,6 +34,17 @@ pub struct HttpCheck {
     pub json: Option<JsonMatch>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// `gate` (default): a failure stops the host; `shadow`: evaluated and recorded, never
+    /// gating.
+    #[serde(default, skip_serializing_if = "CheckMode::is_gate")]
+    pub mode: CheckMode,
+    /// What an inconclusive result (no data) counts as: `fail`, `pass`, or `retry` until
+    /// `deadline`; default: the env's `checks.inconclusive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<InconclusivePolicy>,
+    /// With `inconclusive: retry`: how long to keep evaluating (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Dur>,
 }
 
 fn default_status() -> u16 {
@@ -70,6 +81,17 @@ pub struct LogsCheck {
     pub wait: Option<Dur>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// `gate` (default): a failure stops the host; `shadow`: evaluated and recorded, never
+    /// gating.
+    #[serde(default, skip_serializing_if = "CheckMode::is_gate")]
+    pub mode: CheckMode,
+    /// What an inconclusive result (no data) counts as: `fail`, `pass`, or `retry` until
+    /// `deadline`; default: the env's `checks.inconclusive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<InconclusivePolicy>,
+    /// With `inconclusive: retry`: how long to keep evaluating (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Dur>,
 }
 
 fn default_level() -> String {
@@ -117,9 +139,18 @@ pub struct MetricsCheck {
     #[serde(alias = "max_5xx_ratio")]
     pub threshold: f64,
     #[serde(default)]
-    pub inconclusive: Option<InconclusivePolicy>,
-    #[serde(default)]
     pub timeout: Option<Dur>,
+    /// `gate` (default): a failure stops the host; `shadow`: evaluated and recorded, never
+    /// gating.
+    #[serde(default, skip_serializing_if = "CheckMode::is_gate")]
+    pub mode: CheckMode,
+    /// What an inconclusive result (no data) counts as: `fail`, `pass`, or `retry` until
+    /// `deadline`; default: the env's `checks.inconclusive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<InconclusivePolicy>,
+    /// With `inconclusive: retry`: how long to keep evaluating (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Dur>,
 }
 
 fn default_status_label() -> String {
@@ -137,16 +168,81 @@ pub enum MetricsSource {
     Graphite,
 }
 
-/// What an inconclusive check (no data, e.g. no metrics yet) means for the host.
+/// What an inconclusive check (no data, e.g. no metrics yet) means for the host. Whatever it
+/// counts as, the result stays `inconclusive` in the journal and the summary names it: a check
+/// that never got data is never reported as a pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InconclusivePolicy {
     #[default]
     Fail,
     Pass,
+    /// Evaluate again until the check's deadline; still inconclusive then: fail.
+    Retry,
+}
+
+/// Whether a check gates the host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckMode {
+    #[default]
+    Gate,
+    /// Evaluated and recorded, never gating: for tuning a new check on real deploys.
+    Shadow,
+}
+
+impl CheckMode {
+    pub fn is_gate(&self) -> bool {
+        *self == CheckMode::Gate
+    }
+}
+
+/// The settings every check kind shares.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CheckCommon {
+    pub mode: CheckMode,
+    pub inconclusive: Option<InconclusivePolicy>,
+    pub deadline: Option<Dur>,
+    pub timeout: Option<Dur>,
 }
 
 impl CheckSpec {
+    /// The kind, as `checks.disable` and `checks.quorum.checks` name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckSpec::Http(_) => "http",
+            CheckSpec::Logs(_) => "logs",
+            CheckSpec::Metrics(_) => "metrics",
+        }
+    }
+
+    /// Mode, no-data policy, deadline and timeout.
+    pub fn common(&self) -> CheckCommon {
+        let (mode, inconclusive, deadline, timeout) = match self {
+            CheckSpec::Http(c) => (c.mode, c.inconclusive, c.deadline, c.timeout),
+            CheckSpec::Logs(c) => (c.mode, c.inconclusive, c.deadline, c.timeout),
+            CheckSpec::Metrics(c) => (c.mode, c.inconclusive, c.deadline, c.timeout),
+        };
+        CheckCommon {
+            mode,
+            inconclusive,
+            deadline,
+            timeout,
+        }
+    }
+
+    /// What a well-formed check can still get wrong.
+    pub fn problem(&self) -> Option<String> {
+        let c = self.common();
+        if c.deadline.is_some() && c.inconclusive != Some(InconclusivePolicy::Retry) {
+            return Some(format!(
+                "check {}: `deadline` only applies with `inconclusive: retry`",
+                self.name()
+            ));
+        }
+        None
+    }
+
     pub fn name(&self) -> String {
         match self {
             CheckSpec::Http(c) => c.name.clone().unwrap_or_else(|| format!("http {}", c.path)),

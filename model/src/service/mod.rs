@@ -11,7 +11,11 @@
 //! port: 7231
 //! start: node server.js -c {config}      # or a list; {config}, {port}, {release} substituted
 //! stop: {signal: TERM, timeout: 10s}
-//! ready_timeout: 30s
+//! ready:                                # port, then probes, then min_healthy; never a sleep
+//!   timeout: 30s
+//!   log: "listening on"
+//!   http: {path: /healthz, status: 200}
+//!   min_healthy: 2s
 //! config:
 //!   port_path: services.0.conf.port      # where the host's port goes in the rendered config
 //!   ops_owned: [/services/0/conf/storage/path]   # keys the operators' values may replace
@@ -23,14 +27,17 @@
 //! ```
 
 pub mod checks;
+pub mod ready;
 
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use checks::{
-    CheckSpec, HttpCheck, InconclusivePolicy, JsonMatch, LogsCheck, MetricsCheck, MetricsSource,
+    CheckMode, CheckSpec, HttpCheck, InconclusivePolicy, JsonMatch, LogsCheck, MetricsCheck,
+    MetricsSource,
 };
+pub use ready::{ReadyHttp, ReadySpec};
 
 use crate::Dur;
 
@@ -55,6 +62,9 @@ pub struct ServiceSpec {
     pub stop_timeout: Option<Dur>,
     #[serde(default)]
     pub ready_timeout: Option<Dur>,
+    /// When a started instance is ready: the port, then probes, then `min_healthy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadySpec>,
     #[serde(default)]
     pub config: ConfigSpec,
     #[serde(default)]
@@ -234,6 +244,16 @@ impl ServiceSpec {
         }
         signal_number(&spec.stop.signal)
             .ok_or_else(|| invalid(format!("unknown stop signal {:?}", spec.stop.signal)))?;
+        if let Some(r) = &spec.ready
+            && let Some(p) = r.problems().into_iter().next()
+        {
+            return Err(invalid(p));
+        }
+        for c in &spec.checks {
+            if let Some(p) = c.problem() {
+                return Err(invalid(p));
+            }
+        }
         Ok(spec)
     }
 }
@@ -303,6 +323,35 @@ mod tests {
         assert!(ServiceSpec::parse("build: {npm_args: [1]}\n").is_err());
         assert!(ServiceSpec::parse("- a\n").is_err());
         assert!(ServiceSpec::parse("name: ''\n").is_err());
+    }
+
+    #[test]
+    fn ready_section_parses_and_refuses_unknown_keys() {
+        let s = ServiceSpec::parse(
+            "ready:\n  timeout: 20s\n  log: listening on\n  http: {path: /healthz}\n  command: ./check {port}\n  min_healthy: 2s\n",
+        )
+        .unwrap();
+        let r = s.ready.unwrap();
+        assert_eq!(r.timeout, Some(Dur::secs(20)));
+        assert_eq!(r.http.as_ref().unwrap().status, 200);
+        assert_eq!(
+            r.command.as_deref(),
+            Some(&["./check".to_string(), "{port}".to_string()][..])
+        );
+        assert_eq!(r.min_healthy, Some(Dur::secs(2)));
+        assert!(
+            r.describe().starts_with("port, GET /healthz 200"),
+            "{}",
+            r.describe()
+        );
+        for (text, what) in [
+            ("ready: {sleep: 20s}\n", "sleep"),
+            ("ready: {http: {path: healthz}}\n", "must start with /"),
+            ("ready: {command: []}\n", "empty"),
+        ] {
+            let e = ServiceSpec::parse(text).unwrap_err().to_string();
+            assert!(e.contains(what), "{text}: {e}");
+        }
     }
 
     /// The fixture service's own file parses.

@@ -173,6 +173,20 @@ pub fn plain_lines(e: &Event) -> Vec<String> {
         )],
         Event::Bake { group, seconds } => vec![format!("baking {group} for {seconds}s")],
         Event::Abort { reason } => vec![format!("ABORT: {reason}")],
+        Event::Analysis { report } => vec![report.summary()],
+        Event::Watch {
+            alarm,
+            tripped,
+            detail,
+            ..
+        } => vec![format!(
+            "watch {alarm}{}: {detail}",
+            if *tripped { " TRIPPED" } else { "" }
+        )],
+        Event::Note { step, host, detail } => vec![match host {
+            Some(h) => format!("[{h}] {step}: {detail}"),
+            None => format!("{step}: {detail}"),
+        }],
         Event::Rollback {
             host,
             to,

@@ -223,7 +223,10 @@ impl Mem {
                             ),
                         });
                     }
-                    Some(_) => HostResponse::WaitReady(ReadyReport { after_ms: 0 }),
+                    Some(_) => HostResponse::WaitReady(ReadyReport {
+                        after_ms: 0,
+                        detail: None,
+                    }),
                 }
             }
             HostRequest::Stop(_) => {
