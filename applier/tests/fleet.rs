@@ -584,7 +584,12 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         .arg("-F")
         .arg(&f.bed.ssh.config)
         .arg("-o")
-        .arg(format!("ControlPath={}/%C", ctl.display()))
+        // The applier's socket of host t3: `<prefix>-%C`, the prefix from its inventory name.
+        .arg(format!(
+            "ControlPath={}/{}-%C",
+            ctl.display(),
+            &artifact::Digest::of(b"t3").hex()[..8]
+        ))
         .args(["-O", "exit", "t3"])
         .output();
     let mut rest = String::new();

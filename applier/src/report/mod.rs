@@ -25,10 +25,18 @@ pub use model::{CanaryAnalysis, CanaryMetric, Report};
 
 use crate::records::Journal;
 
-/// The canary analyses a journal records, as the report draws them. The journal of this
-/// version records none; analysis records (JSON) read through [`CanaryAnalysis::from_value`].
-pub fn canary_of(_journal: &Journal) -> Vec<CanaryAnalysis> {
-    Vec::new()
+/// The canary analyses a journal records (`Journal::analysis`), as the report draws them:
+/// their numbers per metric (the journal keeps no sample series, so no chart line is drawn
+/// for them). A record that does not read as one is left out.
+pub fn canary_of(journal: &Journal) -> Vec<CanaryAnalysis> {
+    journal
+        .analysis
+        .iter()
+        .filter_map(|a| {
+            let v = serde_json::to_value(a).ok()?;
+            CanaryAnalysis::from_value(v).ok()
+        })
+        .collect()
 }
 
 /// The report of a journal.

@@ -277,3 +277,29 @@ fn a_report_goes_to_a_plain_file_name_only() {
         "nothing else written"
     );
 }
+
+/// A canary analysis the engine journalled reaches the report with its numbers.
+#[test]
+fn a_journalled_canary_analysis_reaches_the_report() {
+    let mut j = journal();
+    let a: crate::analysis::AnalysisReport = serde_json::from_value(json!({
+        "group": "canary", "canary": [HOST], "baseline": ["b"],
+        "from": "2026-12-01T10:00:00Z", "to": "2026-12-01T10:00:24Z",
+        "verdict": "fail", "passed": false,
+        "metrics": [{"metric": "5xx_rate", "verdict": "fail", "test": "mann_whitney",
+                     "reason": "canary worse", "canary_samples": 24, "baseline_samples": 24,
+                     "canary_mean": 0.1, "baseline_mean": 0.05, "p": 0.001}]
+    }))
+    .unwrap();
+    j.analysis.push(a);
+    let c = super::canary_of(&j);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].verdict, "fail");
+    assert_eq!(c[0].metrics[0].metric, "5xx_rate");
+    assert_eq!(c[0].metrics[0].canary_mean, Some(0.1));
+    let doc = super::html_of(&j);
+    assert!(
+        doc.contains("5xx_rate"),
+        "the analysis is not in the report"
+    );
+}
