@@ -78,6 +78,12 @@ pub struct Comparison {
     /// Evaluated and recorded, not gating.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// The canary's samples as read (each host's in time order): what the report draws.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_series: Vec<f64>,
+    /// The baseline's samples as read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_series: Vec<f64>,
 }
 
 impl Comparison {
@@ -98,6 +104,8 @@ impl Comparison {
             ratio: None,
             threshold: None,
             shadow: false,
+            canary_series: canary.to_vec(),
+            baseline_series: baseline.to_vec(),
         }
     }
 

@@ -278,7 +278,7 @@ fn a_report_goes_to_a_plain_file_name_only() {
     );
 }
 
-/// A canary analysis the engine journalled reaches the report with its numbers.
+/// A canary analysis the engine journalled reaches the report with its numbers and series.
 #[test]
 fn a_journalled_canary_analysis_reaches_the_report() {
     let mut j = journal();
@@ -288,7 +288,8 @@ fn a_journalled_canary_analysis_reaches_the_report() {
         "verdict": "fail", "passed": false,
         "metrics": [{"metric": "5xx_rate", "verdict": "fail", "test": "mann_whitney",
                      "reason": "canary worse", "canary_samples": 24, "baseline_samples": 24,
-                     "canary_mean": 0.1, "baseline_mean": 0.05, "p": 0.001}]
+                     "canary_mean": 0.1, "baseline_mean": 0.05, "p": 0.001,
+                     "canary_series": [0.1, 0.12, 0.08], "baseline_series": [0.05, 0.04, 0.06]}]
     }))
     .unwrap();
     j.analysis.push(a);
@@ -297,6 +298,8 @@ fn a_journalled_canary_analysis_reaches_the_report() {
     assert_eq!(c[0].verdict, "fail");
     assert_eq!(c[0].metrics[0].metric, "5xx_rate");
     assert_eq!(c[0].metrics[0].canary_mean, Some(0.1));
+    assert_eq!(c[0].metrics[0].canary_series, [0.1, 0.12, 0.08]);
+    assert_eq!(c[0].metrics[0].baseline_series, [0.05, 0.04, 0.06]);
     let doc = super::html_of(&j);
     assert!(
         doc.contains("5xx_rate"),
