@@ -196,7 +196,8 @@ struct Hosts {
 const DBNAME_PATH: &str = "services.0.conf.spec.paths./{domain:localhost}/{api:sys}.x-modules.1.spec.paths./table.x-modules.0.options.conf.dbname";
 
 impl Hosts {
-    fn new(rb: &Restbase) -> Hosts {
+    /// Three hosts in env `env` (its own records in the shared store).
+    fn new(rb: &Restbase, env: &str) -> Hosts {
         let dir = tempfile::tempdir_in(&rb.dir).unwrap();
         let mut hosts = serde_json::Map::new();
         let mut ports = Vec::new();
@@ -220,7 +221,7 @@ impl Hosts {
         let config = json!({
             "store": rb.store,
             "lease_ttl": "2m",
-            "envs": {"rb": {
+            "envs": {env: {
                 "service_env": "test",
                 "groups": [{"name": "canary", "hosts": ["h1"]}, {"name": "rest", "hosts": ["h2", "h3"]}],
                 "group_size": 1,
@@ -305,7 +306,7 @@ fn events<'a>(evs: &'a [Value], kind: &str) -> Vec<(usize, &'a Value)> {
 fn restbase_deploys_to_three_hosts_then_rolls_a_source_only_change() {
     let rb = rb!();
     let _heavy = heavy();
-    let hosts = Hosts::new(rb);
+    let hosts = Hosts::new(rb, "rb");
     let (first, second) = (&rb.first, &rb.second);
 
     let started = Instant::now();
@@ -374,10 +375,14 @@ fn restbase_deploys_to_three_hosts_then_rolls_a_source_only_change() {
 fn restbase_schema_bump_is_refused_then_acked_as_a_schema_deploy_and_its_rollback_refused() {
     let rb = rb!();
     let _heavy = heavy();
-    let hosts = Hosts::new(rb);
+    let hosts = Hosts::new(rb, "rb-schema");
     let base = &rb.second;
-    let (code, evs, err) =
-        hosts.applier(&["deploy", base.1["id"].as_str().unwrap(), "--env", "rb"]);
+    let (code, evs, err) = hosts.applier(&[
+        "deploy",
+        base.1["id"].as_str().unwrap(),
+        "--env",
+        "rb-schema",
+    ]);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
 
     // The trap, on a branch of its own from the second commit (the repo is shared).
@@ -407,7 +412,7 @@ fn restbase_schema_bump_is_refused_then_acked_as_a_schema_deploy_and_its_rollbac
     let id = built["id"].as_str().unwrap().to_string();
 
     // Refused, with the exact ack, nothing touched.
-    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", "rb"]);
+    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", "rb-schema"]);
     assert_eq!(code, 3, "{err}\n{evs:#?}");
     assert!(
         err.contains("--ack 'SG002 title_revisions-ng 2->3 <reason>'"),
@@ -417,14 +422,14 @@ fn restbase_schema_bump_is_refused_then_acked_as_a_schema_deploy_and_its_rollbac
 
     // Acknowledged: a schema deploy, every host on the bumped release.
     let ack = "SG002 title_revisions-ng 2->3 adds the summary column";
-    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", "rb", "--ack", ack]);
+    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", "rb-schema", "--ack", ack]);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     let plan = &events(&evs, "plan")[0].1;
     assert_eq!(plan["deploy_type"], "schema", "{plan:#}");
     hosts.assert_serving(&trap);
 
     // A rollback is refused with the recipe, and changes nothing.
-    let (code, evs, err) = hosts.applier(&["rollback", "--env", "rb"]);
+    let (code, evs, err) = hosts.applier(&["rollback", "--env", "rb-schema"]);
     assert_eq!(code, 3, "{err}\n{evs:#?}");
     assert!(
         err.contains("do not redeploy the previous revision"),
@@ -433,7 +438,8 @@ fn restbase_schema_bump_is_refused_then_acked_as_a_schema_deploy_and_its_rollbac
     hosts.assert_serving(&trap);
 
     // Forced: the storage refuses the old code on the canary; it goes back, the rest untouched.
-    let (code, evs, err) = hosts.applier(&["rollback", "--env", "rb", "--force-schema-rollback"]);
+    let (code, evs, err) =
+        hosts.applier(&["rollback", "--env", "rb-schema", "--force-schema-rollback"]);
     assert_eq!(code, 1, "{err}\n{evs:#?}");
     let touched: Vec<&str> = events(&evs, "host_done")
         .iter()
@@ -441,4 +447,15 @@ fn restbase_schema_bump_is_refused_then_acked_as_a_schema_deploy_and_its_rollbac
         .collect();
     assert_eq!(touched, ["h1"], "only the canary is tried: {evs:#?}");
     hosts.assert_serving(&trap);
+    // That failure locked the env; unlocking it is a recorded step.
+    let (code, _, err) = hosts.applier(&["deploy", &id, "--env", "rb-schema"]);
+    assert_eq!(code, 3, "a failed run must lock the env: {err}");
+    let (code, _, err) = hosts.applier(&[
+        "unlock",
+        "--env",
+        "rb-schema",
+        "--reason",
+        "the forced rollback failed as it must",
+    ]);
+    assert_eq!(code, 0, "{err}");
 }
