@@ -98,8 +98,9 @@ pub fn write_pid(pidfile: &Path, pid: i32) -> Result<(), Error> {
         .map_err(|e| Error::Failed(format!("{}: {e}", pidfile.display())))
 }
 
-/// Processes whose environment holds `TESTBED_TARGET_BED=<bed>` (started through the bed's
-/// ssh sessions), except this process and its ancestors.
+/// Processes started through the bed: whose environment holds `TESTBED_TARGET_BED=<bed>` (its
+/// ssh sessions) or that run from under its directory (services the targets started), except
+/// this process and its ancestors.
 pub fn bed_processes(bed: &Path) -> Vec<i32> {
     let mut keep = vec![std::process::id() as i32];
     let mut p = keep[0];
@@ -115,6 +116,7 @@ pub fn bed_processes(bed: &Path) -> Vec<i32> {
         keep.push(p);
     }
     let want = format!("TESTBED_TARGET_BED={}", bed.display());
+    let root = std::fs::canonicalize(bed).ok();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -124,6 +126,10 @@ pub fn bed_processes(bed: &Path) -> Vec<i32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == want.as_bytes()))
+                // A service a target started gets a clean environment (no bed marker): it is
+                // found by running from under the bed's directory.
+                || std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| root.as_ref().is_some_and(|r| cwd.starts_with(r)))
         })
         .filter(|&pid| alive(pid))
         .collect()
