@@ -38,6 +38,7 @@ mod policy;
 pub mod preview;
 mod render_check;
 mod run;
+mod show;
 mod trust;
 mod verify;
 mod watch;
@@ -60,8 +61,8 @@ use gates::Refusal;
 use lease::LeaseError;
 use plan::Intent;
 
-pub use plan::service_spec_from_store;
 pub use preview::{Preview, preview};
+pub use show::service_spec_from_store;
 
 /// An environment ready to act on: its config, store, hosts and pool driver.
 #[derive(Debug)]

@@ -60,7 +60,7 @@ pub(super) fn run(
     dry_run: bool,
 ) -> Result<Outcome, DeployError> {
     if plan.mode == Mode::Fresh {
-        super::plan::emit_plan(ctx, sink, &plan, dry_run);
+        super::show::emit_plan(ctx, sink, &plan, dry_run);
     }
     if dry_run {
         return Ok(Outcome {

@@ -12,8 +12,8 @@
 use std::time::SystemTime;
 
 use super::path::StepFail;
-use super::plan::check_list;
 use super::run::Run;
+use super::show::check_list;
 use crate::checks::{self, CheckContext, CheckResult, CheckSpec};
 use crate::config::analysis::QuorumConfig;
 use crate::events::Event;
