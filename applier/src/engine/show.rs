@@ -19,11 +19,15 @@ pub(super) fn emit_plan(ctx: &EnvContext, sink: &dyn EventSink, plan: &Plan, dry
     let mut checks: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
     for (d, m) in &plan.manifests {
         if j.hosts.values().any(|e| e.to.manifest == *d) {
-            let spec = service_spec_from_store(ctx.store.as_ref(), m).unwrap_or_default();
-            checks.insert(
-                *d,
-                check_list(ctx, &spec).iter().map(CheckSpec::name).collect(),
-            );
+            // A spec the store cannot give is not shown as "no checks": the plan says it does
+            // not know (each host reads its own copy, and a host that cannot refuses).
+            let names = match service_spec_from_store(ctx.store.as_ref(), m) {
+                Some(spec) => check_list(ctx, &spec).iter().map(CheckSpec::name).collect(),
+                None => vec![
+                    "(unknown: deploy/service.yaml could not be read from the store)".to_string(),
+                ],
+            };
+            checks.insert(*d, names);
         }
     }
     let groups = j
