@@ -597,7 +597,7 @@ impl<'a> Run<'a> {
         self.journal
             .note(|j| j.set_outcome(status, needs_human.clone()));
         let mut message = message;
-        message.push_str(&self.signals.no_data_note());
+        message.push_str(&self.signals.summary_notes());
         if let Some(e) = self.journal.failure() {
             message.push_str(&format!(
                 " (warning: the journal could not be written: {e})"
