@@ -132,7 +132,7 @@ impl Dec {
                      "drain_timeout": "5s", "timeout": "15s"},
             "groups": [{"name": "canary", "hosts": ["t1"]}, {"name": "rest", "hosts": ["t2", "t3"]}],
             "group_size": 2,
-            "ready_timeout": "20s",
+            "ready_timeout": "30s",
             "hosts": hosts,
         });
         let checks = json!({
