@@ -79,16 +79,7 @@ impl Dec {
         let (store, builds) = (store.clone(), builds.clone());
         for h in &bed.hosts {
             let _ = applier::target::HostRoot::new(&h.root).stop();
-            if let Ok(rd) = std::fs::read_dir(&h.root) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    let _ = if p.is_dir() && !p.is_symlink() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
-            }
+            testkit::paths::empty_dir(&h.root);
             let _ = bed.haproxy_cmd(&format!("set server fixture/{} state ready", h.name));
         }
         let prefix = format!("dec{}x{}", std::process::id(), rand::random::<u16>());
