@@ -45,6 +45,9 @@ pub(super) struct Run<'a> {
     pub(super) no_restore: BTreeMap<String, String>,
     /// The store's counts before the plan (see [`Run::finish`]).
     store_base: Option<StoreRequests>,
+    /// Each host's own answer for its target's `deploy/service.yaml`, read by the render
+    /// check, so the host's path does not ask again (`super::path`).
+    pub(super) specs: Mutex<BTreeMap<String, (ReleaseRef, crate::service::ServiceSpec)>>,
     /// What this run wrote to the env state, per host (so it is written once per batch, and
     /// only what changed).
     recorded: Mutex<BTreeMap<String, ReleaseRef>>,
@@ -147,6 +150,7 @@ impl<'a> Run<'a> {
             signals: Default::default(),
             no_restore: BTreeMap::new(),
             store_base: None,
+            specs: Mutex::new(BTreeMap::new()),
             recorded: Mutex::new(BTreeMap::new()),
             state_queue: Mutex::new((BTreeSet::new(), false)),
             state_cv: Condvar::new(),

@@ -1,6 +1,6 @@
-//! The store requests of a deploy: counted through the context's meter, reported in the
+//! What a deploy costs. The store requests: counted through the context's meter, reported in the
 //! outcome, the `finished` event and the journal, constant per host as the fleet grows, and
-//! never more in flight at once than the cap.
+//! never more in flight at once than the cap. The host round trips: the spec asked once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,5 +154,24 @@ fn a_deploy_never_has_more_store_requests_in_flight_than_the_cap() {
             assert!(most <= cap, "{most} in flight with a cap of {cap}");
         }
         assert!(o.store_requests.unwrap().total > 0);
+    }
+}
+
+/// Each host's path takes the spec it gave the render check: one `service-spec` round trip per
+/// host and deploy, not two. A restore asks again (nothing was read for that release).
+#[test]
+fn a_host_is_asked_for_its_service_spec_once_per_deploy() {
+    let hs = ["a", "b", "c"];
+    let (b, r) = bed(&hs);
+    let ctx = b.ctx("spec", groups(&hs, 2));
+    let o = deploy(&ctx, &applier::events::NullSink, &r[1]);
+    assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    for h in hs {
+        assert_eq!(
+            b.host(h).count("service-spec"),
+            1,
+            "{h}: {:?}",
+            b.host(h).calls()
+        );
     }
 }
