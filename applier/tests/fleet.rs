@@ -112,7 +112,7 @@ impl Fleet {
         let prom = &bed.prometheus.url;
         let block = |env: &str, expiry: &str, checks: &str| {
             format!(
-                "  {env}:\n    service_env: test\n    transport: {{type: ssh, config_file: {cfg}, applier_path: {w}, control_dir: {ctl}, presign_expiry: {expiry}, connect_timeout: 3s}}\n    pool: {{driver: haproxy, socket: {sock}, backend: {be}, drain_timeout: 10s, timeout: 15s}}\n    groups:\n      - {{name: canary, hosts: [t1]}}\n      - {{name: rest, hosts: [t2, t3]}}\n    group_size: 1\n    ready_timeout: 15s\n    checks:\n      prometheus: {prom}\n{checks}    hosts:\n{hosts}",
+                "  {env}:\n    service_env: test\n    transport: {{type: ssh, config_file: {cfg}, applier_path: {w}, control_dir: {ctl}, presign_expiry: {expiry}, connect_timeout: 3s}}\n    pool: {{driver: haproxy, socket: {sock}, backend: {be}, drain_timeout: 10s, timeout: 15s}}\n    groups:\n      - {{name: canary, hosts: [t1]}}\n      - {{name: rest, hosts: [t2, t3]}}\n    group_size: 1\n    ready_timeout: 30s\n    checks:\n      prometheus: {prom}\n{checks}    hosts:\n{hosts}",
                 cfg = bed.ssh.config.display(),
                 w = wrapper.display(),
                 ctl = dir.path().join("ctl").display(),
