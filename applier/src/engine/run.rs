@@ -579,12 +579,28 @@ impl<'a> Run<'a> {
             }
         }
         if needs_human.is_empty() {
-            self.finish(
-                JournalStatus::RolledBack,
-                format!("{reason}; every touched host is back on its last good release"),
-                names,
-                needs_human,
-            )
+            // A host with nothing to go back to was stopped and taken out, not restored.
+            let out: Vec<&str> = names
+                .iter()
+                .filter(|h| {
+                    self.journal.entry(h).from.is_none() || self.no_restore.contains_key(*h)
+                })
+                .map(String::as_str)
+                .collect();
+            let m = if out.is_empty() {
+                format!("{reason}; every touched host is back on its last good release")
+            } else if out.len() == names.len() {
+                format!(
+                    "{reason}; no touched host had a release to go back to: {} stopped and left out of the pool",
+                    out.join(", ")
+                )
+            } else {
+                format!(
+                    "{reason}; every touched host is back on its last good release but {} (nothing to go back to: stopped and left out of the pool)",
+                    out.join(", ")
+                )
+            };
+            self.finish(JournalStatus::RolledBack, m, names, needs_human)
         } else {
             let m = format!(
                 "{reason}; could not restore {} (left out of the pool)",

@@ -187,6 +187,13 @@ fn a_host_with_nothing_to_go_back_to_is_taken_out_through_the_journal() {
     let ctx = bed.ctx("fresh", groups(&hs, 1));
     let o = deploy(&ctx, &NullSink, &c);
     assert_eq!(o.status, JournalStatus::RolledBack, "{}", o.message);
+    assert!(
+        o.message.contains(
+            "; no touched host had a release to go back to: h1 stopped and left out of the pool;"
+        ),
+        "the summary does not claim a restore that did not happen: {}",
+        o.message
+    );
     let (_, running, pooled, _) = bed.on("h1");
     assert_eq!((running, pooled), (None, false), "stopped and left out");
     let j = journal(&ctx, &o.deploy_id);
