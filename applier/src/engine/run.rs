@@ -27,6 +27,7 @@ use crate::guard::DeployType;
 use crate::protocol::ReleaseRef;
 use crate::records::{DeployKind, HostPhase, JournalStatus, Step};
 
+mod prune;
 mod state;
 
 /// One running deploy, rollback or resume.
@@ -48,6 +49,8 @@ pub(super) struct Run<'a> {
     /// Hosts whose env state the state writer is to write, and whether it is writing.
     state_queue: Mutex<(BTreeSet<String>, bool)>,
     state_cv: Condvar,
+    /// Hosts done, to be pruned beside the rest of the run.
+    pruner: prune::Pruner,
 }
 
 /// Emits the plan; unless this is a dry run, takes the lease and runs it.
@@ -144,6 +147,7 @@ impl<'a> Run<'a> {
             recorded: Mutex::new(BTreeMap::new()),
             state_queue: Mutex::new((BTreeSet::new(), false)),
             state_cv: Condvar::new(),
+            pruner: Default::default(),
         }
     }
 
@@ -165,6 +169,10 @@ impl<'a> Run<'a> {
             s.spawn(|| self.lease.renew_until(self.ctx.store.as_ref(), &stop));
             s.spawn(|| self.journal.flusher(&stop));
             s.spawn(|| self.state_writer(&stop));
+            let pruners = self.ctx.cfg.prefetch_parallelism.clamp(1, 4);
+            for _ in 0..pruners.min(self.ctx.hosts.len()) {
+                s.spawn(|| self.prune_worker());
+            }
             // The fleet-wide watch, for the whole rollout of a deploy.
             let kind = self.journal.read(|j| j.kind);
             if let Some(w) = &self.ctx.cfg.checks.watch
@@ -178,6 +186,7 @@ impl<'a> Run<'a> {
                 Mode::Continue => self.execute(true),
                 Mode::RollBack => Ok(self.abort_and_finish("rollback requested on resume".into())),
             };
+            self.stop_pruning();
             watching.store(true, Ordering::SeqCst);
             stop.store(true, Ordering::SeqCst);
             self.state_cv.notify_all();
@@ -285,6 +294,12 @@ impl<'a> Run<'a> {
                     }
                 }
                 self.record_env_later(chunk);
+                // Pruned beside the next batches, not after the last host.
+                self.prune_later(
+                    chunk
+                        .iter()
+                        .filter(|h| self.journal.entry(h).phase == HostPhase::Done),
+                );
             }
             let bake = self.ctx.cfg.canary_bake.0;
             if bi == 0
@@ -304,19 +319,7 @@ impl<'a> Run<'a> {
                 return Ok(self.abort_and_finish(reason));
             }
         }
-        let names: Vec<String> = self.ctx.hosts.keys().cloned().collect();
-        self.bounded(&names, |h| {
-            let r = self.lease.confirm(self.ctx.store.as_ref()).and_then(|()| {
-                self.ctx
-                    .host(h)
-                    .prune(self.lease.fence(), self.ctx.cfg.keep_releases)
-                    .map_err(|e| self.he(e))
-            });
-            if let Err(e) = r {
-                self.journal
-                    .record(|j| j.step(Some(h), Step::Prune, false, Some(e)));
-            }
-        });
+        self.prune_rest_and_wait();
         let (failed, needs_human) = self.journal.hosts(|hs| {
             let pick = |f: fn(HostPhase) -> bool| -> Vec<String> {
                 hs.iter()
@@ -496,6 +499,7 @@ impl<'a> Run<'a> {
 
     /// Aborts: every touched host goes back to its own last good release, in reverse order.
     pub(super) fn abort_and_finish(&self, reason: String) -> Outcome {
+        self.stop_pruning();
         self.sink.emit(&Event::Abort {
             reason: reason.clone(),
         });
