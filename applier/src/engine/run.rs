@@ -294,12 +294,6 @@ impl<'a> Run<'a> {
                     }
                 }
                 self.record_env_later(chunk);
-                // Pruned beside the next batches, not after the last host.
-                self.prune_later(
-                    chunk
-                        .iter()
-                        .filter(|h| self.journal.entry(h).phase == HostPhase::Done),
-                );
             }
             let bake = self.ctx.cfg.canary_bake.0;
             if bi == 0
@@ -318,6 +312,12 @@ impl<'a> Run<'a> {
             {
                 return Ok(self.abort_and_finish(reason));
             }
+            // The group passed (its bake and analysis too): pruned beside the next groups, not
+            // after the last host; nothing is asked of a host while its group is judged.
+            self.prune_later(
+                todo.iter()
+                    .filter(|h| self.journal.entry(h).phase == HostPhase::Done),
+            );
         }
         self.prune_rest_and_wait();
         let (failed, needs_human) = self.journal.hosts(|hs| {

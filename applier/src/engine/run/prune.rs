@@ -1,6 +1,7 @@
-//! Pruning off the critical path: a host is queued as soon as its part of the run is done and
-//! pruned by a few workers beside the rest of the rollout (the next batches, the bake, the
-//! canary analysis), instead of every host after the last one. Each prune is reported (an
+//! Pruning off the critical path: the hosts of a group are queued as soon as the group passed
+//! (its bake and canary analysis included: nothing is asked of a host while its group is
+//! judged) and pruned by a few workers beside the rest of the rollout, instead of every host
+//! after the last one. Each prune is reported (an
 //! [`Event::Prune`] and a journal step) with what it removed and how long it took. A run that
 //! completes queues the hosts left and waits for every prune, under the lease, before it
 //! finishes; an abort drops what is still queued and waits for the prunes already running.
