@@ -5,9 +5,11 @@
 //! while consecutive, disjoint windows are read from Prometheus (`query_range`, the 5xx share
 //! of each host's page requests per step, as a deploy's canary metric reads it). Each window
 //! is judged twice by [`applier::analysis::compare`] with the rule of a deploy config:
-//! t2 against t3 (equal noise: a fail is a false abort) and t1 against t3 (a 2x regression: a
-//! pass or an inconclusive is a miss), and by the baseline a user would otherwise have, a fixed
-//! threshold on the canary's mean, at several thresholds, in the same windows. Detection time
+//! t2 against t3 (equal noise: a fail or an inconclusive is a false abort) and t1 against t3 (a 2x regression: a
+//! pass is a miss; an inconclusive aborts, as under a deploy's default policy), once over the
+//! window and once as `inconclusive: retry` reads on (a step more while inconclusive, up to
+//! twice the window), and by the baseline a user would otherwise have, a fixed threshold on
+//! the canary's mean, at several thresholds, in the same windows. Detection time
 //! is the shortest prefix of a window (in steps) at which each method first aborts the bad
 //! canary; the floor is `min_samples` steps, below which the analysis never decides.
 //!
@@ -25,8 +27,15 @@ use applier::analysis::{Rule, Verdict, Worse, compare, threshold};
 use applier::checks::samples::prometheus_range;
 use serde_json::{Value, json};
 
-const Q_5XX: &str = r#"(sum(rate(fixture_http_request_duration_seconds_count{host="{host}",route="v1_page_-title-",status=~"5.."}[4s])) or vector(0)) / sum(rate(fixture_http_request_duration_seconds_count{host="{host}",route="v1_page_-title-"}[4s]))"#;
+/// The 5xx share of a host's page requests per step. With 1 s scrapes, a range of the step
+/// plus one second holds each step's own scrapes and the one closing the step before: every
+/// sample covers its 2 s of requests and no other sample's (a 4 s range would share a third of
+/// each sample with the next, and Mann-Whitney, which takes samples as independent, would
+/// report p-values too small: false aborts on equal noise).
+const Q_5XX: &str = r#"(sum(rate(fixture_http_request_duration_seconds_count{host="{host}",route="v1_page_-title-",status=~"5.."}[3s])) or vector(0)) / sum(rate(fixture_http_request_duration_seconds_count{host="{host}",route="v1_page_-title-"}[3s]))"#;
 const WINDOW: u64 = 24;
+/// `inconclusive: retry`: the window grows a step at a time up to this (`deadline`).
+const DEADLINE: u64 = 2 * WINDOW;
 const STEP: u64 = 2;
 const THRESHOLDS: [f64; 4] = [0.06, 0.075, 0.1, 0.2];
 
@@ -50,9 +59,10 @@ fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
-/// One host's samples over `[from, from + WINDOW)`, one per step.
+/// One host's samples over `[from, from + DEADLINE)`, one per step (the first `WINDOW / STEP`
+/// are the window's).
 fn samples(agent: &ureq::Agent, prom: &str, host: &str, from: SystemTime) -> Vec<f64> {
-    let to = from + Duration::from_secs(WINDOW - STEP);
+    let to = from + Duration::from_secs(DEADLINE - STEP);
     let q = Q_5XX.replace("{host}", host);
     let (start, end) = (format!("{:.3}", unix(from)), format!("{:.3}", unix(to)));
     let body = agent
@@ -122,6 +132,10 @@ fn main() {
         .iter()
         .take(3)
         .map(|h| {
+            // A fresh store each run: the host's records of an earlier run (its fencing
+            // tokens among them) would refuse this one, so start from an empty root.
+            let _ = applier::target::HostRoot::new(&h.root).stop();
+            testkit::paths::empty_dir(&h.root);
             let _ = bed.haproxy_cmd(&format!("set server fixture/{} state ready", h.name));
             (
                 h.name.clone(),
@@ -141,7 +155,7 @@ fn main() {
                  "drain_timeout": "5s", "timeout": "15s"},
         "groups": [{"name": "canary", "hosts": ["t1"]}, {"name": "rest", "hosts": ["t2", "t3"]}],
         "group_size": 2,
-        "ready_timeout": "20s",
+        "ready_timeout": "30s",
         "hosts": hosts,
         "checks": {"prometheus": bed.prometheus.url,
                    "disable": ["metrics fixture_http_requests_total", "http /en.wikipedia.org/v1/page/Main_Page"]},
@@ -172,8 +186,9 @@ fn main() {
         .unwrap();
     assert!(
         out.status.success(),
-        "deploy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "deploy failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
 
     let lb = &bed.haproxy.url;
@@ -189,29 +204,48 @@ fn main() {
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
-    // Warm-up: rates need a full [4s] range of scrapes.
+    // Warm-up: rates need a full range of scrapes.
     std::thread::sleep(Duration::from_secs(8));
     let t0 = SystemTime::now();
     let r = rule();
     let mut mw = Tally::default();
+    let mut mw_retry = Tally::default();
     let mut fixed: BTreeMap<String, Tally> = BTreeMap::new();
     let mut counts = Vec::new();
     for i in 0..windows {
         let from = t0 + Duration::from_secs(i as u64 * WINDOW);
-        let ready = from + Duration::from_secs(WINDOW + 3);
+        let ready = from + Duration::from_secs(DEADLINE + 3);
         if let Ok(d) = ready.duration_since(SystemTime::now()) {
             std::thread::sleep(d);
         }
-        let s: BTreeMap<&str, Vec<f64>> = ["t1", "t2", "t3"]
+        let long: BTreeMap<&str, Vec<f64>> = ["t1", "t2", "t3"]
             .into_iter()
             .map(|h| (h, samples(&agent, &bed.prometheus.url, h, from)))
             .collect();
-        let (bad, equal, baseline) = (&s["t1"], &s["t2"], &s["t3"]);
+        let n0 = (WINDOW / STEP) as usize;
+        let s: BTreeMap<&str, &[f64]> = long
+            .iter()
+            .map(|(h, v)| (*h, &v[..v.len().min(n0)]))
+            .collect();
+        let (bad, equal, baseline) = (s["t1"], s["t2"], s["t3"]);
         counts.push(bad.len().min(equal.len()).min(baseline.len()));
         let eq = compare("5xx", equal, baseline, &r);
         let rg = compare("5xx", bad, baseline, &r);
+        // As a deploy with `inconclusive: retry` reads on: one step more while inconclusive.
+        let retried = |c: &[f64], b: &[f64]| {
+            let mut k = n0;
+            loop {
+                let v = compare("5xx", &c[..k.min(c.len())], &b[..k.min(b.len())], &r);
+                if v.verdict != Verdict::Inconclusive || k >= c.len().max(b.len()) {
+                    return (v, k);
+                }
+                k += 1;
+            }
+        };
+        let (eq2, keq) = retried(&long["t2"], &long["t3"]);
+        let (rg2, krg) = retried(&long["t1"], &long["t3"]);
         eprintln!(
-            "  window {:>2}: equal {} (p {:.3}), 2x {} (p {:.3}); means t1 {:.3} t2 {:.3} t3 {:.3}",
+            "  window {:>2}: equal {} (p {:.3}), 2x {} (p {:.3}); means t1 {:.3} t2 {:.3} t3 {:.3}; retried: equal {} at {} s, 2x {} at {} s",
             i + 1,
             applier::analysis::verdict_str(eq.verdict),
             eq.p.unwrap_or(f64::NAN),
@@ -220,20 +254,34 @@ fn main() {
             rg.canary_mean.unwrap_or(f64::NAN),
             eq.canary_mean.unwrap_or(f64::NAN),
             eq.baseline_mean.unwrap_or(f64::NAN),
+            applier::analysis::verdict_str(eq2.verdict),
+            keq as u64 * STEP,
+            applier::analysis::verdict_str(rg2.verdict),
+            krg as u64 * STEP,
         );
-        match eq.verdict {
-            Verdict::Fail => mw.false_aborts += 1,
-            Verdict::Inconclusive => mw.inconclusive_equal += 1,
-            Verdict::Pass => {}
-        }
-        if rg.verdict != Verdict::Fail {
-            mw.misses += 1;
-        }
-        let n = bad.len().min(baseline.len());
-        if let Some(k) = first_abort(n, |k| {
-            compare("5xx", &bad[..k], &baseline[..k], &r).verdict == Verdict::Fail
-        }) {
-            mw.detect_steps.push(k);
+        // Counted as a deploy acts: an inconclusive analysis fails the canary (the default
+        // policy, and `retry` at its deadline).
+        for (t, eq, rg, bad, base) in [
+            (&mut mw, &eq, &rg, bad, baseline),
+            (&mut mw_retry, &eq2, &rg2, &long["t1"][..], &long["t3"][..]),
+        ] {
+            match eq.verdict {
+                Verdict::Fail => t.false_aborts += 1,
+                Verdict::Inconclusive => {
+                    t.false_aborts += 1;
+                    t.inconclusive_equal += 1;
+                }
+                Verdict::Pass => {}
+            }
+            if rg.verdict == Verdict::Pass {
+                t.misses += 1;
+            }
+            let n = bad.len().min(base.len());
+            if let Some(k) = first_abort(n, |k| {
+                compare("5xx", &bad[..k], &base[..k], &r).verdict == Verdict::Fail
+            }) {
+                t.detect_steps.push(k);
+            }
         }
         for limit in THRESHOLDS {
             let t = fixed.entry(format!("{limit}")).or_default();
@@ -256,16 +304,25 @@ fn main() {
     }
 
     let min_n = counts.iter().min().copied().unwrap_or(0);
-    let mut rows = vec![format!(
-        "| Mann-Whitney U against the baseline (p <= {}, effect >= {}, ratio >= 1.5, >= {} samples) | {} | {} | {} | {} |",
-        r.p_value,
-        r.min_effect,
-        r.min_samples,
-        mw.false_aborts,
-        mw.misses,
-        detect(&mw),
-        mw.inconclusive_equal
-    )];
+    let mut rows = vec![
+        format!(
+            "| Mann-Whitney U against the baseline, one {WINDOW} s window (p <= {}, effect >= {}, ratio >= 1.5, >= {} samples) | {} | {} | {} | {} |",
+            r.p_value,
+            r.min_effect,
+            r.min_samples,
+            mw.false_aborts,
+            mw.misses,
+            detect(&mw),
+            mw.inconclusive_equal
+        ),
+        format!(
+            "| the same, `inconclusive: retry` until {DEADLINE} s (a step more while inconclusive) | {} | {} | {} | {} |",
+            mw_retry.false_aborts,
+            mw_retry.misses,
+            detect(&mw_retry),
+            mw_retry.inconclusive_equal
+        ),
+    ];
     for (limit, t) in fixed.iter() {
         rows.push(format!(
             "| fixed threshold: canary mean > {limit} | {} | {} | {} | - |",
@@ -288,11 +345,15 @@ deployed over ssh behind HAProxy, serving 5xx at random (binomial) to each page 
 t2 and t3 at {base}, t1 at {bad} (2x). Load through HAProxy: 4 clients at up to 50 req/s each
 over a page and `/_info` ({ok} answers, {failed} of them not 200, in {windows} disjoint windows
 of {WINDOW} s, one sample per {STEP} s step: the 5xx share of the host's page requests from
-Prometheus, at least {min_n} samples per host and window). Each window is judged as a canary:
+Prometheus, a rate over 3 s so that no two samples share requests, at least {min_n} samples per host and window). Each window is judged as a canary:
 t2 against t3 (equal noise: an abort is a false abort) and t1 against t3 (the regression: no
 abort is a miss), by the analysis and, in the same windows, by a fixed threshold on the
 canary's mean (the check a deploy would otherwise run, given the same {ms}-sample minimum).
-Time to detect: the shortest prefix of a window at which the method aborts the 2x canary,
+An inconclusive analysis counts as a deploy acts on it: an abort (the default policy, and
+`retry` at its deadline); an observed effect at least the minimum that is not significant is
+inconclusive, not a pass. With `retry` the window grows a step at a time, up to {DEADLINE} s
+(read from the same start; the next window starts {WINDOW} s later, so the grown part overlaps
+it). Time to detect: the shortest prefix of a window at which the method aborts the 2x canary,
 median and slowest over the windows where it did (floor: {floor} s, {ms} samples of {STEP} s).
 
 | method | false aborts (of {windows}) | misses (of {windows}) | time to detect: median, slowest | equal canary inconclusive |

@@ -309,6 +309,7 @@ fn real_fleet(args: &Args, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) 
         wrap(store),
         r.config.lease_ttl.0,
         "bench@fleet",
+        r.config.store_options.max_concurrent_requests,
     )
 }
 

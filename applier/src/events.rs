@@ -111,6 +111,9 @@ pub enum Event {
         deploy_id: String,
         status: JournalStatus,
         message: String,
+        /// The store requests of the deploy, by kind.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        store_requests: Option<crate::store_meter::StoreRequests>,
     },
 }
 

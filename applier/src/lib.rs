@@ -26,7 +26,8 @@
 //! - [`refs`]: naming what to deploy: a digest, a commit, a tag or a branch.
 //! - [`records`]: env state and deploy journals in the store, and the [`records::Step`] names.
 //! - [`report`]: the deploy report (self-contained HTML), `show` and `history`, from journals.
-//! - [`keys`]: where the environment records live in the store.
+//! - [`keys`]: where the environment records live in the store; [`store_meter`]: the cap on
+//!   store requests in flight, their counts per deploy, one presigned URL per blob.
 //! - [`guard`]: the storage-schema guard seam.
 //! - [`events`]: the progress event stream; [`notify`]: start, finish, abort, rollback and
 //!   needs-human notices to the env's command and webhook sinks.
@@ -63,6 +64,7 @@ pub mod report;
 pub mod service;
 pub mod shell;
 pub mod srclayer;
+pub mod store_meter;
 pub mod target;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -284,6 +284,8 @@ pub enum Step {
     Freeze,
     /// The env's failure lock was set and overridden.
     FailureLock,
+    /// The store requests the deploy made, by kind.
+    StoreRequests,
 }
 
 impl Step {
@@ -323,6 +325,7 @@ impl Step {
             Step::FastRollback => "fast_rollback",
             Step::Freeze => "freeze",
             Step::FailureLock => "failure_lock",
+            Step::StoreRequests => "store_requests",
         }
     }
 }

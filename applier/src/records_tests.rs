@@ -37,6 +37,7 @@ const STEPS: &[Step] = &[
     Step::FastRollback,
     Step::Freeze,
     Step::FailureLock,
+    Step::StoreRequests,
 ];
 
 #[test]

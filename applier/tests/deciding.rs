@@ -2,12 +2,16 @@
 //! under load through HAProxy with the fixture's 5xx switch at several rates (Prometheus,
 //! with a shadow Graphite metric), the fleet-wide watch tripping on a real Graphite alarm
 //! mid-rollout, the Graphite metrics check against graphite-web's render API fed by the
-//! fixture's own carbon metrics, and the conftool pool driver against etcd + confctl.
+//! fixture's own carbon metrics, and the conftool pool driver against etcd + confctl. The
+//! run's policies on real metrics (k-of-n, shadow, no data, the rollback fast path) are in
+//! `deciding/policies.rs`, on the same bed and helpers.
 //!
 //! Hosts are reached over ssh, HAProxy is the pool; the store is a directory (the bed's
 //! targets share this machine). Not up: fails under `CI=true`, else skipped with a reason.
 
 mod common;
+#[path = "deciding/policies.rs"]
+mod policies;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,9 +39,25 @@ fn bed() -> Result<Bed, Missing> {
     Ok(bed)
 }
 
+/// The fixture's variants, built once per test binary into the directory store all the
+/// tests share (each test deploys to envs of its own there).
+fn shared_builds() -> &'static (PathBuf, common::Builds) {
+    static B: std::sync::OnceLock<(PathBuf, common::Builds)> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        // Under target/tmp, kept: a static is never dropped.
+        let dir = testkit::paths::kept_tempdir("deciding-").keep();
+        let store = dir.join("store");
+        let builds = build_variants(&dir, VARIANTS, |c| {
+            c.arg("--store").arg(&store);
+        });
+        (store, builds)
+    })
+}
+
 struct Dec {
     bed: Bed,
     dir: tempfile::TempDir,
+    store: PathBuf,
     config: PathBuf,
     builds: BTreeMap<String, (String, String)>,
     /// This run's Graphite prefix (whisper files outlive a run).
@@ -55,24 +75,13 @@ impl Dec {
             .prefix("dc")
             .tempdir()
             .unwrap();
-        let store = dir.path().join("store");
+        let (store, builds) = shared_builds();
+        let (store, builds) = (store.clone(), builds.clone());
         for h in &bed.hosts {
             let _ = applier::target::HostRoot::new(&h.root).stop();
-            if let Ok(rd) = std::fs::read_dir(&h.root) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    let _ = if p.is_dir() && !p.is_symlink() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
-            }
+            testkit::paths::empty_dir(&h.root);
             let _ = bed.haproxy_cmd(&format!("set server fixture/{} state ready", h.name));
         }
-        let builds = build_variants(dir.path(), VARIANTS, |c| {
-            c.arg("--store").arg(&store);
-        });
         let prefix = format!("dec{}x{}", std::process::id(), rand::random::<u16>());
         std::fs::create_dir_all(dir.path().join("ctl")).unwrap();
         let g = &bed.graphite;
@@ -114,7 +123,7 @@ impl Dec {
                      "drain_timeout": "5s", "timeout": "15s"},
             "groups": [{"name": "canary", "hosts": ["t1"]}, {"name": "rest", "hosts": ["t2", "t3"]}],
             "group_size": 2,
-            "ready_timeout": "20s",
+            "ready_timeout": "30s",
             "hosts": hosts,
         });
         let checks = json!({
@@ -140,8 +149,8 @@ impl Dec {
         let mut dec = base.clone();
         dec["checks"] = checks.clone();
         dec["checks"]["canary"] = canary;
-        let mut watch = base;
-        watch["checks"] = checks;
+        let mut watch = base.clone();
+        watch["checks"] = checks.clone();
         watch["canary_bake"] = json!("40s");
         watch["checks"]["watch"] = json!({
             "interval": "1s", "window": "10s",
@@ -150,15 +159,18 @@ impl Dec {
             "alarms": [{"name": "bed-alarm", "source": "graphite", "query": format!("{prefix}.alarm.errors"), "threshold": 1,
                         "inconclusive": "pass"}],
         });
-        let cfg = json!({
-            "store": store, "lease_ttl": "10s",
-            "envs": {"dec": dec, "dec-watch": watch},
-        });
+        let policy_envs = policies::envs(&base, &checks);
+        let mut envs = json!({"dec": dec, "dec-watch": watch});
+        for (name, env) in policy_envs {
+            envs[name] = env;
+        }
+        let cfg = json!({"store": store, "lease_ttl": "10s", "envs": envs});
         let config = dir.path().join("deploy.yaml");
         testkit::config::write_yaml(&config, &cfg);
         Dec {
             bed,
             dir,
+            store,
             config,
             builds,
             prefix,
@@ -182,21 +194,27 @@ impl Dec {
 
     /// Runs a deploy with `sets` (`--set` values); exit code, events, stderr.
     fn deploy(&self, env: &str, v: &str, sets: &[String]) -> (i32, Vec<Value>, String) {
-        let mut args: Vec<&str> = Vec::new();
-        for s in sets {
-            args.extend(["--set", s.as_str()]);
-        }
         // Each case follows the last on the same env, some of them deliberately failed: a
         // failed deploy locks the env (tested in envs.rs), and a person goes on past the lock
         // with a reason, as here.
-        args.extend([
+        let cmd = [
             "deploy",
             self.digest(v),
             "--env",
             env,
             "--ignore-failure-lock",
             "deciding tests: each case starts from the one before",
-        ]);
+        ];
+        self.run(sets, &cmd)
+    }
+
+    /// Runs `applier <cmd>` with `sets` (`--set` values); exit code, events, stderr.
+    fn run(&self, sets: &[String], cmd: &[&str]) -> (i32, Vec<Value>, String) {
+        let mut args: Vec<&str> = Vec::new();
+        for s in sets {
+            args.extend(["--set", s.as_str()]);
+        }
+        args.extend(cmd);
         let out = self.cmd(&args).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
@@ -228,7 +246,12 @@ impl Drop for Dec {
 }
 
 fn rate_on(host: &str, rate: &str) -> String {
-    format!("envs.dec.hosts.{host}.env.FIXTURE_SERVE_5XX='{rate}'")
+    rate_in("dec", host, rate)
+}
+
+/// `--set` for the fixture's 5xx switch of `host` in `env`.
+fn rate_in(env: &str, host: &str, rate: &str) -> String {
+    format!("envs.{env}.hosts.{host}.env.FIXTURE_SERVE_5XX='{rate}'")
 }
 
 /// The (one) analysis report of a deploy's events.

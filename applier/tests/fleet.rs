@@ -112,7 +112,7 @@ impl Fleet {
         let prom = &bed.prometheus.url;
         let block = |env: &str, expiry: &str, checks: &str| {
             format!(
-                "  {env}:\n    service_env: test\n    transport: {{type: ssh, config_file: {cfg}, applier_path: {w}, control_dir: {ctl}, presign_expiry: {expiry}, connect_timeout: 3s}}\n    pool: {{driver: haproxy, socket: {sock}, backend: {be}, drain_timeout: 10s, timeout: 15s}}\n    groups:\n      - {{name: canary, hosts: [t1]}}\n      - {{name: rest, hosts: [t2, t3]}}\n    group_size: 1\n    ready_timeout: 15s\n    checks:\n      prometheus: {prom}\n{checks}    hosts:\n{hosts}",
+                "  {env}:\n    service_env: test\n    transport: {{type: ssh, config_file: {cfg}, applier_path: {w}, control_dir: {ctl}, presign_expiry: {expiry}, connect_timeout: 3s}}\n    pool: {{driver: haproxy, socket: {sock}, backend: {be}, drain_timeout: 10s, timeout: 15s}}\n    groups:\n      - {{name: canary, hosts: [t1]}}\n      - {{name: rest, hosts: [t2, t3]}}\n    group_size: 1\n    ready_timeout: 30s\n    checks:\n      prometheus: {prom}\n{checks}    hosts:\n{hosts}",
                 cfg = bed.ssh.config.display(),
                 w = wrapper.display(),
                 ctl = dir.path().join("ctl").display(),
@@ -269,11 +269,29 @@ fn timings(evs: &[Value], wall: Duration) -> String {
             .zip(step("spec").or(Some(ts_ms(first))))
             .map(|(d, s)| d - s)
             .unwrap_or(0);
+        // Each step's time: from the step before it (or its batch's start) to its own.
+        let mut prev = evs
+            .iter()
+            .filter(|e| e["event"] == "group")
+            .map(ts_ms)
+            .filter(|t| *t <= ts_ms(first))
+            .max()
+            .unwrap_or(ts_ms(first));
+        let gaps: Vec<String> = steps
+            .iter()
+            .map(|e| {
+                let g = ts_ms(e) - prev;
+                prev = ts_ms(e);
+                format!("{} {g}", e["step"].as_str().unwrap_or("?"))
+            })
+            .collect();
         s.push_str(&format!(
-            "; {h}: path {:.2}s (drain+depool {:.2}s, checks {:.2}s)",
+            "; {h}: path {:.2}s (drain+depool {:.2}s, checks {:.2}s; ms: {}, done {})",
             (ts_ms(done) - ts_ms(first)) as f64 / 1000.0,
             depool as f64 / 1000.0,
-            check_ms as f64 / 1000.0
+            check_ms as f64 / 1000.0,
+            gaps.join(", "),
+            ts_ms(done) - prev
         ));
     }
     s
@@ -418,6 +436,8 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         "fleet timings (first deploy, 3 ssh hosts): {}",
         timings(&evs, wall)
     );
+    let requests = &events(&evs, "finished")[0]["store_requests"];
+    eprintln!("fleet store requests (first deploy): {requests}");
 
     // No AWS variable reached any target-side process; the fetch went through URLs.
     let dumps: Vec<String> = std::fs::read_dir(f.dir.path())

@@ -52,3 +52,19 @@ pub fn kept_tempdir(prefix: &str) -> tempfile::TempDir {
         .tempdir_in(base)
         .expect("creating a temp dir")
 }
+
+/// Removes everything inside `dir`, keeping `dir` itself (a bed target's root between runs);
+/// a `dir` that does not exist is left so. Best effort: what cannot be removed stays.
+pub fn empty_dir(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let _ = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}

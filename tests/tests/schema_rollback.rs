@@ -68,7 +68,7 @@ fn schema_bump_is_guarded_and_its_rollback_refused_because_the_store_would_refus
     std::fs::write(
         &config,
         format!(
-            "store: {store}\nenvs:\n  test:\n    service_env: test\n    groups:\n      - {{name: canary, hosts: [h1]}}\n      - {{name: rest, hosts: [h2]}}\n    ready_timeout: 10s\n    pool: {{driver: none}}\n    checks: {{disable: [metrics]}}\n    hosts:\n      h1: {{root: {r1}, port: {p1}, values: {{services.0.conf.host: 127.0.0.1, services.0.conf.startup.exit_delay_ms: 200}}}}\n      h2: {{root: {r2}, port: {p2}, values: {{services.0.conf.host: 127.0.0.1, services.0.conf.startup.exit_delay_ms: 200}}}}\n",
+            "store: {store}\nenvs:\n  test:\n    service_env: test\n    groups:\n      - {{name: canary, hosts: [h1]}}\n      - {{name: rest, hosts: [h2]}}\n    ready_timeout: 30s\n    pool: {{driver: none}}\n    checks: {{disable: [metrics]}}\n    hosts:\n      h1: {{root: {r1}, port: {p1}, values: {{services.0.conf.host: 127.0.0.1, services.0.conf.startup.exit_delay_ms: 200}}}}\n      h2: {{root: {r2}, port: {p2}, values: {{services.0.conf.host: 127.0.0.1, services.0.conf.startup.exit_delay_ms: 200}}}}\n",
             store = store.display(),
             r1 = dir.path().join("h1").display(),
             r2 = dir.path().join("h2").display(),

@@ -4,7 +4,9 @@
 //! [`compare`] runs a one-sided Mann-Whitney U test ([`stats`]) and fails the canary only when
 //! the difference is significant (`p <= p_value`) **and** at least the minimum effect (the
 //! difference of means, and optionally their ratio), with at least `min_samples` on each side;
-//! too few samples is inconclusive, never a pass. [`threshold`] is the fallback where there is
+//! too few samples is inconclusive, never a pass, and so is an observed effect at least the
+//! minimum that is not significant (the samples cannot tell a regression from noise: passing
+//! it would miss regressions whenever traffic is thin). [`threshold`] is the fallback where there is
 //! no baseline (every host already new, a one-host environment): the canary's mean against a
 //! fixed threshold, and the report says so. Every verdict carries its numbers.
 
@@ -217,7 +219,16 @@ pub fn compare(metric: &str, canary: &[f64], baseline: &[f64], rule: &Rule) -> C
             Verdict::Pass,
             "significant but smaller than the minimum effect".into(),
         ),
-        (false, _) => (
+        // The canary looks as much worse as matters, but the samples cannot tell it from
+        // noise: too little data to pass it (the no-data policy decides; `retry` reads on).
+        (false, true) => (
+            Verdict::Inconclusive,
+            format!(
+                "effect at least the minimum but not significant (p > {}): too few samples to tell",
+                rule.p_value
+            ),
+        ),
+        (false, false) => (
             Verdict::Pass,
             format!("no significant difference (p > {})", rule.p_value),
         ),
@@ -376,6 +387,22 @@ mod tests {
         assert_eq!(c.p, None);
         let c = compare("5xx", &[], &[], &RULE);
         assert_eq!(c.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_large_effect_without_significance_is_inconclusive_never_a_pass() {
+        // Twice the baseline's mean, but the samples overlap too much to be significant.
+        let canary = [0.10, 0.02, 0.14, 0.06, 0.12, 0.04, 0.10, 0.08];
+        let base = [0.05, 0.01, 0.09, 0.03, 0.07, 0.00, 0.06, 0.09];
+        let c = compare("5xx", &canary, &base, &RULE);
+        assert!(c.p.unwrap() > RULE.p_value, "{}", c.summary());
+        assert!(c.effect.unwrap() >= RULE.min_effect && c.ratio.unwrap() >= 1.5);
+        assert_eq!(c.verdict, Verdict::Inconclusive, "{}", c.summary());
+        assert!(c.reason.contains("too few samples to tell"), "{}", c.reason);
+        // A difference below the minimum effect, not significant either: a pass.
+        let near: Vec<f64> = base.iter().map(|x| x + 0.005).collect();
+        let c = compare("5xx", &near, &base, &RULE);
+        assert_eq!(c.verdict, Verdict::Pass, "{}", c.summary());
     }
 
     #[test]

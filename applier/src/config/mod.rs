@@ -57,7 +57,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     #[serde(default)]
@@ -66,6 +66,25 @@ pub struct StoreSettings {
     pub s3_region: Option<String>,
     #[serde(default)]
     pub s3_force_path_style: bool,
+    /// Store requests the applier has in flight at once, across every host of a deploy
+    /// (prefetch, state, journal, lease), so a big fleet cannot flood the store.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_max_concurrent_requests() -> usize {
+    crate::store_meter::DEFAULT_MAX_CONCURRENT
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            s3_endpoint: None,
+            s3_region: None,
+            s3_force_path_style: false,
+            max_concurrent_requests: default_max_concurrent_requests(),
+        }
+    }
 }
 
 /// One environment: its hosts and how to roll over them.

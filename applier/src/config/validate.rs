@@ -15,6 +15,13 @@ use super::{Config, EnvConfig, HostConfig, PoolConfig, TransportConfig};
 /// trip or a pause of the deployer must fit well inside it.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// The most store requests in flight at once that may be set.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// The longest `presign_expiry`: a URL is signed for twice it ([`crate::store_meter`]), and
+/// S3 signs for at most 7 days.
+pub const MAX_PRESIGN_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600 / 2);
+
 fn bad(path: &str, rule: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("{path}: {rule}"))
 }
@@ -116,6 +123,15 @@ fn transport(at: &str, t: &TransportConfig) -> Result<(), ConfigError> {
     ] {
         positive(&format!("{at}.{k}"), d)?;
     }
+    if s.presign_expiry.0 > MAX_PRESIGN_EXPIRY {
+        return Err(bad(
+            &format!("{at}.presign_expiry"),
+            format!(
+                "at most {}s (URLs are signed for twice it, and S3 signs for at most 7 days)",
+                MAX_PRESIGN_EXPIRY.as_secs()
+            ),
+        ));
+    }
     if let Some(o) = s
         .options
         .iter()
@@ -186,6 +202,13 @@ fn env(env_name: &str, e: &EnvConfig) -> Result<(), ConfigError> {
 /// Checks every rule; the first broken one is the error.
 pub fn validate(c: &Config) -> Result<(), ConfigError> {
     store(&c.store)?;
+    let n = c.store_options.max_concurrent_requests;
+    if !(1..=MAX_CONCURRENT_REQUESTS).contains(&n) {
+        return Err(bad(
+            "store_options.max_concurrent_requests",
+            format!("{n} is out of range: 1 to {MAX_CONCURRENT_REQUESTS}"),
+        ));
+    }
     if c.lease_ttl.0 < MIN_LEASE_TTL {
         return Err(bad(
             "lease_ttl",
@@ -236,6 +259,15 @@ mod tests {
         resolve("store: s3://bucket/prefix\n").unwrap();
         resolve("store: file:///srv/store\n").unwrap();
         resolve("lease_ttl: 10s\n").unwrap();
+        let r = resolve("store_options: {max_concurrent_requests: 1024}\n").unwrap();
+        assert_eq!(r.config.store_options.max_concurrent_requests, 1024);
+        let r = resolve("").unwrap();
+        assert_eq!(r.config.store_options.max_concurrent_requests, 32);
+        resolve(&one(
+            "",
+            "    transport: {type: ssh, presign_expiry: 302400s}\n",
+        ))
+        .unwrap();
     }
 
     /// Every hostile or out-of-range value, with a word its error must contain. None of them
@@ -243,6 +275,16 @@ mod tests {
     pub(crate) const HOSTILE: &[(&str, &str, &str)] = &[
         ("lease_ttl: 0s\n", "", "lease_ttl"),
         ("lease_ttl: 9s\n", "", "at least 10s"),
+        (
+            "store_options: {max_concurrent_requests: 0}\n",
+            "",
+            "max_concurrent_requests: 0 is out of range",
+        ),
+        (
+            "store_options: {max_concurrent_requests: 5000}\n",
+            "",
+            "1 to 1024",
+        ),
         ("store: S3://bucket\n", "", "s3://bucket"),
         ("store: gs://bucket\n", "", "scheme"),
         ("store: ''\n", "", "empty"),
@@ -285,6 +327,10 @@ mod tests {
                 "control_dir",
             ),
             ("    transport: {type: ssh, user: 'a b'}\n", "user"),
+            (
+                "    transport: {type: ssh, presign_expiry: 302401s}\n",
+                "presign_expiry: at most 302400s",
+            ),
         ] {
             let e = resolve(&one("", extra))
                 .map(|_| ())

@@ -120,6 +120,14 @@ impl Run<'_> {
             self.signals
                 .no_data(format!("canary analysis of {group} (inconclusive)"));
         }
+        for m in report
+            .metrics
+            .iter()
+            .filter(|m| m.shadow && m.verdict == Verdict::Fail)
+        {
+            self.signals
+                .shadow_failed(format!("canary analysis of {group} {}", m.metric));
+        }
         let summary = report.summary();
         let passed = report.passed;
         self.sink.emit(&Event::Analysis {

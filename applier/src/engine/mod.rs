@@ -57,6 +57,7 @@ use crate::guard;
 use crate::host::{Host, LocalHost};
 use crate::pool::{self, Pool};
 use crate::records::{self, JournalStatus, RecordError};
+use crate::store_meter::{MeteredStore, StoreRequests};
 use gates::Refusal;
 use lease::LeaseError;
 use plan::Intent;
@@ -75,17 +76,23 @@ pub struct EnvContext {
     pub lease_ttl: Duration,
     /// `user@host` of whoever runs this, for the lease and the journal.
     pub who: String,
+    /// The meter `store` goes through, whose counts each deploy reports (`None`: not counted).
+    pub meter: Option<Arc<MeteredStore>>,
 }
 
 impl EnvContext {
-    /// The context of `name` with hosts reached as `cfg.transport` says.
+    /// The context of `name` with hosts reached as `cfg.transport` says, every store request
+    /// going through one [`MeteredStore`] with at most `max_store_requests` in flight.
     pub fn new(
         name: &str,
         cfg: &EnvConfig,
         store: Arc<dyn Store>,
         lease_ttl: Duration,
         who: &str,
+        max_store_requests: usize,
     ) -> Self {
+        let meter = MeteredStore::new(store, max_store_requests);
+        let store: Arc<dyn Store> = meter.clone();
         let hosts = cfg
             .hosts
             .iter()
@@ -107,7 +114,13 @@ impl EnvContext {
             pool: pool::from_config(name, &cfg.pool),
             lease_ttl,
             who: who.to_string(),
+            meter: Some(meter),
         }
+    }
+
+    /// The store requests counted so far (none without a meter).
+    pub fn store_requests(&self) -> Option<StoreRequests> {
+        self.meter.as_ref().map(|m| m.requests())
     }
 
     fn host(&self, name: &str) -> &dyn Host {
@@ -264,6 +277,8 @@ pub struct Outcome {
     pub message: String,
     pub failed: Vec<String>,
     pub needs_human: Vec<String>,
+    /// The store requests the deploy made, from its plan to its outcome (with a meter).
+    pub store_requests: Option<StoreRequests>,
 }
 
 /// Deploys an artifact (digest, commit or unique prefix) to the environment.

@@ -204,8 +204,8 @@ impl Run<'_> {
     /// next durable write (before the next batch touches a host) or by the flusher.
     pub(super) fn deploy_host(&self, host: &str) -> Result<(), StepFail> {
         let e = self.journal.entry(host);
-        // This pass's checks only (a retry or a resume runs them again).
-        self.journal.note(|j| j.host(host).checks.clear());
+        // This pass's checks only (a retry or a resume runs them again): cleared, durably, by
+        // `take_in_hand` with the whole batch, not by a write of each host's own.
         let r = self.converge(host, &e.to, false);
         let detail = r.as_ref().err().map(|f| format!("{} failed", f.short()));
         let phase = if r.is_ok() {
@@ -293,10 +293,23 @@ impl Run<'_> {
     ) -> Result<(), StepFail> {
         let h = self.ctx.host(host);
         self.healthy().map_err(|reason| fail(Step::Start, reason))?;
+        // Going forward, the spec this host gave the render check for the same release.
+        let known = (!restoring)
+            .then(|| {
+                let specs = self.specs.lock().unwrap_or_else(|p| p.into_inner());
+                specs
+                    .get(host)
+                    .filter(|(r, _)| r == to)
+                    .map(|(_, s)| s.clone())
+            })
+            .flatten();
         let spec = self.step(
             host,
             Step::Spec,
-            h.service_spec(to).map_err(|e| self.he(e)),
+            match known {
+                Some(s) => Ok(s),
+                None => h.service_spec(to).map_err(|e| self.he(e)),
+            },
             |_| None,
         )?;
         let port = self.step(

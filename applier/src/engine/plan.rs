@@ -66,6 +66,8 @@ pub struct Plan {
     /// Hosts whose restore target the env's policies refuse (host -> why): on failure they are
     /// taken out of the pool instead of being switched back.
     pub no_restore: BTreeMap<String, String>,
+    /// The store requests counted before planning began (the run reports what it adds).
+    pub store_base: Option<crate::store_meter::StoreRequests>,
 }
 
 impl Plan {
@@ -80,7 +82,8 @@ pub fn plan(
     intent: Intent<'_>,
     opts: &DeployOptions,
 ) -> Result<Plan, DeployError> {
-    match intent {
+    let store_base = ctx.store_requests();
+    let mut p = match intent {
         Intent::Deploy { target } => plan_deploy(ctx, target, opts),
         Intent::Rollback => plan_rollback(ctx, opts),
         Intent::Resume {
@@ -88,7 +91,9 @@ pub fn plan(
             rollback,
             force,
         } => plan_resume(ctx, id, rollback, force),
-    }
+    }?;
+    p.store_base = store_base;
+    Ok(p)
 }
 
 /// Turns a gate's decision into its value, keeping its note for the journal.
@@ -291,6 +296,7 @@ fn plan_deploy(ctx: &EnvContext, target: &str, opts: &DeployOptions) -> Result<P
         overrides,
     };
     Ok(Plan {
+        store_base: None,
         writer: JournalWriter::create(ctx.store.clone(), new_journal(ctx, header, targets)),
         manifests,
         mode: Mode::Fresh,
@@ -390,6 +396,7 @@ fn plan_rollback(ctx: &EnvContext, opts: &DeployOptions) -> Result<Plan, DeployE
         overrides: passed.overrides,
     };
     Ok(Plan {
+        store_base: None,
         writer: JournalWriter::create(ctx.store.clone(), new_journal(ctx, header, targets)),
         manifests,
         mode: Mode::Fresh,
@@ -479,6 +486,7 @@ fn plan_resume(
         writer.journal.step(None, n.step, true, Some(n.detail));
     }
     Ok(Plan {
+        store_base: None,
         writer,
         manifests,
         mode: if rollback {

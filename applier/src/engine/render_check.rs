@@ -57,7 +57,13 @@ impl Run<'_> {
                         render,
                         inline: None,
                     })
-                    .map_err(|err| err.to_string())
+                    .map_err(|err| err.to_string())?;
+                    // The host's path takes its spec from here (one round trip less).
+                    self.specs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(h.clone(), (e.to.clone(), spec));
+                    Ok(())
                 })
                 .map(|_| ())
                 .map_err(|err| format!("render {h}: {err}"));

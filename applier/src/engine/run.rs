@@ -26,6 +26,7 @@ use crate::events::{Event, EventSink};
 use crate::guard::DeployType;
 use crate::protocol::ReleaseRef;
 use crate::records::{DeployKind, HostPhase, JournalStatus, Step};
+use crate::store_meter::StoreRequests;
 
 mod prune;
 mod state;
@@ -43,6 +44,11 @@ pub(super) struct Run<'a> {
     pub(super) signals: super::watch::Signals,
     /// Hosts not to be switched back to their restore target (host -> why).
     pub(super) no_restore: BTreeMap<String, String>,
+    /// The store's counts before the plan (see [`Run::finish`]).
+    store_base: Option<StoreRequests>,
+    /// Each host's own answer for its target's `deploy/service.yaml`, read by the render
+    /// check, so the host's path does not ask again (`super::path`).
+    pub(super) specs: Mutex<BTreeMap<String, (ReleaseRef, crate::service::ServiceSpec)>>,
     /// What this run wrote to the env state, per host (so it is written once per batch, and
     /// only what changed).
     recorded: Mutex<BTreeMap<String, ReleaseRef>>,
@@ -72,6 +78,7 @@ pub(super) fn run(
             message: "dry run: nothing changed".into(),
             failed: vec![],
             needs_human: vec![],
+            store_requests: None,
         });
     }
     let id = plan.journal().id.clone();
@@ -102,6 +109,7 @@ pub(super) fn run(
     };
     let mut run = Run::new(ctx, sink, plan.writer, plan.manifests, keeper);
     run.no_restore = plan.no_restore;
+    run.store_base = plan.store_base;
     run.journal.note(|j| {
         j.step(
             None,
@@ -144,6 +152,8 @@ impl<'a> Run<'a> {
             touch: AtomicU32::new(touch),
             signals: Default::default(),
             no_restore: BTreeMap::new(),
+            store_base: None,
+            specs: Mutex::new(BTreeMap::new()),
             recorded: Mutex::new(BTreeMap::new()),
             state_queue: Mutex::new((BTreeSet::new(), false)),
             state_cv: Condvar::new(),
@@ -598,10 +608,20 @@ impl<'a> Run<'a> {
         self.drain_state_writer();
         let all: Vec<String> = self.journal.hosts(|hs| hs.keys().cloned().collect());
         self.record_env(&all);
-        self.journal
-            .note(|j| j.set_outcome(status, needs_human.clone()));
+        // The store requests from the plan to here (the outcome's own write and the lease's
+        // release follow).
+        let store_requests = self
+            .ctx
+            .store_requests()
+            .map(|r| r.since(&self.store_base.clone().unwrap_or_default()));
+        self.journal.note(|j| {
+            if let Some(r) = &store_requests {
+                j.step(None, Step::StoreRequests, true, Some(r.summary()));
+            }
+            j.set_outcome(status, needs_human.clone())
+        });
         let mut message = message;
-        message.push_str(&self.signals.no_data_note());
+        message.push_str(&self.signals.summary_notes());
         if let Some(e) = self.journal.failure() {
             message.push_str(&format!(
                 " (warning: the journal could not be written: {e})"
@@ -613,11 +633,13 @@ impl<'a> Run<'a> {
             message,
             failed,
             needs_human,
+            store_requests,
         };
         self.sink.emit(&Event::Finished {
             deploy_id: o.deploy_id.clone(),
             status: o.status,
             message: o.message.clone(),
+            store_requests: o.store_requests.clone(),
         });
         o
     }

@@ -94,6 +94,9 @@ impl Run<'_> {
             for n in checks::no_data(std::slice::from_ref(&r)) {
                 self.signals.no_data(format!("{host} {n}"));
             }
+            if r.shadow && r.outcome == checks::Outcome::Fail {
+                self.signals.shadow_failed(format!("{host} {}", r.name));
+            }
             self.sink.emit(&Event::Check {
                 host: host.into(),
                 result: r.clone(),

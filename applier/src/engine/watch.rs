@@ -4,8 +4,9 @@
 //! `interval` it reads each alarm query (the service-wide 5xx rate, any alarm) and the
 //! error-log rate across the hosts in the pool, and when one trips it stops the run at once
 //! ([`Signals::trip`]): waits in checks of hosts in flight end, and the batch loop aborts
-//! whatever group is rolling. A shadow alarm is read and recorded, never tripping. An alarm
-//! that never had data is named in the summary.
+//! whatever group is rolling. A shadow alarm is read and recorded, never tripping. The
+//! summary names what never had data and what a shadow check or alarm would have stopped
+//! ([`Signals::summary_notes`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -30,6 +31,8 @@ pub(super) struct Signals {
     pub suspects: Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Things that never got data, for the summary.
     no_data: Mutex<BTreeSet<String>>,
+    /// Shadow checks and alarms that did not pass (they never gate), for the summary.
+    shadow: Mutex<BTreeSet<String>>,
 }
 
 impl Signals {
@@ -53,17 +56,27 @@ impl Signals {
         self.no_data.lock().unwrap().remove(what);
     }
 
-    /// `; never got data: a, b`, or nothing.
-    pub fn no_data_note(&self) -> String {
-        let n = self.no_data.lock().unwrap();
-        if n.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; never got data (not counted as passes): {}",
-                n.iter().cloned().collect::<Vec<_>>().join(", ")
-            )
-        }
+    /// A shadow check or alarm that would have stopped the host or the run.
+    pub fn shadow_failed(&self, what: String) {
+        self.shadow.lock().unwrap().insert(what);
+    }
+
+    /// What the summary adds: `; never got data (...): a, b` and `; shadow checks that
+    /// failed (not gating): c`, or nothing.
+    pub fn summary_notes(&self) -> String {
+        let list = |label: &str, set: &Mutex<BTreeSet<String>>| {
+            let n = set.lock().unwrap();
+            if n.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {label}: {}",
+                    n.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        };
+        list("never got data (not counted as passes)", &self.no_data)
+            + &list("shadow checks that failed (not gating)", &self.shadow)
     }
 }
 
@@ -137,6 +150,7 @@ impl Run<'_> {
         });
         let reason = format!("watch {name}: {detail}");
         if shadow {
+            self.signals.shadow_failed(format!("watch {name}"));
             self.journal.note(|j| {
                 j.step(
                     None,

@@ -515,4 +515,4 @@ impl Host for MemoryHost {
 
 #[cfg(test)]
 #[path = "memory_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -17,7 +17,7 @@ fn host() -> MemoryHost {
 }
 
 /// A valid manifest of commit `c` repeated (`'a'` -> `aaaa...`).
-fn manifest(c: char) -> (Digest, Manifest) {
+pub(crate) fn manifest(c: char) -> (Digest, Manifest) {
     let m = Manifest {
         format: artifact::manifest::MANIFEST_FORMAT,
         service: "svc".into(),

@@ -160,17 +160,21 @@ pub trait Host: Send + Sync + std::fmt::Debug {
 }
 
 /// Gives a fetch request its layer source from the deploy host's `store`: the manifest as
-/// stored (the bytes its digest is of), and with `presign`, a presigned GET URL of every layer
-/// valid that long (or, from a store without presigned URLs, the store's location, which the
-/// target then opens itself). Without `presign` the target reads the store it was given.
+/// stored (the bytes its digest is of: read from the store only when the request's own bytes
+/// are not those), and with `presign`, a presigned GET URL of every layer valid that long (or,
+/// from a store without presigned URLs, the store's location, which the target then opens
+/// itself). Without `presign` the target reads the store it was given. The URLs come from the
+/// deploy's [`crate::store_meter::MeteredStore`], which signs one per blob for every host.
 pub(crate) fn fetch_source(
     mut req: FetchUrlsRequest,
     store: &dyn Store,
     presign: Option<Duration>,
 ) -> Result<FetchUrlsRequest, HostError> {
-    let (bytes, _) = store.get_bytes(&keys::blob(&req.digest))?;
-    req.manifest = String::from_utf8(bytes)
-        .map_err(|e| HostError::Preflight(format!("manifest is not UTF-8: {e}")))?;
+    if Digest::of(req.manifest.as_bytes()) != req.digest {
+        let (bytes, _) = store.get_bytes(&keys::blob(&req.digest))?;
+        req.manifest = String::from_utf8(bytes)
+            .map_err(|e| HostError::Preflight(format!("manifest is not UTF-8: {e}")))?;
+    }
     req.urls.clear();
     req.store = None;
     let Some(expiry) = presign else {

@@ -150,7 +150,7 @@ impl Env {
                 "service_env": "test",
                 "groups": groups,
                 "group_size": 1,
-                "ready_timeout": "20s",
+                "ready_timeout": "30s",
                 "pool": pool_cfg,
                 "hosts": hosts,
             });

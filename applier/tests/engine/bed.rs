@@ -153,6 +153,7 @@ impl Bed {
             pool: Box::new(self.pool.clone()),
             lease_ttl: Duration::from_secs(30),
             who: "tester@bed".into(),
+            meter: None,
         }
     }
 

@@ -124,6 +124,14 @@ fn shadow_checks_are_recorded_and_never_gate() {
     );
     let o = deploy(&ctx, &NullSink, &r[2]);
     assert_eq!(o.status, JournalStatus::Succeeded, "{}", o.message);
+    // The summary names what a shadow check would have stopped.
+    assert!(
+        o.message.ends_with(
+            "; shadow checks that failed (not gating): h1 new-logs-rule, h2 new-logs-rule"
+        ),
+        "{}",
+        o.message
+    );
     let j = journal(&ctx, &o.deploy_id);
     for h in hs {
         let c = &j.hosts[h].checks[0];

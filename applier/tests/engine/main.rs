@@ -9,6 +9,7 @@ mod deciding;
 mod failclosed;
 mod journal;
 mod plan;
+mod store;
 mod tap;
 
 use std::time::Duration;

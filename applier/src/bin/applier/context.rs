@@ -60,5 +60,12 @@ pub fn open_store(r: &Resolved) -> Result<Arc<dyn artifact::Store>, Failure> {
 pub fn env_ctx(r: &Resolved, env: &str, who: &str) -> Result<EnvContext, Failure> {
     let cfg = r.env(env).map_err(Failure::config)?;
     let store = open_store(r)?;
-    Ok(EnvContext::new(env, cfg, store, r.config.lease_ttl.0, who))
+    Ok(EnvContext::new(
+        env,
+        cfg,
+        store,
+        r.config.lease_ttl.0,
+        who,
+        r.config.store_options.max_concurrent_requests,
+    ))
 }

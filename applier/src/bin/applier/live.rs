@@ -214,11 +214,16 @@ impl Board {
                 deploy_id,
                 status,
                 message,
+                store_requests,
             } => {
                 self.bake = None;
                 self.finished_at = Some(now);
+                let requests = store_requests
+                    .as_ref()
+                    .map(|r| format!("; store requests: {}", r.summary()))
+                    .unwrap_or_default();
                 self.summary = Some(format!(
-                    "{deploy_id} {} in {}: {}; {message}",
+                    "{deploy_id} {} in {}: {}; {message}{requests}",
                     status.as_str(),
                     fmt_dur(now - self.t0),
                     self.tally()
@@ -444,6 +449,7 @@ mod tests {
                 deploy_id: "d1".into(),
                 status: JournalStatus::RolledBack,
                 message: "m".into(),
+                store_requests: None,
             },
             t0 + Duration::from_secs(7),
             lines,

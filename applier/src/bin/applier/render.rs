@@ -98,7 +98,11 @@ fn ok(b: bool) -> &'static str {
 /// The plain spelling of an event: the lines it prints (on stderr), if any.
 pub fn plain_lines(e: &Event) -> Vec<String> {
     match e {
-        Event::Promote { .. } | Event::Finished { .. } => vec![],
+        Event::Promote { .. } => vec![],
+        Event::Finished { store_requests, .. } => store_requests
+            .iter()
+            .map(|r| format!("store requests: {}", r.summary()))
+            .collect(),
         Event::Plan {
             deploy_id,
             env,
