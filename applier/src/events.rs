@@ -94,6 +94,19 @@ pub enum Event {
         ok: bool,
         detail: Option<String>,
     },
+    /// A host pruned (beside the rest of the run): the releases and unpacked layers removed,
+    /// and how long it took.
+    Prune {
+        host: String,
+        ok: bool,
+        removed: Vec<String>,
+        layers_removed: Vec<Digest>,
+        layers_kept: usize,
+        /// A fetch held the host's layer store: no layer was removed.
+        layers_busy: bool,
+        seconds: f64,
+        detail: Option<String>,
+    },
     Finished {
         deploy_id: String,
         status: JournalStatus,

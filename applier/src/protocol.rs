@@ -499,10 +499,27 @@ pub struct PruneRequest {
     pub fence: Option<Fence>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PruneReport {
+    /// Releases removed.
     pub removed: Vec<String>,
     pub kept: Vec<String>,
+    /// Unpacked layers removed (no kept release used them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers_removed: Vec<Digest>,
+    /// Unpacked layers kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub layers_kept: usize,
+    /// A fetch was in progress: no layer was removed this time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layers_busy: bool,
+    /// How long the host took, in milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ms: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

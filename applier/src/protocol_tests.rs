@@ -302,6 +302,7 @@ fn answers_on_the_wire() {
             HostResponse::Prune(PruneReport {
                 removed: vec!["a".into()],
                 kept: vec![],
+                ..Default::default()
             }),
             r#"{"op":"prune","removed":["a"],"kept":[]}"#.into(),
         ),

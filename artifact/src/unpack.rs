@@ -56,13 +56,18 @@ use std::path::{Path, PathBuf};
 
 use crate::Digest;
 
+mod link;
 mod paths;
+mod read;
 mod scan;
 mod tar;
 mod writer;
 
+pub use link::tree_stats;
 pub(crate) use paths::link_escapes;
 use paths::normalise;
+use read::check_expected;
+pub use read::read_layer_file;
 pub use scan::{EntryKind, LayerEntry, scan_layer};
 
 /// Limits for one release (all layers together).
@@ -146,6 +151,8 @@ pub struct Unpacker {
     early_writeback: bool,
     /// Running from the first layer until `finish` (or a failure).
     writeback: Option<writer::Writeback>,
+    /// Applied to every file's mode (0o777, or 0o555 for read-only files).
+    file_mask: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +160,14 @@ enum Node {
     Dir,
     File,
     Symlink(Vec<u8>),
+}
+
+/// What [`Unpacker::admit`] left to do for an entry.
+enum Admitted {
+    /// Nothing: created already (a directory, a symlink), or the root.
+    Done,
+    /// A regular file to create at this path, with this mode.
+    File(PathBuf, u32),
 }
 
 /// Writer threads by default: enough to keep every core creating files while the calling
@@ -207,6 +222,7 @@ impl Unpacker {
             pool: None,
             early_writeback: true,
             writeback: None,
+            file_mask: 0o777,
         })
     }
 
@@ -222,6 +238,14 @@ impl Unpacker {
     /// early writeback only lets the disk work in parallel with extraction.
     pub fn with_early_writeback(mut self, on: bool) -> Self {
         self.early_writeback = on;
+        self
+    }
+
+    /// Whether files are created read-only (0444, or 0555 with an exec bit; default: no).
+    /// For trees that several releases share by hard links, so that no release writes into
+    /// another's files through its own path.
+    pub fn with_read_only_files(mut self, on: bool) -> Self {
+        self.file_mask = if on { 0o555 } else { 0o777 };
         self
     }
 
@@ -347,14 +371,42 @@ impl Unpacker {
         Ok(layer)
     }
 
-    /// Checks one entry against the limits and what exists, then creates it (or queues it for
-    /// a writer thread).
+    /// Checks one entry ([`Self::admit`]), then writes a regular file's data (or queues it
+    /// for a writer thread).
     fn entry<R: Read>(
         &mut self,
         tar: &mut tar::TarReader<R>,
         e: tar::Entry,
     ) -> Result<(), UnpackError> {
         let size = e.size;
+        let Admitted::File(full, mode) = self.admit(&e.name, e.typeflag, size, e.mode, &e.link)?
+        else {
+            return tar.skip_data(size);
+        };
+        if self.writers > 0 && size <= writer::INLINE_MAX {
+            let data = tar.read_data(size)?;
+            if self.pool.is_none() {
+                self.pool = Some(writer::Pool::new(self.writers)?);
+            }
+            let pool = self.pool.as_ref().expect("started above");
+            return pool.submit(full, data, mode);
+        }
+        let mut f = writer::open_new(&full, mode)?;
+        tar.copy_data(&mut f, size, &full)?;
+        writer::set_mode(&f, &full, mode)
+    }
+
+    /// Checks one entry (a tar `typeflag`, its size and mode, a symlink's target) against the
+    /// limits, its path and what exists; creates its missing parents, and a directory or
+    /// symlink itself. A regular file is left to the caller, at the path and mode answered.
+    fn admit(
+        &mut self,
+        name: &[u8],
+        typeflag: u8,
+        size: u64,
+        mode: u64,
+        link: &[u8],
+    ) -> Result<Admitted, UnpackError> {
         if self.stats.entries + 1 > self.limits.max_entries {
             return Err(UnpackError::TooLarge {
                 what: "entries",
@@ -372,19 +424,18 @@ impl Unpacker {
         self.stats.entries += 1;
         self.stats.bytes += size;
 
-        let shown = || String::from_utf8_lossy(&e.name).into_owned();
         let refuse = |reason: &str| UnpackError::Refused {
-            path: shown(),
+            path: String::from_utf8_lossy(name).into_owned(),
             reason: reason.to_string(),
         };
-        let rel = normalise(&e.name).map_err(&refuse)?;
+        let rel = normalise(name).map_err(&refuse)?;
         if rel.is_empty() {
-            if e.typeflag == b'5' {
-                return tar.skip_data(size);
+            if typeflag == b'5' {
+                return Ok(Admitted::Done);
             }
             return Err(refuse("empty path"));
         }
-        match e.typeflag {
+        match typeflag {
             b'0' | 0 | b'7' | b'5' | b'2' => {}
             b'1' => return Err(refuse("hardlinks are not supported")),
             b'3' => return Err(refuse("character devices are not allowed")),
@@ -395,54 +446,41 @@ impl Unpacker {
         self.parents(&rel, &refuse)?;
         let full = self.staging.join(OsStr::from_bytes(&rel));
         let existing = self.nodes.get(&rel).cloned();
-        match e.typeflag {
-            b'5' => {
-                match existing {
-                    Some(Node::Dir) => {}
-                    Some(_) => return Err(refuse("already exists and is not a directory")),
-                    None => {
-                        writer::mkdir(&full)?;
-                        self.nodes.insert(rel, Node::Dir);
-                    }
+        match typeflag {
+            b'5' => match existing {
+                Some(Node::Dir) => Ok(Admitted::Done),
+                Some(_) => Err(refuse("already exists and is not a directory")),
+                None => {
+                    writer::mkdir(&full)?;
+                    self.nodes.insert(rel, Node::Dir);
+                    Ok(Admitted::Done)
                 }
-                tar.skip_data(size)
-            }
+            },
             b'2' => {
                 if existing.is_some() {
                     return Err(refuse("already exists"));
                 }
-                let link = e.link;
                 if link.is_empty() || link.contains(&0) {
                     return Err(refuse("empty symlink target"));
                 }
-                if self.escapes(&rel, &link) {
+                if self.escapes(&rel, link) {
                     return Err(refuse(&format!(
                         "symlink target {:?} leaves the destination",
-                        String::from_utf8_lossy(&link)
+                        String::from_utf8_lossy(link)
                     )));
                 }
-                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &full)
+                std::os::unix::fs::symlink(OsStr::from_bytes(link), &full)
                     .map_err(|e| io_error(format!("creating symlink {}", full.display()), e))?;
-                self.nodes.insert(rel, Node::Symlink(link));
-                tar.skip_data(size)
+                self.nodes.insert(rel, Node::Symlink(link.to_vec()));
+                Ok(Admitted::Done)
             }
             _ => {
                 if existing.is_some() {
                     return Err(refuse("already exists"));
                 }
-                let mode = if e.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+                let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
                 self.nodes.insert(rel, Node::File);
-                if self.writers > 0 && size <= writer::INLINE_MAX {
-                    let data = tar.read_data(size)?;
-                    if self.pool.is_none() {
-                        self.pool = Some(writer::Pool::new(self.writers)?);
-                    }
-                    let pool = self.pool.as_ref().expect("started above");
-                    return pool.submit(full, data, mode);
-                }
-                let mut f = writer::open_new(&full, mode)?;
-                tar.copy_data(&mut f, size, &full)?;
-                writer::set_mode(&f, &full, mode)
+                Ok(Admitted::File(full, mode & self.file_mask))
             }
         }
     }
@@ -526,70 +564,6 @@ impl Drop for Unpacker {
             let _ = std::fs::remove_dir_all(&self.staging);
         }
     }
-}
-
-/// Reads one regular file (`path`, `/`-separated, as in the layer) out of a gzip or zstd
-/// layer without extracting anything, verifying `expected` over the whole layer. `None` when
-/// the layer has no such file; [`UnpackError::TooLarge`] when it is bigger than `max` bytes.
-/// For readers of a single file, e.g. a plan reading `deploy/service.yaml`.
-pub fn read_layer_file<R: Read>(
-    reader: R,
-    expected: &Expected,
-    path: &str,
-    max: u64,
-) -> Result<Option<Vec<u8>>, UnpackError> {
-    let mut tar = tar::TarReader::new(reader, expected.size)?;
-    let mut found = None;
-    while let Some(e) = tar.next_entry()? {
-        let regular = matches!(e.typeflag, b'0' | 0 | b'7');
-        if found.is_none() && regular && normalise(&e.name).is_ok_and(|n| n == path.as_bytes()) {
-            if e.size > max {
-                return Err(UnpackError::TooLarge {
-                    what: "bytes in the file read from the layer",
-                    limit: max,
-                });
-            }
-            found = Some(tar.read_data(e.size)?);
-        } else {
-            tar.skip_data(e.size)?;
-        }
-    }
-    let got = tar.finish()?;
-    check_expected(expected, &got)?;
-    Ok(found)
-}
-
-/// `expected` against what a layer hashed to.
-fn check_expected(expected: &Expected, got: &tar::Digests) -> Result<(), UnpackError> {
-    let checks = [
-        (
-            "size",
-            expected.size.map(|s| s.to_string()),
-            got.size.to_string(),
-        ),
-        (
-            "digest",
-            expected.digest.map(|d| d.to_string()),
-            got.digest.to_string(),
-        ),
-        (
-            "diff_id",
-            expected.diff_id.map(|d| d.to_string()),
-            got.diff_id.to_string(),
-        ),
-    ];
-    for (what, want, actual) in checks {
-        if let Some(expected) = want
-            && expected != actual
-        {
-            return Err(UnpackError::DigestMismatch {
-                what,
-                expected,
-                actual,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn io_error(context: String, source: io::Error) -> UnpackError {

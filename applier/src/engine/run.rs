@@ -28,6 +28,7 @@ use crate::protocol::ReleaseRef;
 use crate::records::{DeployKind, HostPhase, JournalStatus, Step};
 use crate::store_meter::StoreRequests;
 
+mod prune;
 mod state;
 
 /// One running deploy, rollback or resume.
@@ -54,6 +55,8 @@ pub(super) struct Run<'a> {
     /// Hosts whose env state the state writer is to write, and whether it is writing.
     state_queue: Mutex<(BTreeSet<String>, bool)>,
     state_cv: Condvar,
+    /// Hosts done, to be pruned beside the rest of the run.
+    pruner: prune::Pruner,
 }
 
 /// Emits the plan; unless this is a dry run, takes the lease and runs it.
@@ -154,6 +157,7 @@ impl<'a> Run<'a> {
             recorded: Mutex::new(BTreeMap::new()),
             state_queue: Mutex::new((BTreeSet::new(), false)),
             state_cv: Condvar::new(),
+            pruner: Default::default(),
         }
     }
 
@@ -175,6 +179,10 @@ impl<'a> Run<'a> {
             s.spawn(|| self.lease.renew_until(self.ctx.store.as_ref(), &stop));
             s.spawn(|| self.journal.flusher(&stop));
             s.spawn(|| self.state_writer(&stop));
+            let pruners = self.ctx.cfg.prefetch_parallelism.clamp(1, 4);
+            for _ in 0..pruners.min(self.ctx.hosts.len()) {
+                s.spawn(|| self.prune_worker());
+            }
             // The fleet-wide watch, for the whole rollout of a deploy.
             let kind = self.journal.read(|j| j.kind);
             if let Some(w) = &self.ctx.cfg.checks.watch
@@ -188,6 +196,7 @@ impl<'a> Run<'a> {
                 Mode::Continue => self.execute(true),
                 Mode::RollBack => Ok(self.abort_and_finish("rollback requested on resume".into())),
             };
+            self.stop_pruning();
             watching.store(true, Ordering::SeqCst);
             stop.store(true, Ordering::SeqCst);
             self.state_cv.notify_all();
@@ -313,20 +322,14 @@ impl<'a> Run<'a> {
             {
                 return Ok(self.abort_and_finish(reason));
             }
+            // The group passed (its bake and analysis too): pruned beside the next groups, not
+            // after the last host; nothing is asked of a host while its group is judged.
+            self.prune_later(
+                todo.iter()
+                    .filter(|h| self.journal.entry(h).phase == HostPhase::Done),
+            );
         }
-        let names: Vec<String> = self.ctx.hosts.keys().cloned().collect();
-        self.bounded(&names, |h| {
-            let r = self.lease.confirm(self.ctx.store.as_ref()).and_then(|()| {
-                self.ctx
-                    .host(h)
-                    .prune(self.lease.fence(), self.ctx.cfg.keep_releases)
-                    .map_err(|e| self.he(e))
-            });
-            if let Err(e) = r {
-                self.journal
-                    .record(|j| j.step(Some(h), Step::Prune, false, Some(e)));
-            }
-        });
+        self.prune_rest_and_wait();
         let (failed, needs_human) = self.journal.hosts(|hs| {
             let pick = |f: fn(HostPhase) -> bool| -> Vec<String> {
                 hs.iter()
@@ -506,6 +509,7 @@ impl<'a> Run<'a> {
 
     /// Aborts: every touched host goes back to its own last good release, in reverse order.
     pub(super) fn abort_and_finish(&self, reason: String) -> Outcome {
+        self.stop_pruning();
         self.sink.emit(&Event::Abort {
             reason: reason.clone(),
         });

@@ -1,7 +1,10 @@
 //! The target side: what happens on one host, under its root directory.
 //!
 //! ```text
-//! <root>/releases/<git-sha>/           unpacked layers + rendered config.yaml + .release.json
+//! <root>/releases/<git-sha>/           the layers' files (hard links into layers/) + rendered
+//!                                      config.yaml + .release.json (written last)
+//! <root>/layers/<hex>/                 one layer unpacked, shared by the releases using it
+//! <root>/layers/<hex>.json             its record, written last (see [`layers`])
 //! <root>/cache/blobs/sha256/<hex>      downloaded layers, verified
 //! <root>/current -> releases/<git-sha> switched by rename(2) of a temp symlink
 //! <root>/state.json                    current, last good, previous good, step in progress
@@ -19,19 +22,21 @@
 //! - [`state`]: `state.json`, the step in progress, the fence, mark-good, status.
 //! - [`env`]: the minimal environment services and commands get.
 //! - [`preflight`]: writable root, free disk, node ABI.
-//! - [`fetch`]: streaming, verified fetch into a release directory; [`presigned`]: the
-//!   read-only store of presigned URLs a target fetches through.
+//! - [`fetch`]: streaming, verified fetch into a release directory; [`layers`]: each layer
+//!   unpacked once and shared by hard links; [`presigned`]: the read-only store of presigned
+//!   URLs a target fetches through.
 //! - [`release`]: the release's service spec, config render (and its preview), the
 //!   `current` switch.
 //! - [`process`]: start and stop of the service process; [`ready`]: the readiness wait
 //!   (port, then the service's probes, then `min_healthy`).
 //! - [`exec`]: shell commands and files the checks read.
-//! - [`prune`]: removing old releases.
+//! - [`prune`]: removing old releases, then the layers no kept release uses.
 //! - [`serve`]: the protocol session on stdin/stdout of `applier host`.
 
 pub mod env;
 pub mod exec;
 pub mod fetch;
+pub mod layers;
 pub mod port;
 pub mod preflight;
 pub mod presigned;
@@ -100,7 +105,7 @@ impl HostRoot {
     }
 
     fn ensure_dirs(&self) -> Result<(), HostError> {
-        for d in ["releases", "cache/blobs/sha256", "logs", "run"] {
+        for d in ["releases", "layers", "cache/blobs/sha256", "logs", "run"] {
             let p = self.root.join(d);
             fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
         }
@@ -208,6 +213,26 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), HostError> {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// Removes a directory tree, if it exists: renamed aside first (`.trash-<name>-<random>`
+/// beside it, which prune sweeps if a crash interrupts the removal), so nothing ever sees it
+/// half removed under its own name.
+fn discard_dir(path: &Path) -> Result<(), HostError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let trash = parent.join(format!(
+        ".trash-{}-{}",
+        name.to_string_lossy(),
+        rand::random::<u32>()
+    ));
+    match fs::rename(path, &trash) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(format!("moving aside {}", path.display()))(e)),
+    }
+    fs::remove_dir_all(&trash).map_err(io_err(format!("removing {}", trash.display())))
 }
 
 fn sync_dir(dir: &Path) {

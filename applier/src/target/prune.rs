@@ -1,18 +1,22 @@
 //! Pruning: old releases go, never `current`, the running one, or the last and previous
 //! known good; the `keep` most recently fetched stay too. Half-removed trash is swept, and so
 //! are partial releases (a directory without the `.release.json` a completed fetch writes
-//! last, left by a fetch that was killed), unless a fetch of it is in progress.
+//! last, left by a fetch that was killed), unless a fetch of it is in progress. Then the
+//! unpacked layers (and cached blobs) that no kept release names go, with any partial tree
+//! ([`super::layers`]); removing a release only unlinks its hard links, so a layer another
+//! release uses is never touched.
 
 use std::fs;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use super::HostRoot;
+use super::{HostRoot, discard_dir};
 use crate::protocol::{HostError, PruneReport, io_err};
 
 impl HostRoot {
     /// Removes old releases (and cached blobs no kept release uses), keeping `current`, the
     /// last and previous known good, and the `keep` most recently fetched.
     pub fn prune(&self, keep: usize) -> Result<PruneReport, HostError> {
+        let started = Instant::now();
         let st = self.state()?;
         let mut protect: Vec<String> = Vec::new();
         protect.extend(self.current());
@@ -62,11 +66,18 @@ impl HostRoot {
             if i < keep || protect.contains(&name) {
                 kept.push(name);
             } else {
-                let p = self.release_dir(&name);
-                fs::remove_dir_all(&p).map_err(io_err(format!("removing {}", p.display())))?;
+                discard_dir(&self.release_dir(&name))?;
                 removed.push(name);
             }
         }
-        Ok(PruneReport { removed, kept })
+        let layers = self.prune_layers()?;
+        Ok(PruneReport {
+            removed,
+            kept,
+            layers_removed: layers.removed,
+            layers_kept: layers.kept,
+            layers_busy: layers.busy,
+            ms: started.elapsed().as_millis() as u64,
+        })
     }
 }

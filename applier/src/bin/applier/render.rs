@@ -191,6 +191,23 @@ pub fn plain_lines(e: &Event) -> Vec<String> {
             Some(h) => format!("[{h}] {step}: {detail}"),
             None => format!("{step}: {detail}"),
         }],
+        Event::Prune {
+            host,
+            ok: o,
+            removed,
+            layers_removed,
+            seconds,
+            detail,
+            ..
+        } => vec![match detail {
+            Some(d) => format!("[{host}] prune {}: {d}", ok(*o)),
+            None => format!(
+                "[{host}] prune {}: removed {} release(s), {} layer(s) in {seconds:.1}s",
+                ok(*o),
+                removed.len(),
+                layers_removed.len()
+            ),
+        }],
         Event::Rollback {
             host,
             to,

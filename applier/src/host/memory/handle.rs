@@ -302,6 +302,10 @@ impl Mem {
                 removed.push(name);
             }
         }
-        PruneReport { removed, kept }
+        PruneReport {
+            removed,
+            kept,
+            ..Default::default()
+        }
     }
 }
