@@ -98,6 +98,12 @@ fn a_deployer_stopped_past_its_lease_is_fenced_out_after_another_deploy_finished
         "envs.sigstop.canary_bake=40s",
     ]);
     read_until(&mut out, |e| e["event"] == "bake");
+    // Freeze it in the bake's wait, not inside the env-state write its writer thread may still
+    // be making as the bake begins: a deployer frozen in a directory-store write holds that
+    // key's lock, which another deployer waits on for a bound and then fails (artifact's
+    // `a_key_lock_held_past_the_bound_fails_the_write_and_changes_nothing`). Fencing is what
+    // this test is about.
+    std::thread::sleep(Duration::from_secs(2));
     let pid = rustix::process::Pid::from_raw(first.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
     // Past the 10 s lease.

@@ -13,12 +13,13 @@
 //! MB cost a `stat`, not a read. Compare-and-swap holds an
 //! exclusive `flock` on a per-key lock file under `<root>/.locks/` while it compares the current
 //! etag and renames the new version into place; `delete_if` re-checks the etag under the same
-//! lock. The names `.tmp` and `.locks` are reserved: keys starting with them are refused.
+//! lock. A lock held past [`LOCK_WAIT`] (its writer stopped or hung) fails the write as
+//! unavailable rather than hanging it. The names `.tmp` and `.locks` are reserved: keys starting with them are refused.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{ETag, GetResult, ObjectMeta, PutBody, PutOutcome, Store, StoreError, validate_key};
 use crate::Digest;
@@ -34,7 +35,14 @@ const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 pub struct FsStore {
     root: PathBuf,
+    /// How long a write waits for a key's lock held by another writer before it fails.
+    lock_wait: Duration,
 }
+
+/// The default bound on a key lock's wait: a write holds the lock for milliseconds, so a lock
+/// held longer belongs to a writer that is stopped or hung, and waiting on forever would hang
+/// this one too.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 impl FsStore {
     /// Opens (creating if missing) a directory store, removing stale temp files.
@@ -52,7 +60,10 @@ impl FsStore {
                 detail: "not a directory".into(),
             });
         }
-        let store = FsStore { root };
+        let store = FsStore {
+            root,
+            lock_wait: LOCK_WAIT,
+        };
         store.clean_stale_temps();
         Ok(store)
     }
@@ -98,7 +109,14 @@ impl FsStore {
             .map_err(|e| io_err(format!("creating a temp file in {}", dir.display()), e))
     }
 
-    /// Holds the exclusive lock of `key` until the returned file is dropped.
+    /// The same store with another bound on the wait for a key's lock.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Holds the exclusive lock of `key` until the returned file is dropped. A lock another
+    /// writer holds past the bound fails as [`StoreError::Unavailable`], naming the key.
     fn lock_key(&self, key: &str) -> Result<File, StoreError> {
         let path = self.root.join(LOCK_DIR).join(format!("{key}.lock"));
         if let Some(parent) = path.parent() {
@@ -111,9 +129,30 @@ impl FsStore {
             .write(true)
             .open(&path)
             .map_err(|e| io_err(format!("opening lock {}", path.display()), e))?;
-        file.lock()
-            .map_err(|e| io_err(format!("locking {}", path.display()), e))?;
-        Ok(file)
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(TryLockError::WouldBlock) if start.elapsed() < self.lock_wait => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::Unavailable {
+                        store: self.root.display().to_string(),
+                        detail: format!(
+                            "the lock of {key} has been held by another writer for over {} s (a deployer that is stopped or hung holds it: {})",
+                            self.lock_wait.as_secs(),
+                            path.display()
+                        ),
+                    });
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(io_err(format!("locking {}", path.display()), e));
+                }
+            }
+        }
     }
 
     /// Metadata of the object at `path`, or `None` if absent.
@@ -430,6 +469,30 @@ fn etag_of(md: &fs::Metadata) -> ETag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_lock_held_past_the_bound_fails_the_write_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path())
+            .unwrap()
+            .with_lock_wait(Duration::from_millis(300));
+        let key = "envs/a/state.json";
+        let v1 = store.put_cas(key, b"v1", None).unwrap();
+        // Another writer (here another open file description) holds the key's lock and hangs.
+        let held = store.lock_key(key).unwrap();
+        let t = Instant::now();
+        let e = store.put_cas(key, b"v2", Some(&v1)).unwrap_err();
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "it waited the bound"
+        );
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("held by another writer"), "{e}");
+        assert_eq!(store.get_bytes(key).unwrap().0, b"v1", "nothing changed");
+        drop(held);
+        store.put_cas(key, b"v2", Some(&v1)).unwrap();
+        assert_eq!(store.get_bytes(key).unwrap().0, b"v2");
+    }
 
     #[test]
     fn crash_leftovers_are_invisible_and_stale_ones_cleaned() {
