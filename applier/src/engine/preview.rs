@@ -30,6 +30,9 @@ pub struct Preview {
     pub commit: Option<String>,
     pub artifact: Option<Digest>,
     pub deploy_type: Option<DeployType>,
+    /// What the storage guard found, one line each (why this is a `schema` deploy), as the
+    /// deploy would journal it; `None` when it did not compare.
+    pub storage_guard: Option<Vec<String>>,
     pub hosts: usize,
     pub capacity: Capacity,
     pub batches: Vec<Batch>,
@@ -134,6 +137,12 @@ pub fn preview(
         commit: j.commit.clone(),
         artifact: j.artifact,
         deploy_type: j.deploy_type,
+        storage_guard: j
+            .steps
+            .iter()
+            .find(|s| s.step == Step::StorageGuard)
+            .and_then(|s| s.detail.as_ref())
+            .map(|d| d.lines().map(str::to_string).collect()),
         hosts: j.hosts.len(),
         capacity: Capacity {
             max_out,

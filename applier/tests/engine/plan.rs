@@ -266,6 +266,8 @@ fn applier_plan_prints_batches_waves_and_eta_as_text_and_json() {
     assert_eq!(code, 0, "{err}");
     let want = format!(
         "plan: deploy bbbbbbbbbbbb ({digest}) to prod (code change)
+storage guard: code deploy; first deploy: no running release to compare with
+storage guard: no storage manifest to compare; schema guard skipped
 hosts: 5 in 3 batches; capacity: at most 2 out of the pool at once (capacity.max_out 2); out of the pool now: h5
     1. canary       1 host: h1; at once: max_out 2 less h5 out of the pool already
     2. rest#1       2 hosts: h2, h3; 2 waves (1+1): max_out 2 less h5 out of the pool already
@@ -288,6 +290,14 @@ ETA: 42.0s = 4 waves x 10.0s per host + 5 hosts x 0.4s preflight and prefetch + 
     assert_eq!(v["eta"]["total_s"], json!(42.0));
     assert_eq!(v["eta"]["per_host_s"], json!(10.0));
     assert_eq!(v["eta"]["from_deploys"], json!([past.id]));
+    assert_eq!(
+        v["storage_guard"],
+        json!([
+            "code deploy; first deploy: no running release to compare with",
+            "no storage manifest to compare; schema guard skipped"
+        ]),
+        "the plan says what the storage guard could and could not compare"
+    );
 
     let (code, out, _) = applier(&config, &["plan", &digest, "--env", "fresh"]);
     assert_eq!(code, 0);

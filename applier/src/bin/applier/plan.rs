@@ -52,6 +52,9 @@ pub fn text(p: &Preview) -> String {
             .map(|t| format!("{t:?}").to_lowercase())
             .unwrap_or_else(|| "code".into())
     );
+    for line in p.storage_guard.iter().flatten() {
+        let _ = writeln!(o, "storage guard: {line}");
+    }
     let c = &p.capacity;
     let _ = writeln!(
         o,
