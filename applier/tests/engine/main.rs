@@ -401,6 +401,51 @@ fn bake_rechecks_the_canary_and_a_canary_that_dies_in_the_bake_is_rolled_back() 
     }
 }
 
+/// A group's hosts are pruned once the group passed (its bake included), beside the next
+/// groups: the canary's prune falls after its bake and before the last host is done, and no
+/// host is pruned before its own group passed.
+#[test]
+fn prunes_start_when_a_group_passed_not_after_the_last_host() {
+    let hs = ["h1", "h2", "h3", "h4"];
+    let (bed, r) = bed(&hs);
+    for h in hs {
+        // Each later host takes a while, so a prune held back to the end would show.
+        bed.host(h)
+            .set_latency(Some("start"), Duration::from_millis(200));
+    }
+    let ctx = bed.ctx(
+        "prune-timing",
+        with(groups(&hs, 1), json!({"canary_bake": "100ms"})),
+    );
+    let sink = VecSink::default();
+    assert_eq!(deploy(&ctx, &sink, &r[1]).status, JournalStatus::Succeeded);
+    let evs = sink.events();
+    let at = |f: &dyn Fn(&Event) -> bool, what: &str| {
+        evs.iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("no {what} event: {evs:#?}"))
+    };
+    let pruned = |h: &str| at(&|e| matches!(e, Event::Prune { host, .. } if host == h), h);
+    let done = |h: &str| {
+        at(
+            &|e| matches!(e, Event::HostDone { host, .. } if host == h),
+            h,
+        )
+    };
+    let bake = at(&|e| matches!(e, Event::Bake { .. }), "bake");
+    assert!(
+        pruned("h1") > bake,
+        "the canary was pruned before its bake ended"
+    );
+    assert!(
+        pruned("h1") < done("h4"),
+        "the canary was pruned after the last host, not beside the roll: {evs:#?}"
+    );
+    for h in hs {
+        assert!(pruned(h) > done(h), "{h} pruned before its group passed");
+    }
+}
+
 fn bed_and_kill_on_bake(hs: &[&str], cfg: Value) -> (Bed, [ReleaseRef; 4]) {
     let (bed, r) = bed(hs);
     let ctx = bed.ctx("bake2", cfg);
