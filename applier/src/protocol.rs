@@ -38,8 +38,8 @@ pub(crate) use error::io_err;
 pub use error::{ErrorKind, HostError, RemoteError};
 
 /// The version of this protocol. Bumped on any change to the wire format (2: the host's ops
-/// file in `render`, and `render-preview`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// file in `render`, and `render-preview`; 3: `batch`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One request to a target.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,8 @@ pub enum HostRequest {
     Exec(ExecRequest),
     /// A cheap look at the host: the service's pid alive, its port bound, `current`, free disk.
     Health,
+    /// Several requests in one round trip, run in order until the first that fails.
+    Batch(BatchRequest),
 }
 
 /// The answer to one request: the report of the request's own kind, or an error.
@@ -99,6 +101,7 @@ pub enum HostResponse {
     ReadFile(FileText),
     Exec(ExecOutput),
     Health(HealthReport),
+    Batch(BatchReport),
     /// The operation failed.
     Error(RemoteError),
 }
@@ -221,6 +224,23 @@ pub struct HelloReport {
     pub protocol: u32,
     /// The target's applier version.
     pub version: String,
+}
+
+/// Requests run one after another in one round trip (each admitted by its own fence, under
+/// the host's lock as it would be alone); the first that fails ends the batch. A batch holds
+/// no hello and no batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub requests: Vec<HostRequest>,
+}
+
+/// The answers of a batch, in order: one per request run, the last an `error` if one failed
+/// (the requests after it were not run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchReport {
+    pub answers: Vec<HostResponse>,
 }
 
 /// A request naming one release (service spec, switch, mark good).

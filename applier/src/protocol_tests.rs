@@ -496,6 +496,33 @@ fn a_failed_operation_is_an_error_answer_with_its_kind_and_the_session_goes_on()
 }
 
 #[test]
+fn a_batch_runs_its_requests_in_order_and_stops_at_the_first_that_fails() {
+    let h = hello(PROTOCOL_VERSION);
+    let c = "c".repeat(40);
+    let switch = format!(r#"{{"op":"switch","release":{{"commit":"{c}","manifest":"{D}"}}}}"#);
+    let batch =
+        format!(r#"{{"op":"batch","requests":[{{"op":"status"}},{switch},{{"op":"stop"}}]}}"#);
+    let (sum, answers) = session(&[&h, &batch], Some("batch"));
+    assert_eq!((sum.answered, sum.failed, sum.refused), (2, 0, false));
+    let HostResponse::Batch(b) = &answers[1] else {
+        panic!("not a batch answer: {answers:?}");
+    };
+    assert_eq!(
+        b.answers.len(),
+        2,
+        "the stop after the failed switch ran: {b:?}"
+    );
+    assert!(matches!(&b.answers[0], HostResponse::Status(_)));
+    assert_eq!(error_of(&b.answers[1]).kind, ErrorKind::NotFetched);
+    // A batch holds no batch and no hello: refused whole, nothing run.
+    for inner in [batch.as_str(), h.as_str()] {
+        let nested = format!(r#"{{"op":"batch","requests":[{{"op":"stop"}},{inner}]}}"#);
+        let (_, answers) = session(&[&h, &nested], None);
+        assert_eq!(error_of(&answers[1]).kind, ErrorKind::Protocol, "{nested}");
+    }
+}
+
+#[test]
 fn a_label_names_the_one_request_a_session_may_run() {
     let h = hello(PROTOCOL_VERSION);
     let (sum, answers) = session(&[&h, r#"{"op":"status"}"#], Some("stop"));

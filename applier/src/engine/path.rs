@@ -331,28 +331,36 @@ impl Run<'_> {
             .render_request(host, &service, to, Some(port))
             .map_err(|e| fail(Step::Render, e))?;
         req.fence = Some(self.fenced(host, Step::Render)?);
-        self.step(
-            host,
-            Step::Render,
-            h.render(&req).map_err(|e| self.he(e)),
-            |r| Some(r.config.clone()),
-        )?;
-        let fence = self.fenced(host, Step::Switch)?;
-        self.step(
-            host,
-            Step::Switch,
-            h.switch(&fence, to).map_err(|e| self.he(e)),
-            |r| Some(format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to)),
-        )?;
+        let switch = self.fenced(host, Step::Switch)?;
         let start = StartRequest {
             port: Some(port),
             env: h.config().env.clone(),
             fence: Some(self.fenced(host, Step::Start)?),
         };
+        // One round trip for the three (each still its own step, fenced and journalled); a
+        // step after a failed one was not run.
+        let rss = h.render_switch_start(&req, &switch, to, &start);
+        self.step(
+            host,
+            Step::Render,
+            rss.render.map_err(|e| self.he(e)),
+            |r| Some(r.config.clone()),
+        )?;
+        let not_run = || "not run (the request before it failed)".to_string();
+        self.step(
+            host,
+            Step::Switch,
+            rss.switch
+                .ok_or_else(not_run)
+                .and_then(|r| r.map_err(|e| self.he(e))),
+            |r| Some(format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to)),
+        )?;
         let run = self.step(
             host,
             Step::Start,
-            h.start(&start).map_err(|e| self.he(e)),
+            rss.start
+                .ok_or_else(not_run)
+                .and_then(|r| r.map_err(|e| self.he(e))),
             |r| Some(format!("pid {}, log {}", r.pid, r.log)),
         )?;
         let timeout = self

@@ -28,13 +28,22 @@ pub use local::LocalHost;
 
 use crate::config::HostConfig;
 use crate::protocol::{
-    ExecOutput, ExecRequest, Fence, FetchReport, FetchUrlsRequest, HealthReport, HostError,
-    HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
+    BatchRequest, ExecOutput, ExecRequest, Fence, FetchReport, FetchUrlsRequest, HealthReport,
+    HostError, HostRequest, HostResponse, HostState, HostStatus, PreflightReport, PreflightRequest,
     PreviewReport, PreviewRequest, PruneReport, PruneRequest, ReadFileRequest, ReadyReport,
     ReadyRequest, ReleaseRef, ReleaseRequest, RenderReport, RenderRequest, RunInfo, StartRequest,
     StopReport, StopRequest, SwitchReport,
 };
 use crate::service::ServiceSpec;
+
+/// The results of [`Host::render_switch_start`]: a step not run (an earlier one failed) is
+/// `None`.
+#[derive(Debug)]
+pub struct RenderSwitchStart {
+    pub render: Result<RenderReport, HostError>,
+    pub switch: Option<Result<SwitchReport, HostError>>,
+    pub start: Option<Result<RunInfo, HostError>>,
+}
 
 /// Sends a request and takes the answer of the expected kind.
 macro_rules! ask {
@@ -101,6 +110,73 @@ pub trait Host: Send + Sync + std::fmt::Debug {
             fence: Some(fence.clone()),
         };
         ask!(self, HostRequest::Switch(req), Switch)
+    }
+    /// Runs `requests` in one round trip, in order, until the first that fails: one result per
+    /// request run (a failure to reach the host is the one result).
+    fn batch(&self, requests: Vec<HostRequest>) -> Vec<Result<HostResponse, HostError>> {
+        match self
+            .call(HostRequest::Batch(BatchRequest { requests }))
+            .and_then(HostResponse::into_result)
+        {
+            Ok(HostResponse::Batch(b)) => b
+                .answers
+                .into_iter()
+                .map(HostResponse::into_result)
+                .collect(),
+            Ok(other) => vec![Err(HostError::Transport(format!(
+                "{}: unexpected answer `{}` to a batch request",
+                self.name(),
+                other.op()
+            )))],
+            Err(e) => vec![Err(e)],
+        }
+    }
+    /// Render, switch and start in one round trip ([`Host::batch`]): each step's result, up to
+    /// the first that failed (`None` for those not run).
+    fn render_switch_start(
+        &self,
+        render: &RenderRequest,
+        switch: &Fence,
+        release: &ReleaseRef,
+        start: &StartRequest,
+    ) -> RenderSwitchStart {
+        let mut answers = self
+            .batch(vec![
+                HostRequest::Render(render.clone()),
+                HostRequest::Switch(ReleaseRequest {
+                    release: release.clone(),
+                    fence: Some(switch.clone()),
+                }),
+                HostRequest::Start(start.clone()),
+            ])
+            .into_iter();
+        let name = self.name().to_string();
+        let unexpected = move |op: String, want: &str| {
+            HostError::Transport(format!(
+                "{name}: unexpected answer `{op}` to a {want} request"
+            ))
+        };
+        let render = match answers.next() {
+            Some(Ok(HostResponse::Render(r))) => Ok(r),
+            Some(Ok(other)) => Err(unexpected(other.op(), "render")),
+            Some(Err(e)) => Err(e),
+            None => Err(unexpected("nothing".into(), "render")),
+        };
+        let switch = answers.next().map(|a| match a {
+            Ok(HostResponse::Switch(r)) => Ok(r),
+            Ok(other) => Err(unexpected(other.op(), "switch")),
+            Err(e) => Err(e),
+        });
+        let start = answers.next().map(|a| match a {
+            Ok(HostResponse::Start(r)) => Ok(r),
+            Ok(other) => Err(unexpected(other.op(), "start")),
+            Err(e) => Err(e),
+        });
+        RenderSwitchStart {
+            render,
+            switch,
+            start,
+        }
     }
     fn start(&self, req: &StartRequest) -> Result<RunInfo, HostError> {
         ask!(self, HostRequest::Start(req.clone()), Start)

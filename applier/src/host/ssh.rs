@@ -8,7 +8,8 @@
 //!   names it in the target's process list. One process per request keeps the target
 //!   stateless between requests: a dropped connection or a timeout kills one request, never
 //!   a session, and a started service is never the child of a process tied to the ssh session.
-//!   The shared connection makes a request cost one ssh channel, not a handshake.
+//!   The shared connection makes a request cost one ssh channel, not a handshake; a `batch`
+//!   (render, switch and start of a host's path) is one request, so one channel.
 //! - The system `ssh` is used (so ssh_config, agent, known_hosts and jump hosts apply), with
 //!   `BatchMode=yes` and `ConnectTimeout` ([`SshCommand`], which the HAProxy-over-ssh hop uses
 //!   too). One shared connection per host: the first request opens a master

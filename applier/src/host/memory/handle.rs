@@ -271,6 +271,10 @@ impl Mem {
                     free_bytes: self.free_bytes,
                 })
             }
+            // `MemoryHost::call` runs a batch's requests one by one, through their own calls.
+            HostRequest::Batch(_) => {
+                return Err(HostError::Protocol("a batch inside a batch".into()));
+            }
         })
     }
 
