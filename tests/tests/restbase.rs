@@ -6,9 +6,9 @@
 //! rolling, canary first.
 //!
 //! The npm compile is paid once per test binary: the repository, the store and both builds
-//! are made once ([`restbase`]) and shared; the npm cache lives under the target directory, so
-//! later runs download nothing. The tests that run npm or RESTBase take one lock, so they do
-//! not compete for the CPU.
+//! are made once ([`restbase`]) and shared; the npm cache is `ci/node-deps`' (`ci/.cache/npm`),
+//! so what it downloaded is not downloaded again. The tests that run npm or RESTBase take one
+//! lock, so they do not compete for the CPU.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -94,7 +94,8 @@ fn restbase() -> Option<&'static Restbase> {
             .tempdir_in(target)
             .unwrap()
             .keep();
-        let npm_cache = target.join("restbase-npm-cache");
+        // ci/node-deps' download cache: on a fresh machine ci/test has filled it already.
+        let npm_cache = workspace().join("ci/.cache/npm");
         let repo = dir.join("repo");
         let out = run_ok(Command::new(workspace().join("ci/restbase-repo")).arg(&repo));
         let first_commit = out.lines().last().unwrap().trim().to_string();
@@ -481,8 +482,11 @@ fn trap_build(
     (commit, built["id"].as_str().unwrap().to_string())
 }
 
+/// The storage traps other than the schema bump, each through the applier on three RESTBase
+/// hosts: a key_value bucket changed in a module, a new domain, a new storage group, and a
+/// bucket declared inline in the env config, then changed there.
 #[test]
-fn restbase_bucket_domain_and_storage_group_traps_through_the_applier_touch_no_host() {
+fn restbase_bucket_domain_group_and_env_config_bucket_traps_through_the_applier() {
     let rb = rb!();
     let _heavy = heavy();
     let env = "rb-traps";
@@ -559,4 +563,51 @@ fn restbase_bucket_domain_and_storage_group_traps_through_the_applier_touch_no_h
         );
         hosts.assert_serving(&base.0);
     }
+
+    // A key_value bucket declared inline in the env config: added, it is a new table (SG010, a
+    // schema deploy that goes out); then changed there, it is refused like a module's (SG002).
+    let (inline, id) = trap_build(
+        rb,
+        "trap-inline-bucket",
+        &base.0,
+        &[("deploy/env/test.yaml", SYS_PATHS, INLINE_BUCKET)],
+    );
+    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", env]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    let plan = &events(&evs, "plan")[0].1;
+    assert_eq!(plan["deploy_type"], "schema", "{plan:#}");
+    hosts.assert_serving(&inline);
+    let (_, id) = trap_build(
+        rb,
+        "trap-inline-bucket-change",
+        &inline,
+        &[(
+            "deploy/env/test.yaml",
+            "valueType: json\n                    /legacy",
+            "valueType: blob\n                                version: 2\n                    /legacy",
+        )],
+    );
+    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", env]);
+    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert!(
+        err.contains("--ack 'SG002 inline_kv 5000->5002 <reason>'"),
+        "the refusal does not name the env config's bucket and its ack: {err}"
+    );
+    assert!(
+        events(&evs, "host_done").is_empty(),
+        "a host was touched: {evs:#?}"
+    );
+    hosts.assert_serving(&inline);
 }
+
+/// Where RESTBase's env config lists the sys API's paths, and the same with a key_value bucket
+/// declared inline before them (its setup handler creates it).
+const SYS_PATHS: &str = "                    /legacy/key_value:";
+const INLINE_BUCKET: &str = "                    /inline_kv:
+                      get:
+                        x-setup-handler:
+                          - init_inline:
+                              uri: /{domain}/sys/key_value/inline_kv
+                              body:
+                                valueType: json
+                    /legacy/key_value:";
