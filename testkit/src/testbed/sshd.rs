@@ -37,8 +37,13 @@ impl Ctx {
     pub(super) fn write_host(&self, st: &State, i: usize) -> Result<(), Error> {
         let name = format!("t{}", i + 1);
         let dir = self.layout.host_dir(&name);
-        std::fs::create_dir_all(dir.join("root"))
-            .map_err(|e| Error::Failed(format!("{}: {e}", dir.display())))?;
+        // The session's home: an empty directory, as a deploy account's is, so that the bed
+        // user's own shell start-up files (its ~/.bashrc, which bash reads for every ssh
+        // command) do not add their cost to every request.
+        for sub in ["root", "home"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| Error::Failed(format!("{}: {e}", dir.display())))?;
+        }
         self.keygen(
             &dir.join("ssh_host_ed25519_key"),
             &format!("testbed-{name}"),
@@ -59,6 +64,7 @@ impl Ctx {
                 ("SERVICE_PORT", st.ports.service[i].to_string()),
                 ("HOST_DIR", d(&dir)),
                 ("ROOT", d(&dir.join("root"))),
+                ("HOME", d(&dir.join("home"))),
                 ("BED", d(&self.layout.dir)),
                 ("USER", st.user.clone()),
                 ("PERMIT_ROOT_LOGIN", permit.into()),
