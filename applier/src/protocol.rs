@@ -235,6 +235,22 @@ pub struct BatchRequest {
     pub requests: Vec<HostRequest>,
 }
 
+impl BatchRequest {
+    /// Runs the requests in order through `one` until the first answered with an error.
+    pub fn run(self, mut one: impl FnMut(HostRequest) -> HostResponse) -> BatchReport {
+        let mut answers = Vec::with_capacity(self.requests.len());
+        for r in self.requests {
+            let a = one(r);
+            let failed = matches!(a, HostResponse::Error(_));
+            answers.push(a);
+            if failed {
+                break;
+            }
+        }
+        BatchReport { answers }
+    }
+}
+
 /// The answers of a batch, in order: one per request run, the last an `error` if one failed
 /// (the requests after it were not run).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -43,8 +43,8 @@ pub use pool::MemoryPool;
 use super::Host;
 use crate::config::HostConfig;
 use crate::protocol::{
-    BatchReport, ErrorKind, ExecOutput, HostError, HostRequest, HostResponse, HostState,
-    HostStatus, ReleaseRef, RenderRequest, RunInfo, StepInProgress,
+    ErrorKind, ExecOutput, HostError, HostRequest, HostResponse, HostState, HostStatus, ReleaseRef,
+    RenderRequest, RunInfo, StepInProgress,
 };
 use crate::service::ServiceSpec;
 use crate::target::now_rfc3339;
@@ -489,18 +489,10 @@ impl Host for MemoryHost {
         // A batch is its requests' own calls (their latencies, faults and counts), in order,
         // until the first that fails: what a target does with one.
         if let HostRequest::Batch(b) = req {
-            let mut answers = Vec::new();
-            for r in b.requests {
-                let a = self
-                    .call(r)
-                    .unwrap_or_else(|e| HostResponse::Error(e.to_remote()));
-                let failed = matches!(a, HostResponse::Error(_));
-                answers.push(a);
-                if failed {
-                    break;
-                }
-            }
-            return Ok(HostResponse::Batch(BatchReport { answers }));
+            return Ok(HostResponse::Batch(b.run(|r| {
+                self.call(r)
+                    .unwrap_or_else(|e| HostResponse::Error(e.to_remote()))
+            })));
         }
         let op = req.op();
         let latency = self.admit(&op)?;

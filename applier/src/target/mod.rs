@@ -63,7 +63,7 @@ pub use presigned::UrlStore;
 pub use process::{StartedChild, pid_alive};
 pub use serve::{ServeSummary, serve};
 
-use crate::protocol::{BatchReport, FileText, HostError, HostRequest, HostResponse, io_err};
+use crate::protocol::{BatchRequest, FileText, HostError, HostRequest, HostResponse, io_err};
 
 /// One host's root directory, and the store it may read directly (in-process hosts).
 #[derive(Clone, Debug)]
@@ -173,15 +173,17 @@ impl HostRoot {
                 CommandEnv::Clean(&service_env(&self.root, &r.env)),
             )?),
             HostRequest::Health => HostResponse::Health(self.health()?),
-            HostRequest::Batch(b) => self.batch(b.requests)?,
+            HostRequest::Batch(b) => self.batch(b)?,
         })
     }
 }
 
 impl HostRoot {
-    /// Runs `requests` in order, each as it would run alone, until the first that fails.
-    fn batch(&self, requests: Vec<HostRequest>) -> Result<HostResponse, HostError> {
-        if let Some(r) = requests
+    /// Runs a batch's requests in order, each as it would run alone, until the first that
+    /// fails.
+    fn batch(&self, b: BatchRequest) -> Result<HostResponse, HostError> {
+        if let Some(r) = b
+            .requests
             .iter()
             .find(|r| matches!(r, HostRequest::Batch(_) | HostRequest::Hello(_)))
         {
@@ -190,16 +192,7 @@ impl HostRoot {
                 r.op()
             )));
         }
-        let mut answers = Vec::with_capacity(requests.len());
-        for r in requests {
-            let a = self.handle(r);
-            let failed = matches!(a, HostResponse::Error(_));
-            answers.push(a);
-            if failed {
-                break;
-            }
-        }
-        Ok(HostResponse::Batch(BatchReport { answers }))
+        Ok(HostResponse::Batch(b.run(|r| self.handle(r))))
     }
 }
 
