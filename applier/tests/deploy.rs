@@ -72,7 +72,7 @@ fn good_release_rolls_over_hosts_in_group_order_then_rolls_back_on_demand() {
     env.assert_all_serve(&HOSTS, fx.commit("good2"));
 
     let (code, evs, err) = env.run(&["status", "--env", "good"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let hosts = evs[0].as_array().unwrap();
     assert!(
         hosts.iter().all(
@@ -551,7 +551,7 @@ fn required_signature_refuses_unsigned_artifacts_and_accepts_signed_ones() {
 /// The journals of an environment (`history`, JSON).
 fn journals(env: &Env, name: &str) -> Vec<Value> {
     let (code, evs, err) = env.run(&["history", "--env", name]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     evs
 }
 

@@ -114,7 +114,7 @@ fn env(fx: &Fx, name: &str, extra: &str) -> Env {
 /// The journals of `name`, oldest first.
 fn journals(env: &Env, name: &str) -> Vec<Value> {
     let (code, evs, err) = env.run(&["history", "--env", name]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     evs
 }
 
@@ -324,7 +324,7 @@ fn a_config_only_deploy_moves_only_what_changed_and_rolls_back_with_its_code() {
     let fx = fx!();
     let env = env(fx, "cfgonly", "");
     let (code, evs, err) = env.deploy(fx.digest("base"));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let deps = layer_size(fx, "base", artifact::manifest::LayerKind::Deps);
     assert!(
         fetched_bytes(&evs).iter().all(|b| *b > deps),
@@ -553,7 +553,7 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
             .any(|s| s["step"] == "failure_lock")
     );
     let (code, evs, err) = env.run(&["unlock", "--env", "beta-cd", "--reason", "crash understood"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     assert_eq!(
         evs[0]["result"]["Cleared"]["status"], "rolled_back",
         "{evs:#?}"

@@ -80,7 +80,7 @@ fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
         &format!("report_dir: {}", reports.path().display()),
     );
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let good = finished_id(&evs);
     let (code, evs, err) = env.deploy(fx.digest("bad_5xx"));
     assert_eq!(code, 1, "{err}\n{evs:#?}");
