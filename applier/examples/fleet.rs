@@ -106,7 +106,7 @@ impl Host for Timed {
             return Ok(HostResponse::Batch(b.run(|r| {
                 self.call(r)
                     .unwrap_or_else(|e| HostResponse::Error(e.to_remote()))
-            })));
+            })?));
         }
         let op = req.op();
         let t0 = Instant::now();

@@ -236,8 +236,22 @@ pub struct BatchRequest {
 }
 
 impl BatchRequest {
-    /// Runs the requests in order through `one` until the first answered with an error.
-    pub fn run(self, mut one: impl FnMut(HostRequest) -> HostResponse) -> BatchReport {
+    /// Runs the requests in order through `one` until the first answered with an error. A
+    /// batch holding a hello or a batch is refused whole, before anything runs.
+    pub fn run(
+        self,
+        mut one: impl FnMut(HostRequest) -> HostResponse,
+    ) -> Result<BatchReport, HostError> {
+        if let Some(r) = self
+            .requests
+            .iter()
+            .find(|r| matches!(r, HostRequest::Batch(_) | HostRequest::Hello(_)))
+        {
+            return Err(HostError::Protocol(format!(
+                "a batch holds no `{}` request",
+                r.op()
+            )));
+        }
         let mut answers = Vec::with_capacity(self.requests.len());
         for r in self.requests {
             let a = one(r);
@@ -247,7 +261,7 @@ impl BatchRequest {
                 break;
             }
         }
-        BatchReport { answers }
+        Ok(BatchReport { answers })
     }
 }
 

@@ -79,7 +79,6 @@ def main():
     med = lambda d: " / ".join(f"{median(d[h]):.0f}" for h in hosts)
     tool_all = [tool(r[h]) for r in runs for h in hosts if h in r]
     own_all = [own(r[h]) for r in runs for h in hosts if h in r]
-    f_true = floors.get("ssh_true", [])
     f_status = floors.get("host_status", [])
 
     print("<!-- applier-ssh:begin (written by ci/bench ssh) -->")

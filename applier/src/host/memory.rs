@@ -492,7 +492,7 @@ impl Host for MemoryHost {
             return Ok(HostResponse::Batch(b.run(|r| {
                 self.call(r)
                     .unwrap_or_else(|e| HostResponse::Error(e.to_remote()))
-            })));
+            })?));
         }
         let op = req.op();
         let latency = self.admit(&op)?;

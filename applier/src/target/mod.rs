@@ -63,7 +63,7 @@ pub use presigned::UrlStore;
 pub use process::{StartedChild, pid_alive};
 pub use serve::{ServeSummary, serve};
 
-use crate::protocol::{BatchRequest, FileText, HostError, HostRequest, HostResponse, io_err};
+use crate::protocol::{FileText, HostError, HostRequest, HostResponse, io_err};
 
 /// One host's root directory, and the store it may read directly (in-process hosts).
 #[derive(Clone, Debug)]
@@ -173,26 +173,8 @@ impl HostRoot {
                 CommandEnv::Clean(&service_env(&self.root, &r.env)),
             )?),
             HostRequest::Health => HostResponse::Health(self.health()?),
-            HostRequest::Batch(b) => self.batch(b)?,
+            HostRequest::Batch(b) => HostResponse::Batch(b.run(|r| self.handle(r))?),
         })
-    }
-}
-
-impl HostRoot {
-    /// Runs a batch's requests in order, each as it would run alone, until the first that
-    /// fails.
-    fn batch(&self, b: BatchRequest) -> Result<HostResponse, HostError> {
-        if let Some(r) = b
-            .requests
-            .iter()
-            .find(|r| matches!(r, HostRequest::Batch(_) | HostRequest::Hello(_)))
-        {
-            return Err(HostError::Protocol(format!(
-                "a batch holds no `{}` request",
-                r.op()
-            )));
-        }
-        Ok(HostResponse::Batch(b.run(|r| self.handle(r))))
     }
 }
 

@@ -48,17 +48,13 @@ fn restbase_bucket_domain_group_and_env_config_bucket_traps_through_the_applier(
             "                body: {\n                    valueType: 'json',\n                    version: 1\n                }",
         )],
     );
-    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", env]);
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
-    assert!(
-        err.contains("SG002") && err.contains("--ack 'SG002 parsoidphp 5000->5001 <reason>'"),
-        "the refusal does not name the bucket and its ack: {err}"
+    refused(
+        &hosts,
+        &id,
+        env,
+        "--ack 'SG002 parsoidphp 5000->5001 <reason>'",
+        &base.0,
     );
-    assert!(
-        events(&evs, "host_done").is_empty(),
-        "a host was touched: {evs:#?}"
-    );
-    hosts.assert_serving(&base.0);
 
     // A new domain and a new storage group: not refused (a rollback leaves them unused), but a
     // schema deploy, never a plain one; the plan names the rule and changes nothing.
@@ -129,17 +125,29 @@ fn restbase_bucket_domain_group_and_env_config_bucket_traps_through_the_applier(
             "valueType: blob\n                                version: 2\n                    /legacy",
         )],
     );
-    let (code, evs, err) = hosts.applier(&["deploy", &id, "--env", env]);
+    refused(
+        &hosts,
+        &id,
+        env,
+        "--ack 'SG002 inline_kv 5000->5002 <reason>'",
+        &inline,
+    );
+}
+
+/// `applier deploy <id>` is refused (exit 3) with `ack`, the exact line to type; no host is
+/// touched and every host still serves `serving`.
+fn refused(hosts: &Hosts, id: &str, env: &str, ack: &str, serving: &str) {
+    let (code, evs, err) = hosts.applier(&["deploy", id, "--env", env]);
     assert_eq!(code, 3, "{err}\n{evs:#?}");
     assert!(
-        err.contains("--ack 'SG002 inline_kv 5000->5002 <reason>'"),
-        "the refusal does not name the env config's bucket and its ack: {err}"
+        err.contains(ack),
+        "the refusal does not name the bucket and its ack {ack}: {err}"
     );
     assert!(
         events(&evs, "host_done").is_empty(),
         "a host was touched: {evs:#?}"
     );
-    hosts.assert_serving(&inline);
+    hosts.assert_serving(serving);
 }
 
 /// Where RESTBase's env config lists the sys API's paths, and the same with a key_value bucket
