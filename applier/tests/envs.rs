@@ -581,7 +581,7 @@ fn promote_reuses_what_staging_recorded_and_refuses_a_drifted_production() {
         "promote", "--from", "pr-stg", "--to", "pr-prd", "-m", "promote",
     ];
     for (e, n) in [(&stg, "pr-stg"), (&prd, "pr-prd")] {
-        let (code, _, err) = e.run(&[
+        let (code, evs, err) = e.run(&[
             "deploy",
             fx.digest("base"),
             "--env",
@@ -590,7 +590,7 @@ fn promote_reuses_what_staging_recorded_and_refuses_a_drifted_production() {
             "base",
             "--skip-promotion-check",
         ]);
-        assert_eq!(code, 0, "{err}");
+        assert_eq!(code, 0, "{err}\n{evs:#?}");
     }
     let (code, _, err) = stg.deploy(fx.digest("domain"));
     assert_eq!(code, 0, "{err}");
