@@ -347,16 +347,20 @@ fn hostile_names_in_a_journal_are_text_in_the_report_and_off_the_terminal() {
     assert!(!out.exists(), "a report of a journal that did not read");
 }
 
-/// A tmux server of the test's own (its socket in a tempdir), killed when dropped.
+/// The test's own tmux servers (their sockets in a tempdir), killed when dropped. Each run gets
+/// a server of its own: a server whose last session ends exits on its own time, and a client
+/// that reaches it on the way out fails with "server exited unexpectedly".
 struct Tmux {
-    sock: PathBuf,
+    dir: PathBuf,
+    runs: std::cell::Cell<u32>,
 }
 
 impl Tmux {
     fn start(dir: &Path) -> Result<Tmux, testkit::Missing> {
         match Command::new("tmux").arg("-V").output() {
             Ok(o) if o.status.success() => Ok(Tmux {
-                sock: dir.join("tmux.sock"),
+                dir: dir.to_path_buf(),
+                runs: std::cell::Cell::new(0),
             }),
             _ => Err(testkit::Missing::new(
                 "tmux not found (ci/install-deps installs it)",
@@ -364,9 +368,13 @@ impl Tmux {
         }
     }
 
+    fn sock(&self, run: u32) -> PathBuf {
+        self.dir.join(format!("tmux-{run}.sock"))
+    }
+
     fn tmux(&self, args: &[&str]) -> String {
         let mut c = Command::new("tmux");
-        c.arg("-S").arg(&self.sock).args(args);
+        c.arg("-S").arg(self.sock(self.runs.get())).args(args);
         let (code, out, err) = testkit::run(&mut c);
         assert_eq!(code, 0, "tmux {args:?}: {err}");
         out
@@ -380,6 +388,7 @@ impl Tmux {
             "env -u APPLIER_CONFIG -u APPLIER_STORE {}; echo EXIT=$?; exec sleep 600",
             words.join(" ")
         );
+        self.runs.set(self.runs.get() + 1);
         self.tmux(&[
             "new-session",
             "-d",
@@ -399,18 +408,20 @@ impl Tmux {
             screen.contains("EXIT=")
         });
         assert!(done, "the run did not end on the terminal:\n{screen}");
-        self.tmux(&["kill-session", "-t", "t"]);
+        self.tmux(&["kill-server"]);
         (screen, seen)
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.sock)
-            .arg("kill-server")
-            .output();
+        for run in 1..=self.runs.get() {
+            let _ = Command::new("tmux")
+                .arg("-S")
+                .arg(self.sock(run))
+                .arg("kill-server")
+                .output();
+        }
     }
 }
 
