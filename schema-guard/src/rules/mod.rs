@@ -87,9 +87,10 @@ pub struct SchemaDelta {
     pub removed_key_attributes: Vec<String>,
     /// (attribute, base type, head type).
     pub type_changes: Vec<(String, String, String)>,
-    /// hash/range/proj keys differ as a set.
+    /// hash/range/proj keys differ as a set of (attribute, type, order): the backends match
+    /// index entries so, so a key that changes or gains a direction is a key change.
     pub key_index_changed: bool,
-    /// Same range keys, other order or direction.
+    /// The same keys in other places (the backends accept it and do not apply it).
     pub range_reordered: bool,
     /// Static index added or removed on a column present in both.
     pub static_on_existing: Vec<String>,
@@ -152,13 +153,16 @@ pub fn schema_delta(base: &Value, head: &Value) -> SchemaDelta {
     }
     let (ba, ha) = (attrs(base), attrs(head));
     let (bi, hi) = (index(base), index(head));
-    let keys = |i: &[(String, String, String)]| -> BTreeSet<(String, String)> {
+    let keyed = |i: &[(String, String, String)]| -> Vec<(String, String, String)> {
         i.iter()
             .filter(|(_, t, _)| t != "static")
-            .map(|(a, t, _)| (a.clone(), t.clone()))
+            .cloned()
             .collect()
     };
-    let base_keys: BTreeSet<String> = keys(&bi).into_iter().map(|(a, _)| a).collect();
+    let keys = |i: &[(String, String, String)]| -> BTreeSet<(String, String, String)> {
+        keyed(i).into_iter().collect()
+    };
+    let base_keys: BTreeSet<String> = keys(&bi).into_iter().map(|(a, _, _)| a).collect();
     for (name, ty) in &ha {
         match ba.get(name) {
             None => d.added_attributes.push(name.clone()),
@@ -174,15 +178,7 @@ pub fn schema_delta(base: &Value, head: &Value) -> SchemaDelta {
         }
     }
     d.key_index_changed = keys(&bi) != keys(&hi);
-    if !d.key_index_changed {
-        let ranges = |i: &[(String, String, String)]| -> Vec<(String, String)> {
-            i.iter()
-                .filter(|(_, t, _)| t == "range")
-                .map(|(a, _, o)| (a.clone(), o.clone()))
-                .collect()
-        };
-        d.range_reordered = ranges(&bi) != ranges(&hi);
-    }
+    d.range_reordered = !d.key_index_changed && keyed(&bi) != keyed(&hi);
     let statics = |i: &[(String, String, String)]| -> BTreeSet<String> {
         i.iter()
             .filter(|(_, t, _)| t == "static")
@@ -603,6 +599,44 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
+
+    /// A schema whose keys are `title` (hash) and the range keys given as (attribute, order).
+    fn keyed(ranges: &[(&str, Option<&str>)]) -> Value {
+        let mut index = vec![serde_json::json!({"attribute": "title", "type": "hash"})];
+        for (a, o) in ranges {
+            let mut e = serde_json::json!({"attribute": a, "type": "range"});
+            if let Some(o) = o {
+                e["order"] = Value::from(*o);
+            }
+            index.push(e);
+        }
+        crate::manifest::normalise_schema(&serde_json::json!({
+            "table": "t",
+            "attributes": {"title": "string", "rev": "int", "tid": "timeuuid"},
+            "index": index,
+        }))
+        .schema
+    }
+
+    #[test]
+    fn a_key_direction_is_part_of_the_key_and_a_move_is_not_applied() {
+        // As both backends match index entries (attribute, type, order), wherever they stand.
+        let base = keyed(&[("rev", Some("desc")), ("tid", Some("desc"))]);
+        for head in [
+            keyed(&[("rev", Some("asc")), ("tid", Some("desc"))]),
+            keyed(&[("rev", None), ("tid", Some("desc"))]),
+        ] {
+            let d = schema_delta(&base, &head);
+            assert!(d.key_index_changed && d.refused_even_with_bump(), "{d:?}");
+            assert!(!d.range_reordered, "{d:?}");
+        }
+        let d = schema_delta(
+            &base,
+            &keyed(&[("tid", Some("desc")), ("rev", Some("desc"))]),
+        );
+        assert!(!d.key_index_changed && d.range_reordered, "{d:?}");
+        assert!(d.silently_ignored() && !d.refused_even_with_bump(), "{d:?}");
+    }
 
     #[test]
     fn unchanged_case_is_clean() {

@@ -34,7 +34,10 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let mut why = Vec::new();
         let mut refusal = "Only static index additions and removals supported";
         if d.key_index_changed {
-            why.push("its hash/range/proj index changes".to_string());
+            why.push(
+                "its hash/range/proj index changes (a key added, removed, or changing or gaining a direction)"
+                    .to_string(),
+            );
         }
         if !d.removed_key_attributes.is_empty() {
             why.push(format!(

@@ -1,5 +1,6 @@
 //! SG004: a change the backend silently does not apply (attribute type change, range-key
-//! reorder, options other than `default_time_to_live`): the stored schema diverges.
+//! reorder (keys changing places; a key changing direction is refused, SG003), options other
+//! than `default_time_to_live`): the stored schema diverges.
 
 use super::{Context, RuleInfo};
 use crate::report::{Backend, Finding, Severity};
@@ -27,7 +28,7 @@ pub fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             what.push(format!("attribute {a} changes type {from} -> {to}"));
         }
         if d.range_reordered {
-            what.push("range keys are reordered or change direction".to_string());
+            what.push("keys change places (the backend keeps them where they were)".to_string());
         }
         if !d.other_options_changed.is_empty() {
             let tail = if ctx.opts.backend == Backend::Cassandra {
