@@ -11,11 +11,13 @@ ci_state_dir() { printf '%s\n' "${CI_STATE_DIR:-${TMPDIR:-/tmp}/restbase-deploy-
 ci_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on right now (a later bind may still
-# race with another process; callers retry on bind failure).
+# race with another process; callers retry on bind failure). Chosen in 20000-31999: below the
+# kernel's ephemeral range, which outgoing connections take their local ports from, and above
+# the test bed's ports.
 ci_free_port() {
   local p i
   for i in $(seq 1 100); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
     if ! ci_port_open "$p"; then printf '%s\n' "$p"; return 0; fi
   done
   return 1
