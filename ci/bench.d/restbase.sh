@@ -14,6 +14,11 @@
 #                     at a time), then of the source-only change (rolling)
 #                                                    vs the floor per host: unpack both layers
 #                                                      with tar and start RESTBase to its port
+#     host layers     one host root, through the real target code (the applier's `layerbench`
+#                     example): fetch of the source-only change and prune of the first release
+#                                                    vs a host without the layer store: every
+#                                                      layer unpacked into the release, and
+#                                                      removing such a release
 #   Writes the builder-restbase block of docs/BENCHMARKS.md unless --no-docs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +36,7 @@ if [ -z "$(npm config get nodedir 2>/dev/null | grep -v '^null$\|^undefined$')" 
   export npm_config_nodedir=/usr
 fi
 
-cargo build --release -q -p builder -p applier
+cargo build --release -q -p builder -p applier --bin builder --bin applier --example layerbench
 builder=$root/target/release/builder
 applier=$root/target/release/applier
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-restbase.XXXXXX")
@@ -124,6 +129,13 @@ for h in f1 f2 f3; do
 done
 t1=$(date +%s%N)
 t_floor=$(secs "$t0" "$t1")
+ci_log "host layer store: fetch of the source-only change and prune, one host root (layerbench)"
+lb=$("$root/target/release/examples/layerbench" "$store" "$first" "$second" "$work/layerbench")
+read -r lb_cold lb_src lb_full lb_prune lb_prune_full lb_entries <<<"$(python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])
+print(" ".join("%.2f" % j[k] for k in ["cold_fetch", "source_only_fetch", "source_only_full_unpack", "prune", "prune_full_copy"]), j["entries"])
+' "$lb")"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
@@ -147,11 +159,17 @@ $(awk -v b="$src_bytes" 'BEGIN{printf "%.1f MB", b/1e6}'), dependencies $(awk -v
 | \`--rebuild\` (npm again, layer compared, every blob re-hashed) | $t_rebuild | \`npm ci\`, warm cache | $t_npm_warm | $(ratio "$t_rebuild" "$t_npm_warm") |
 | deploy to 3 hosts (first) | $t_deploy1 | floor: tar x both layers + start to port, 3 hosts | $t_floor | $(ratio "$t_deploy1" "$t_floor") |
 | rolling deploy of the source-only change | $t_deploy2 | same floor | $t_floor | $(ratio "$t_deploy2" "$t_floor") |
+| one host: cold fetch of the first build (both layers) | $lb_cold | | | |
+| one host: fetch of the source-only change (source unpacked, dependency tree linked) | $lb_src | before the layer store: every layer unpacked into the release (nothing downloaded) | $lb_full | $(ratio "$lb_src" "$lb_full") |
+| one host: prune of the first release, the second current | $lb_prune | before: removing a release holding its own copy of every layer | $lb_prune_full | $(ratio "$lb_prune" "$lb_prune_full") |
 
 The cold build's own work beyond npm is walking, packing and hashing \`node_modules\` and
 uploading. A deploy adds to the floor what the floor skips: prefetch and digest checks,
 rendering, checks (\`GET /\`, \`GET /localhost/v1/\`, the log scan), and per host the stop of the
-running release and a wait for its port to be free.
+running release and a wait for its port to be free. The one-host rows run the target's own
+fetch and prune (\`cargo run --release -p applier --example layerbench -- STORE FIRST SECOND
+WORK\`): a release of the source-only change holds $lb_entries entries, its dependency tree hard
+links into the host's layer store.
 <!-- builder-restbase:end -->
 DOC
 )
