@@ -67,8 +67,8 @@ fn good_release_rolls_over_hosts_in_group_order_then_rolls_back_on_demand() {
     );
 
     // By commit prefix this time.
-    let (code, _, err) = env.deploy(&fx.commit("good2")[..12]);
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(&fx.commit("good2")[..12]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("good2"));
 
     let (code, evs, err) = env.run(&["status", "--env", "good"]);
@@ -113,8 +113,8 @@ fn good_release_rolls_over_hosts_in_group_order_then_rolls_back_on_demand() {
 fn canary_failure(variant: &str, env_name: &str) {
     let fx = fx!();
     let env = Env::new(fx, env_name, "");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let pids: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
 
     let (code, evs, err) = env.deploy(fx.digest(variant));
@@ -226,11 +226,11 @@ fn later_group_failure_restores_every_touched_host_to_its_own_release() {
         "    checks:\n      prometheus: {prom}\n      disable: ['metrics fixture_http_requests_total']\n      extra:\n        - {{type: metrics, source: prometheus, query: 'ratio{{instance=\"{{instance}}\"}}', window: 1s, threshold: 0.1}}\n"
     );
     let env = Env::new(fx, "late", &extra);
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     // h3 alone moves to good2: the hosts are on different releases before the deploy.
-    let (code, _, err) = env.run(&["deploy", fx.digest("good2"), "--env", "late-solo"]);
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.run(&["deploy", fx.digest("good2"), "--env", "late-solo"]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     assert_eq!(env.release("h3").as_deref(), Some(fx.commit("good2")));
     env.assert_all_serve(&["h1", "h2"], fx.commit("good"));
 
@@ -292,8 +292,8 @@ fn kill_mid_deploy(env: &Env, target: &str) -> String {
 fn killed_applier_is_resumed_without_half_switched_hosts() {
     let fx = fx!();
     let env = Env::new(fx, "resume", "");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let id = kill_mid_deploy(&env, fx.digest("good2"));
 
     let (code, evs, _) = env.run(&["status", "--env", "resume"]);
@@ -314,8 +314,8 @@ fn killed_applier_is_resumed_without_half_switched_hosts() {
 fn killed_applier_is_rolled_back_on_resume() {
     let fx = fx!();
     let env = Env::new(fx, "resumerb", "");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let h3_pid = env.pid("h3").unwrap();
     let id = kill_mid_deploy(&env, fx.digest("good2"));
     let (code, evs, err) = env.run(&["resume", &id, "--rollback", "--force"]);
@@ -333,8 +333,8 @@ fn killed_applier_is_rolled_back_on_resume() {
 fn corrupt_blob_fails_prefetch_and_changes_nothing() {
     let fx = fx!();
     let env = Env::new(fx, "corrupt", "");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let pids: Vec<_> = HOSTS.iter().map(|h| env.pid(h).unwrap()).collect();
 
     // Flip one byte of the corrupt variant's source layer (its own blob; the dependency
@@ -386,8 +386,8 @@ fn corrupt_blob_fails_prefetch_and_changes_nothing() {
 fn foreign_process_on_the_port_fails_the_start_instead_of_passing_checks() {
     let fx = fx!();
     let env = Env::new(fx, "foreign", "");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let pids: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
     // Stop h1's service behind the applier's back and squat on its port.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_applier"))
@@ -426,8 +426,8 @@ fn foreign_process_on_the_port_fails_the_start_instead_of_passing_checks() {
 fn capacity_guard_waits_for_a_host_someone_else_depooled() {
     let fx = fx!();
     let env = Env::new(fx, "capacity", "    capacity: {max_out: 1, wait: 20s}\n");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let pool = env.dir.path().join("pool");
     // An operator depools h3 by hand.
     std::fs::write(pool.join("h3"), "out\n").unwrap();
@@ -448,8 +448,8 @@ fn capacity_guard_waits_for_a_host_someone_else_depooled() {
 
     // No wait configured: refused before any host is touched.
     let env0 = Env::new(fx, "capacity0", "    capacity: {max_out: 1}\n");
-    let (code, _, err) = env0.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env0.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     std::fs::write(env0.dir.path().join("pool/h2"), "out\n").unwrap();
     let pids: Vec<_> = HOSTS.iter().map(|h| env0.pid(h).unwrap()).collect();
     let (code, evs, err) = env0.deploy(fx.digest("good2"));
@@ -621,8 +621,8 @@ fn promotion_gate_requires_a_succeeded_staging_deploy() {
     );
 
     // Once staging ran it, production takes it.
-    let (code, _, err) = staging.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = staging.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let stg_id = journals(&staging, "pg-stg")[0]["id"]
         .as_str()
         .unwrap()
@@ -662,8 +662,8 @@ fn promote_deploys_what_staging_runs_and_refuses_when_its_hosts_differ() {
     assert!(err.contains("no host has a recorded release"), "{err}");
     nothing_touched(&prod);
 
-    let (code, _, err) = staging.deploy(fx.digest("good3"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = staging.deploy(fx.digest("good3"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let (code, evs, err) = prod.run(&promote);
     assert_eq!(code, 0, "{err}\n{evs:#?}");
     assert_eq!(evs[0]["event"], "promote", "{evs:#?}");

@@ -366,8 +366,8 @@ fn a_config_change_touching_storage_is_a_schema_deploy_that_rolls_back() {
     let fx = fx!();
     for (variant, rule) in [("domain", "SG021"), ("group", "SG022")] {
         let env = env(fx, &format!("sto-{variant}"), "");
-        let (code, _, err) = env.deploy(fx.digest("base"));
-        assert_eq!(code, 0, "{err}");
+        let (code, evs, err) = env.deploy(fx.digest("base"));
+        assert_eq!(code, 0, "{err}\n{evs:#?}");
         let (code, evs, err) = env.deploy(fx.digest(variant));
         assert_eq!(code, 0, "{variant}: {err}\n{evs:#?}");
         assert_eq!(
@@ -429,8 +429,8 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
         err.contains("ambiguous") && err.contains("tag:same") && err.contains("branch:same"),
         "{err}"
     );
-    let (code, _, err) = env.run(&["deploy", "branch:same", "--env", "refs"]);
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.run(&["deploy", "branch:same", "--env", "refs"]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg2"));
 
     // Unknown: refused with similar names.
@@ -456,8 +456,8 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
     git(&["tag", "-f", "v1.1.0", fx.commit("cfg3")]);
     let repo = fx.repo();
     let repo = repo.to_str().unwrap();
-    let (code, _, err) = env.run(&["deploy", "v1.1.0", "--env", "refs", "--repo", repo]);
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.run(&["deploy", "v1.1.0", "--env", "refs", "--repo", repo]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
     assert_eq!(last_journal(&env)["source_ref"]["via"], "git");
     git(&["tag", "-f", "v1.0.0", fx.commit("cfg2")]);
@@ -560,8 +560,8 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
     );
     // Unlocked: cd goes again (and deploys the branch's newest, the crash, which fails again).
     fx.record("cfg3", &["--branch", "cd-fixed"]);
-    let (code, _, err) = env.run(&["cd", "--env", "beta-cd", "--branch", "cd-fixed"]);
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.run(&["cd", "--env", "beta-cd", "--branch", "cd-fixed"]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
 }
 
@@ -592,8 +592,8 @@ fn promote_reuses_what_staging_recorded_and_refuses_a_drifted_production() {
         ]);
         assert_eq!(code, 0, "{err}\n{evs:#?}");
     }
-    let (code, _, err) = stg.deploy(fx.digest("domain"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = stg.deploy(fx.digest("domain"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let stg_id = last_journal(&stg)["id"].as_str().unwrap().to_string();
     // Without a message: refused (production requires one).
     let (code, _, err) = prd.run(&promote[..5]);
@@ -801,10 +801,10 @@ fn messages_identity_notifications_and_history() {
 fn a_freeze_window_refuses_deploys_and_an_override_is_recorded() {
     let fx = fx!();
     let env = env(fx, "frozen", "");
-    let (code, _, err) = env.deploy(fx.digest("base"));
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = env.deploy(fx.digest("cfg2"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("base"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    let (code, evs, err) = env.deploy(fx.digest("cfg2"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let freeze = "envs.frozen.freeze=[{name: all-week, cron: '* * * * *', reason: release week}]";
     let before = pids(&env);
     let (code, evs, err) = env.run(&[
@@ -847,7 +847,7 @@ fn a_freeze_window_refuses_deploys_and_an_override_is_recorded() {
             .iter()
             .any(|s| s["step"] == "freeze")
     );
-    let (code, _, err) = env.run(&["rollback", "--env", "frozen", "--set", freeze]);
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.run(&["rollback", "--env", "frozen", "--set", freeze]);
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     env.assert_all_serve(&HOSTS, fx.commit("cfg2"));
 }

@@ -87,8 +87,8 @@ fn a_started_service_gets_the_minimal_environment_not_the_deployers() {
 fn a_deployer_stopped_past_its_lease_is_fenced_out_after_another_deploy_finished() {
     let fx = fx!();
     let env = Env::new(fx, "sigstop", "");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let (mut first, mut out) = env.spawn(&[
         "deploy",
         fx.digest("good2"),
@@ -140,8 +140,8 @@ fn a_deployer_stopped_past_its_lease_is_fenced_out_after_another_deploy_finished
 fn a_failed_start_quotes_its_log_line_once_with_the_log_path() {
     let fx = fx!();
     let env = Env::new(fx, "quote", "");
-    let (code, _, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}");
+    let (code, evs, err) = env.deploy(fx.digest("good"));
+    assert_eq!(code, 0, "{err}\n{evs:#?}");
     let out = env
         .cmd(&["deploy", fx.digest("bad_crash"), "--env", "quote"])
         .output()
