@@ -381,12 +381,18 @@ pub fn build(
 
     // Storage manifests: captured with the commit's dependency layer (unpacked from the store,
     // digests checked), else static.
+    // Its own step and timing, though it runs while the upload is under way: the capture needs
+    // the dependency layer stored, and the manifest it goes into is uploaded after it.
     let layer = deps_record.as_ref().map(|(rec, _)| &rec.layer);
+    progress.begin(Step::Storage, None);
+    let storage_start = Instant::now();
     let (storage, storage_warnings) =
         storage_source.manifests(&opts.node, None, layer, store, tmp.path());
+    let storage_seconds = storage_start.elapsed().as_secs_f64();
     for w in &storage_warnings {
         progress.warn(w);
     }
+    progress.end(Step::Storage, &crate::storage::summary(storage.as_ref()));
     let (platform, deps_info) = match &deps_record {
         Some((rec, _)) => (
             rec.native.then(|| rec.platform.clone()),
@@ -481,7 +487,11 @@ pub fn build(
     };
     timer.0.push(Timing {
         step: "upload",
-        seconds: upload_start.elapsed().as_secs_f64(),
+        seconds: (upload_start.elapsed().as_secs_f64() - storage_seconds).max(0.0),
+    });
+    timer.0.push(Timing {
+        step: "storage manifests",
+        seconds: storage_seconds,
     });
     progress.end(
         Step::Upload,

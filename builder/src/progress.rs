@@ -16,6 +16,8 @@ pub enum Step {
     PackDeps,
     /// Uploading missing blobs and records.
     Upload,
+    /// Extracting each env's storage manifest (a capture runs the commit's code).
+    Storage,
 }
 
 impl Step {
@@ -26,6 +28,7 @@ impl Step {
             Step::PackSource => "pack source",
             Step::PackDeps => "pack node_modules",
             Step::Upload => "upload",
+            Step::Storage => "storage manifests",
         }
     }
 }

@@ -22,6 +22,25 @@ use schema_guard::extract::{self, CaptureOptions, StaticOptions};
 
 use crate::source::SourceTree;
 
+/// One line on what [`StorageSource::manifests`] produced: each env and how it was read
+/// (`test: capture, production: static`), or that there is none.
+pub fn summary(storage: Option<&serde_json::Value>) -> String {
+    let envs = storage
+        .and_then(|s| s.get("envs"))
+        .and_then(serde_json::Value::as_object);
+    match envs {
+        Some(envs) if !envs.is_empty() => envs
+            .iter()
+            .map(|(name, m)| {
+                let how = m.get("extractor").and_then(|e| e.as_str()).unwrap_or("?");
+                format!("{name}: {how}")
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "none".to_string(),
+    }
+}
+
 /// The source files schema-guard reads, kept before the source tree is packed.
 #[derive(Debug)]
 pub struct StorageSource {
@@ -224,4 +243,18 @@ fn unpack_layer(store: &dyn Store, layer: &LayerInfo, dest: &Path) -> Result<(),
     )
     .map_err(|e| e.to_string())?;
     up.finish().map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn the_summary_names_each_env_and_how_it_was_read() {
+        let s = serde_json::json!({"format": 1, "envs": {
+            "production": {"extractor": "static"}, "test": {"extractor": "capture"}}});
+        assert_eq!(summary(Some(&s)), "production: static, test: capture");
+        assert_eq!(summary(Some(&serde_json::json!({"envs": {}}))), "none");
+        assert_eq!(summary(None), "none");
+    }
 }
