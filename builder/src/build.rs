@@ -380,9 +380,8 @@ pub fn build(
     }
 
     // Storage manifests: captured with the commit's dependency layer (unpacked from the store,
-    // digests checked), else static.
-    // Its own step and timing, though it runs while the upload is under way: the capture needs
-    // the dependency layer stored, and the manifest it goes into is uploaded after it.
+    // digests checked), else static. A step and a timing of its own, though it runs inside the
+    // upload: the capture needs the layer stored, and the manifest it goes into comes after.
     let layer = deps_record.as_ref().map(|(rec, _)| &rec.layer);
     progress.begin(Step::Storage, None);
     let storage_start = Instant::now();
