@@ -280,7 +280,7 @@ fn canary_against_baseline_under_load_through_haproxy() {
     // 1. First deploy: no host runs an older release, so there is no baseline; the analysis
     //    falls back to the thresholds and says so.
     let (code, evs, err) = d.deploy("dec", "good", &[]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let r = report(&evs);
     assert!(
         r["note"].as_str().unwrap().starts_with("no baseline"),
@@ -307,7 +307,7 @@ fn canary_against_baseline_under_load_through_haproxy() {
     // 2. A real regression: the canary serves twice the baseline's 5xx rate. The analysis
     //    fails with its numbers, and the deploy rolls back.
     let (code, evs, err) = d.deploy("dec", "good2", &[rate_on("t1", "0.1")]);
-    assert_eq!(code, 1, "{err}\n{evs:#?}");
+    assert_eq!(code, 1, "{err}\n{}", testkit::why(&evs));
     let r = report(&evs);
     assert_eq!(r["verdict"], "fail", "{r:#}");
     assert_eq!(r["baseline"], json!(["t2", "t3"]));
@@ -327,7 +327,7 @@ fn canary_against_baseline_under_load_through_haproxy() {
 
     // 3. Equal noise: the canary at the baseline's rate passes, and the roll goes on.
     let (code, evs, err) = d.deploy("dec", "good2", &[]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let r = report(&evs);
     assert_eq!(r["verdict"], "pass", "{r:#}");
     let m = metric(&r, "5xx-ratio");
@@ -342,7 +342,7 @@ fn canary_against_baseline_under_load_through_haproxy() {
     // 4. No traffic: no samples on either side, so the analysis is inconclusive, which fails
     //    under the default policy; the summary names what never got data.
     let (code, evs, err) = d.deploy("dec", "good3", &[]);
-    assert_eq!(code, 1, "{err}\n{evs:#?}");
+    assert_eq!(code, 1, "{err}\n{}", testkit::why(&evs));
     let r = report(&evs);
     assert_eq!(r["verdict"], "inconclusive", "{r:#}");
     let m = metric(&r, "5xx-ratio");
@@ -368,7 +368,7 @@ fn the_watch_aborts_at_once_when_a_graphite_alarm_trips_mid_rollout() {
         "good",
         &["envs.dec-watch.canary_bake=0s".into()],
     );
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     // The deploy of good2 bakes its canary for 40 s; the alarm goes off during the bake.
     let mut child = d
         .cmd(&["deploy", d.digest("good2"), "--env", "dec-watch"])

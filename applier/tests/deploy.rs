@@ -57,7 +57,7 @@ fn good_release_rolls_over_hosts_in_group_order_then_rolls_back_on_demand() {
     );
 
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     assert_eq!(host_done_order(&evs), ["h1", "h2", "h3"]);
     env.assert_all_serve(&HOSTS, fx.commit("good"));
     assert!(
@@ -68,11 +68,11 @@ fn good_release_rolls_over_hosts_in_group_order_then_rolls_back_on_demand() {
 
     // By commit prefix this time.
     let (code, evs, err) = env.deploy(&fx.commit("good2")[..12]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("good2"));
 
     let (code, evs, err) = env.run(&["status", "--env", "good"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let hosts = evs[0].as_array().unwrap();
     assert!(
         hosts.iter().all(
@@ -81,7 +81,7 @@ fn good_release_rolls_over_hosts_in_group_order_then_rolls_back_on_demand() {
     );
 
     let (code, evs, err) = env.run(&["rollback", "--env", "good"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("good"));
 
     let (code, evs, _) = env.run(&["history", "--env", "good"]);
@@ -114,11 +114,11 @@ fn canary_failure(variant: &str, env_name: &str) {
     let fx = fx!();
     let env = Env::new(fx, env_name, "");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let pids: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
 
     let (code, evs, err) = env.deploy(fx.digest(variant));
-    assert_eq!(code, 1, "{variant}: {err}\n{evs:#?}");
+    assert_eq!(code, 1, "{variant}: {err}\n{}", testkit::why(&evs));
     assert_eq!(host_done_order(&evs), ["h1"], "only the canary is touched");
     let rb = events(&evs, "rollback");
     assert_eq!(rb.len(), 1);
@@ -227,10 +227,10 @@ fn later_group_failure_restores_every_touched_host_to_its_own_release() {
     );
     let env = Env::new(fx, "late", &extra);
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     // h3 alone moves to good2: the hosts are on different releases before the deploy.
     let (code, evs, err) = env.run(&["deploy", fx.digest("good2"), "--env", "late-solo"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     assert_eq!(env.release("h3").as_deref(), Some(fx.commit("good2")));
     env.assert_all_serve(&["h1", "h2"], fx.commit("good"));
 
@@ -239,7 +239,7 @@ fn later_group_failure_restores_every_touched_host_to_its_own_release() {
         .unwrap()
         .push(format!("127.0.0.1:{}", env.ports["h3"]));
     let (code, evs, err) = env.deploy(fx.digest("good3"));
-    assert_eq!(code, 1, "{err}\n{evs:#?}");
+    assert_eq!(code, 1, "{err}\n{}", testkit::why(&evs));
     assert_eq!(host_done_order(&evs), ["h1", "h2", "h3"]);
     let failed: Vec<&Value> = events(&evs, "check")
         .into_iter()
@@ -264,7 +264,7 @@ fn second_concurrent_deploy_is_refused() {
     let (mut child, mut out) = env.spawn(&["deploy", fx.digest("good"), "--env", "conc"]);
     read_until(&mut out, |e| e["event"] == "bake");
     let (code, evs, err) = env.deploy(fx.digest("good2"));
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert_eq!(code, 3, "{err}\n{}", testkit::why(&evs));
     assert!(err.contains("locked by"), "{err}");
     let rest: Vec<Value> = out
         .lines()
@@ -293,17 +293,22 @@ fn killed_applier_is_resumed_without_half_switched_hosts() {
     let fx = fx!();
     let env = Env::new(fx, "resume", "");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let id = kill_mid_deploy(&env, fx.digest("good2"));
 
     let (code, evs, _) = env.run(&["status", "--env", "resume"]);
-    assert_eq!(code, 1, "status should report drift: {evs:#?}");
+    assert_eq!(
+        code,
+        1,
+        "status should report drift: {}",
+        testkit::why(&evs)
+    );
 
     // The dead deploy still holds the lease: refused without --force.
     let (code, _, err) = env.run(&["resume", &id]);
     assert_eq!(code, 3, "{err}");
     let (code, evs, err) = env.run(&["resume", &id, "--force"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("good2"));
     let (code, evs, _) = env.run(&["history", "--env", "resume"]);
     assert_eq!(code, 0);
@@ -315,11 +320,11 @@ fn killed_applier_is_rolled_back_on_resume() {
     let fx = fx!();
     let env = Env::new(fx, "resumerb", "");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let h3_pid = env.pid("h3").unwrap();
     let id = kill_mid_deploy(&env, fx.digest("good2"));
     let (code, evs, err) = env.run(&["resume", &id, "--rollback", "--force"]);
-    assert_eq!(code, 1, "{err}\n{evs:#?}");
+    assert_eq!(code, 1, "{err}\n{}", testkit::why(&evs));
     let rb: Vec<String> = events(&evs, "rollback")
         .iter()
         .map(|e| e["host"].as_str().unwrap().to_string())
@@ -334,7 +339,7 @@ fn corrupt_blob_fails_prefetch_and_changes_nothing() {
     let fx = fx!();
     let env = Env::new(fx, "corrupt", "");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let pids: Vec<_> = HOSTS.iter().map(|h| env.pid(h).unwrap()).collect();
 
     // Flip one byte of the corrupt variant's source layer (its own blob; the dependency
@@ -354,14 +359,16 @@ fn corrupt_blob_fails_prefetch_and_changes_nothing() {
     std::fs::write(&path, bytes).unwrap();
 
     let (code, evs, err) = env.deploy(fx.digest("corrupt"));
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert_eq!(code, 3, "{err}\n{}", testkit::why(&evs));
     assert!(
         events(&evs, "fetch").iter().all(|e| e["ok"] == false),
-        "{evs:#?}"
+        "{}",
+        testkit::why(&evs)
     );
     assert!(
         events(&evs, "step").is_empty(),
-        "a host was touched: {evs:#?}"
+        "a host was touched: {}",
+        testkit::why(&evs)
     );
     env.assert_all_serve(&HOSTS, fx.commit("good"));
     let after: Vec<_> = HOSTS.iter().map(|h| env.pid(h).unwrap()).collect();
@@ -387,7 +394,7 @@ fn foreign_process_on_the_port_fails_the_start_instead_of_passing_checks() {
     let fx = fx!();
     let env = Env::new(fx, "foreign", "");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let pids: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
     // Stop h1's service behind the applier's back and squat on its port.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_applier"))
@@ -412,7 +419,8 @@ fn foreign_process_on_the_port_fails_the_start_instead_of_passing_checks() {
         .collect();
     assert!(
         !fails.is_empty(),
-        "no port-in-use failure in {evs:#?}\n{err}"
+        "no port-in-use failure in {}\n{err}",
+        testkit::why(&evs)
     );
     assert_eq!(host_done_order(&evs), ["h1"], "only the canary is touched");
     let after: Vec<_> = ["h2", "h3"].iter().map(|h| env.pid(h).unwrap()).collect();
@@ -427,7 +435,7 @@ fn capacity_guard_waits_for_a_host_someone_else_depooled() {
     let fx = fx!();
     let env = Env::new(fx, "capacity", "    capacity: {max_out: 1, wait: 20s}\n");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let pool = env.dir.path().join("pool");
     // An operator depools h3 by hand.
     std::fs::write(pool.join("h3"), "out\n").unwrap();
@@ -439,7 +447,7 @@ fn capacity_guard_waits_for_a_host_someone_else_depooled() {
     let t0 = std::time::Instant::now();
     let (code, evs, err) = env.deploy(fx.digest("good2"));
     operator.join().unwrap();
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     assert!(
         t0.elapsed() >= std::time::Duration::from_secs(3),
         "the deploy did not wait for h3"
@@ -449,14 +457,15 @@ fn capacity_guard_waits_for_a_host_someone_else_depooled() {
     // No wait configured: refused before any host is touched.
     let env0 = Env::new(fx, "capacity0", "    capacity: {max_out: 1}\n");
     let (code, evs, err) = env0.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     std::fs::write(env0.dir.path().join("pool/h2"), "out\n").unwrap();
     let pids: Vec<_> = HOSTS.iter().map(|h| env0.pid(h).unwrap()).collect();
     let (code, evs, err) = env0.deploy(fx.digest("good2"));
     assert_ne!(code, 0, "must not proceed past the capacity guard: {err}");
     assert!(
         format!("{evs:?}{err}").contains("capacity guard"),
-        "{err}\n{evs:#?}"
+        "{err}\n{}",
+        testkit::why(&evs)
     );
     let after: Vec<_> = HOSTS.iter().map(|h| env0.pid(h).unwrap()).collect();
     assert_eq!(pids, after, "a host was restarted");
@@ -506,13 +515,13 @@ fn required_signature_refuses_unsigned_artifacts_and_accepts_signed_ones() {
     // Unsigned, and signed by an untrusted key: refused (exit 3), no host touched.
     sign("good3", "other");
     let (code, evs, err) = env.deploy(fx.digest("good3"));
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert_eq!(code, 3, "{err}\n{}", testkit::why(&evs));
     assert!(
         err.contains(fx.digest("good3")) && err.contains(&trusted_id),
         "{err}"
     );
     assert!(err.contains("not by a trusted key"), "{err}");
-    assert!(events(&evs, "step").is_empty(), "{evs:#?}");
+    assert!(events(&evs, "step").is_empty(), "{}", testkit::why(&evs));
     for h in HOSTS {
         assert!(!env.root(h).join("current").exists(), "{h} was touched");
     }
@@ -532,13 +541,13 @@ fn required_signature_refuses_unsigned_artifacts_and_accepts_signed_ones() {
     // Signed by the trusted key: deploys.
     sign("good3", "trusted");
     let (code, evs, err) = env.deploy(fx.digest("good3"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("good3"));
 
     // Rolling back to the unsigned `good` is refused and changes nothing.
     let pids: Vec<_> = HOSTS.iter().map(|h| env.pid(h).unwrap()).collect();
     let (code, evs, err) = env.run(&["rollback", "--env", "signed"]);
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert_eq!(code, 3, "{err}\n{}", testkit::why(&evs));
     assert!(
         err.contains(fx.digest("good")) && err.contains("no signatures at all"),
         "{err}"
@@ -551,7 +560,7 @@ fn required_signature_refuses_unsigned_artifacts_and_accepts_signed_ones() {
 /// The journals of an environment (`history`, JSON).
 fn journals(env: &Env, name: &str) -> Vec<Value> {
     let (code, evs, err) = env.run(&["history", "--env", name]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     evs
 }
 
@@ -576,7 +585,7 @@ fn promotion_gate_requires_a_succeeded_staging_deploy() {
     let prod = Env::new(fx, "pg-prd", "    promotion: {requires: [pg-stg]}\n");
 
     let (code, evs, err) = prod.deploy(fx.digest("good"));
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert_eq!(code, 3, "{err}\n{}", testkit::why(&evs));
     assert!(
         err.contains(fx.digest("good"))
             && err.contains("pg-stg")
@@ -622,13 +631,13 @@ fn promotion_gate_requires_a_succeeded_staging_deploy() {
 
     // Once staging ran it, production takes it.
     let (code, evs, err) = staging.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let stg_id = journals(&staging, "pg-stg")[0]["id"]
         .as_str()
         .unwrap()
         .to_string();
     let (code, evs, err) = prod.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     prod.assert_all_serve(&HOSTS, fx.commit("good"));
     let j = &journals(&prod, "pg-prd")[1];
     assert!(
@@ -643,7 +652,7 @@ fn promotion_gate_requires_a_succeeded_staging_deploy() {
 
     // Rolling back to good2, which never passed staging, is allowed.
     let (code, evs, err) = prod.run(&["rollback", "--env", "pg-prd"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     prod.assert_all_serve(&HOSTS, fx.commit("good2"));
 }
 
@@ -663,10 +672,10 @@ fn promote_deploys_what_staging_runs_and_refuses_when_its_hosts_differ() {
     nothing_touched(&prod);
 
     let (code, evs, err) = staging.deploy(fx.digest("good3"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let (code, evs, err) = prod.run(&promote);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
-    assert_eq!(evs[0]["event"], "promote", "{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
+    assert_eq!(evs[0]["event"], "promote", "{}", testkit::why(&evs));
     assert_eq!(evs[0]["commit"], fx.commit("good3"));
     assert_eq!(evs[0]["artifact"], fx.digest("good3"));
     assert_eq!(evs[0]["from_deploy"], journals(&staging, "pp-stg")[0]["id"]);
@@ -693,14 +702,14 @@ fn promote_deploys_what_staging_runs_and_refuses_when_its_hosts_differ() {
 
     let pids: Vec<_> = HOSTS.iter().map(|h| prod.pid(h).unwrap()).collect();
     let (code, evs, err) = prod.run(&promote);
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert_eq!(code, 3, "{err}\n{}", testkit::why(&evs));
     assert!(
         err.contains("hosts differ")
             && err.contains(&format!("h1, h2 on {}", &fx.commit("good3")[..12]))
             && err.contains(&format!("h3 on {}", &fx.commit("good2")[..12])),
         "{err}"
     );
-    assert_eq!(evs[0]["event"], "error", "{evs:#?}");
+    assert_eq!(evs[0]["event"], "error", "{}", testkit::why(&evs));
     let after: Vec<_> = HOSTS.iter().map(|h| prod.pid(h).unwrap()).collect();
     assert_eq!(pids, after, "production was touched");
     prod.assert_all_serve(&HOSTS, fx.commit("good3"));

@@ -114,7 +114,7 @@ fn env(fx: &Fx, name: &str, extra: &str) -> Env {
 /// The journals of `name`, oldest first.
 fn journals(env: &Env, name: &str) -> Vec<Value> {
     let (code, evs, err) = env.run(&["history", "--env", name]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     evs
 }
 
@@ -268,7 +268,7 @@ fn an_ops_secret_reaches_the_rendered_config_and_never_leaves_the_host() {
     let before = pids(&env);
     write_ops(&env, "h2", "  /services/0/conf/marker: ops-wins\n");
     let (code, evs, err) = env.deploy(fx.digest("cfg2"));
-    assert_eq!(code, 3, "{err}\n{evs:#?}");
+    assert_eq!(code, 3, "{err}\n{}", testkit::why(&evs));
     let text = format!("{evs:?}{err}");
     assert!(
         text.contains("/services/0/conf/marker") && text.contains("ops_owned"),
@@ -276,14 +276,19 @@ fn an_ops_secret_reaches_the_rendered_config_and_never_leaves_the_host() {
     );
     assert!(
         events(&evs, "step").is_empty(),
-        "a host was touched: {evs:#?}"
+        "a host was touched: {}",
+        testkit::why(&evs)
     );
     assert_eq!(pids(&env), before);
     // A configured ops file that is missing: refused too.
     std::fs::remove_file(env.root("h2").join("ops.yaml")).unwrap();
     let (code, evs, err) = env.deploy(fx.digest("cfg2"));
     assert_eq!(code, 3, "{err}");
-    assert!(format!("{evs:?}").contains("does not exist"), "{evs:#?}");
+    assert!(
+        format!("{evs:?}").contains("does not exist"),
+        "{}",
+        testkit::why(&evs)
+    );
     assert_eq!(pids(&env), before);
     env.assert_all_serve(&HOSTS, fx.commit("base"));
 }
@@ -324,7 +329,7 @@ fn a_config_only_deploy_moves_only_what_changed_and_rolls_back_with_its_code() {
     let fx = fx!();
     let env = env(fx, "cfgonly", "");
     let (code, evs, err) = env.deploy(fx.digest("base"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let deps = layer_size(fx, "base", artifact::manifest::LayerKind::Deps);
     assert!(
         fetched_bytes(&evs).iter().all(|b| *b > deps),
@@ -332,7 +337,7 @@ fn a_config_only_deploy_moves_only_what_changed_and_rolls_back_with_its_code() {
     );
 
     let (code, evs, err) = env.deploy(fx.digest("cfg2"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let src = layer_size(fx, "cfg2", artifact::manifest::LayerKind::Source);
     assert_eq!(
         fetched_bytes(&evs),
@@ -347,7 +352,7 @@ fn a_config_only_deploy_moves_only_what_changed_and_rolls_back_with_its_code() {
     assert_eq!(last_journal(&env)["deploy_type"], "config");
 
     let (code, evs, err) = env.run(&["rollback", "--env", "cfgonly", "-m", "back"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("base"));
     for h in HOSTS {
         assert_eq!(
@@ -367,9 +372,9 @@ fn a_config_change_touching_storage_is_a_schema_deploy_that_rolls_back() {
     for (variant, rule) in [("domain", "SG021"), ("group", "SG022")] {
         let env = env(fx, &format!("sto-{variant}"), "");
         let (code, evs, err) = env.deploy(fx.digest("base"));
-        assert_eq!(code, 0, "{err}\n{evs:#?}");
+        assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
         let (code, evs, err) = env.deploy(fx.digest(variant));
-        assert_eq!(code, 0, "{variant}: {err}\n{evs:#?}");
+        assert_eq!(code, 0, "{variant}: {err}\n{}", testkit::why(&evs));
         assert_eq!(
             events(&evs, "plan")[0]["deploy_type"],
             "schema",
@@ -389,7 +394,7 @@ fn a_config_change_touching_storage_is_a_schema_deploy_that_rolls_back() {
         );
         env.assert_all_serve(&HOSTS, fx.commit(variant));
         let (code, evs, err) = env.run(&["rollback", "--env", &env.name]);
-        assert_eq!(code, 0, "{variant}: {err}\n{evs:#?}");
+        assert_eq!(code, 0, "{variant}: {err}\n{}", testkit::why(&evs));
         env.assert_all_serve(&HOSTS, fx.commit("base"));
     }
 }
@@ -404,7 +409,7 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
     let env = env(fx, "refs", "");
     fx.record("base", &["--tag", "v1.0.0"]);
     let (code, evs, err) = env.run(&["deploy", "v1.0.0", "--env", "refs", "-m", "first release"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("base"));
     let j = last_journal(&env);
     assert_eq!(j["source_ref"]["kind"], "tag");
@@ -430,7 +435,7 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
         "{err}"
     );
     let (code, evs, err) = env.run(&["deploy", "branch:same", "--env", "refs"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("cfg2"));
 
     // Unknown: refused with similar names.
@@ -443,7 +448,7 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
 
     // Rollback to a tag.
     let (code, evs, err) = env.run(&["rollback", "--env", "refs", "--to", "v1.0.0"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("base"));
     let j = last_journal(&env);
     assert_eq!(
@@ -457,7 +462,7 @@ fn tags_and_branches_resolve_from_builder_records_or_git() {
     let repo = fx.repo();
     let repo = repo.to_str().unwrap();
     let (code, evs, err) = env.run(&["deploy", "v1.1.0", "--env", "refs", "--repo", repo]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
     assert_eq!(last_journal(&env)["source_ref"]["via"], "git");
     git(&["tag", "-f", "v1.0.0", fx.commit("cfg2")]);
@@ -482,7 +487,7 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
     );
     fx.record("base", &["--branch", "cd-main"]);
     let (code, evs, err) = env.run(&["cd", "--env", "beta-cd"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("base"));
     let j = last_journal(&env);
     assert_eq!(j["source_ref"]["name"], "cd-main");
@@ -492,7 +497,7 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
     fx.record("cfg2", &["--branch", "cd-main"]);
     fx.record("cfg3", &["--branch", "cd-main"]);
     let (code, evs, err) = env.run(&["cd", "--env", "beta-cd"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
     let cd = events(&evs, "cd")[0];
     assert_eq!(
@@ -513,12 +518,17 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
     );
     let (code, evs, _) = env.run(&["cd", "--env", "beta-cd"]);
     assert_eq!(code, 0);
-    assert_eq!(events(&evs, "cd")[0]["up_to_date"], true, "{evs:#?}");
+    assert_eq!(
+        events(&evs, "cd")[0]["up_to_date"],
+        true,
+        "{}",
+        testkit::why(&evs)
+    );
 
     // A crashing commit: rolled back, and the env is locked.
     fx.record("crash", &["--branch", "cd-main"]);
     let (code, evs, err) = env.run(&["cd", "--env", "beta-cd"]);
-    assert_eq!(code, 1, "{err}\n{evs:#?}");
+    assert_eq!(code, 1, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
     let before = pids(&env);
     let (code, _, err) = env.run(&["cd", "--env", "beta-cd"]);
@@ -553,15 +563,17 @@ fn cd_deploys_the_newest_built_commit_and_a_failure_locks_it_until_unlock() {
             .any(|s| s["step"] == "failure_lock")
     );
     let (code, evs, err) = env.run(&["unlock", "--env", "beta-cd", "--reason", "crash understood"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     assert_eq!(
-        evs[0]["result"]["Cleared"]["status"], "rolled_back",
-        "{evs:#?}"
+        evs[0]["result"]["Cleared"]["status"],
+        "rolled_back",
+        "{}",
+        testkit::why(&evs)
     );
     // Unlocked: cd goes again (and deploys the branch's newest, the crash, which fails again).
     fx.record("cfg3", &["--branch", "cd-fixed"]);
     let (code, evs, err) = env.run(&["cd", "--env", "beta-cd", "--branch", "cd-fixed"]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("cfg3"));
 }
 
@@ -590,17 +602,17 @@ fn promote_reuses_what_staging_recorded_and_refuses_a_drifted_production() {
             "base",
             "--skip-promotion-check",
         ]);
-        assert_eq!(code, 0, "{err}\n{evs:#?}");
+        assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     }
     let (code, evs, err) = stg.deploy(fx.digest("domain"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let stg_id = last_journal(&stg)["id"].as_str().unwrap().to_string();
     // Without a message: refused (production requires one).
     let (code, _, err) = prd.run(&promote[..5]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("requires a deploy message"), "{err}");
     let (code, evs, err) = prd.run(&promote);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     prd.assert_all_serve(&HOSTS, fx.commit("domain"));
     let j = last_journal(&prd);
     assert_eq!(j["deploy_type"], "schema");
@@ -730,7 +742,7 @@ fn messages_identity_notifications_and_history() {
         "--who",
         "alice",
     ]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     assert!(t0.elapsed() < std::time::Duration::from_secs(60));
     assert!(
         err.contains("warning: notification Finish to webhook") && err.contains(&hang_url),
@@ -802,9 +814,9 @@ fn a_freeze_window_refuses_deploys_and_an_override_is_recorded() {
     let fx = fx!();
     let env = env(fx, "frozen", "");
     let (code, evs, err) = env.deploy(fx.digest("base"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let (code, evs, err) = env.deploy(fx.digest("cfg2"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let freeze = "envs.frozen.freeze=[{name: all-week, cron: '* * * * *', reason: release week}]";
     let before = pids(&env);
     let (code, evs, err) = env.run(&[
@@ -848,6 +860,6 @@ fn a_freeze_window_refuses_deploys_and_an_override_is_recorded() {
             .any(|s| s["step"] == "freeze")
     );
     let (code, evs, err) = env.run(&["rollback", "--env", "frozen", "--set", freeze]);
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("cfg2"));
 }

@@ -430,7 +430,7 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         "--reason",
         "first",
     ]);
-    assert_eq!(code, 0, "first deploy: {err}\n{evs:#?}");
+    assert_eq!(code, 0, "first deploy: {err}\n{}", testkit::why(&evs));
     f.assert_serving("good");
     eprintln!(
         "fleet timings (first deploy, 3 ssh hosts): {}",
@@ -547,7 +547,7 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
         .into_iter()
         .filter(|e| e["ok"] == false)
         .collect();
-    assert_eq!(pf.len(), 1, "{evs:#?}");
+    assert_eq!(pf.len(), 1, "{}", testkit::why(&evs));
     assert_eq!(pf[0]["host"], "t3");
     assert!(
         pf[0]["detail"].as_str().unwrap().contains("unreachable"),
@@ -618,8 +618,12 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
     f.start_host("t3");
     let evs: Vec<Value> = testkit::json_lines(&rest);
     let code = status.code().unwrap();
-    assert!(code == 1 || code == 2, "lost host: exit {code}\n{evs:#?}");
-    assert!(!events(&evs, "abort").is_empty(), "{evs:#?}");
+    assert!(
+        code == 1 || code == 2,
+        "lost host: exit {code}\n{}",
+        testkit::why(&evs)
+    );
+    assert!(!events(&evs, "abort").is_empty(), "{}", testkit::why(&evs));
     for h in ["t1", "t2"] {
         assert_eq!(
             f.release(h).as_deref(),
@@ -632,7 +636,8 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
     assert_eq!(
         f.release("t3").as_deref(),
         Some(f.commit("good")),
-        "t3 changed\n{evs:#?}"
+        "t3 changed\n{}",
+        testkit::why(&evs)
     );
     let st = f.run(&["status", "--env", "test"]);
     eprintln!("fleet: after losing t3: exit {code}; status {:?}", st.1);
@@ -653,7 +658,7 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
     let load = Load::start(direct, 3, 30);
     let (code, evs, err, _) = f.run(&["deploy", f.commit("bad_5xx"), "--env", "test-metrics"]);
     let _ = load.finish();
-    assert_eq!(code, 1, "5xx canary: {err}\n{evs:#?}");
+    assert_eq!(code, 1, "5xx canary: {err}\n{}", testkit::why(&evs));
     let checks = events(&evs, "check");
     let bad = checks
         .iter()
@@ -674,12 +679,12 @@ fn fleet_over_ssh_haproxy_prometheus_s3() {
     std::fs::write(f.dir.path().join("slow-fetch"), "").unwrap();
     let (code, evs, err, _) = f.run(&["deploy", f.commit("good3"), "--env", "test-expiry"]);
     std::fs::remove_file(f.dir.path().join("slow-fetch")).unwrap();
-    assert_eq!(code, 3, "expired URL: {err}\n{evs:#?}");
+    assert_eq!(code, 3, "expired URL: {err}\n{}", testkit::why(&evs));
     let fe: Vec<_> = events(&evs, "fetch")
         .into_iter()
         .filter(|e| e["ok"] == false)
         .collect();
-    assert!(!fe.is_empty(), "{evs:#?}");
+    assert!(!fe.is_empty(), "{}", testkit::why(&evs));
     assert!(
         fe[0]["detail"].as_str().unwrap().contains("expired"),
         "{fe:?}"

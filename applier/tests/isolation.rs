@@ -88,7 +88,7 @@ fn a_deployer_stopped_past_its_lease_is_fenced_out_after_another_deploy_finished
     let fx = fx!();
     let env = Env::new(fx, "sigstop", "");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let (mut first, mut out) = env.spawn(&[
         "deploy",
         fx.digest("good2"),
@@ -109,7 +109,7 @@ fn a_deployer_stopped_past_its_lease_is_fenced_out_after_another_deploy_finished
     // Past the 10 s lease.
     std::thread::sleep(Duration::from_secs(12));
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "the second deploy: {err}\n{evs:#?}");
+    assert_eq!(code, 0, "the second deploy: {err}\n{}", testkit::why(&evs));
     env.assert_all_serve(&HOSTS, fx.commit("good"));
     let pids: Vec<_> = HOSTS.iter().map(|h| env.pid(h)).collect();
     rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
@@ -141,7 +141,7 @@ fn a_failed_start_quotes_its_log_line_once_with_the_log_path() {
     let fx = fx!();
     let env = Env::new(fx, "quote", "");
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let out = env
         .cmd(&["deploy", fx.digest("bad_crash"), "--env", "quote"])
         .output()

@@ -54,7 +54,7 @@ fn the_applier_waits_for_ready_not_for_the_port() {
         env.run(&args)
     };
     let (code, evs, err) = run(DELAY, &[], fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let steps = ready_steps(&evs);
     assert_eq!(steps.len(), 3, "{steps:?}");
     for (h, d) in &steps {
@@ -92,7 +92,7 @@ fn the_applier_waits_for_ready_not_for_the_port() {
         &["--set", "envs.ready.ready_timeout=6s"],
         fx.digest("good2"),
     );
-    assert_eq!(code, 2, "{err}\n{evs:#?}");
+    assert_eq!(code, 2, "{err}\n{}", testkit::why(&evs));
     let failed = events(&evs, "step")
         .into_iter()
         .find(|e| e["step"] == "ready" && e["ok"] == false)

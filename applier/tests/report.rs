@@ -80,10 +80,10 @@ fn a_rolled_back_deploy_is_reported_shown_and_listed_as_a_person_reads_it() {
         &format!("report_dir: {}", reports.path().display()),
     );
     let (code, evs, err) = env.deploy(fx.digest("good"));
-    assert_eq!(code, 0, "{err}\n{evs:#?}");
+    assert_eq!(code, 0, "{err}\n{}", testkit::why(&evs));
     let good = finished_id(&evs);
     let (code, evs, err) = env.deploy(fx.digest("bad_5xx"));
-    assert_eq!(code, 1, "{err}\n{evs:#?}");
+    assert_eq!(code, 1, "{err}\n{}", testkit::why(&evs));
     let bad = finished_id(&evs);
 
     let out = env.dir.path().join("bad.html");

@@ -8,6 +8,7 @@
 //! - [`net`]: free ports, waiting for a port, a minimal HTTP GET.
 //! - [`browser`]: headless Chromium through ChromeDriver (WebDriver), screenshots, a strict
 //!   well-formedness check, and `target/ci-artifacts/` where CI keeps what tests leave.
+//! - [`events`]: the applier's event streams in a failed assertion, the failures first.
 //! - [`config`]: config files written by serialising the real config types.
 //! - [`bed`]: the typed description of the test bed (`testbed.json`) and clients for its
 //!   parts; [`testbed`]: the bed itself (the `testbed` binary, `ci/testbed`, is its front).
@@ -19,6 +20,7 @@ pub mod bed;
 pub mod browser;
 pub mod cmd;
 pub mod config;
+pub mod events;
 pub mod net;
 pub mod paths;
 pub mod repo;
@@ -28,6 +30,7 @@ pub mod testbed;
 
 pub use bed::Bed;
 pub use cmd::{json_lines, run, run_ok};
+pub use events::why;
 pub use net::{free_port, http_get, port_open, wait_port, wait_until};
 pub use paths::{bin, workspace};
 pub use repo::{FixtureRepo, build_variants};

@@ -85,9 +85,7 @@ pub enum HostError {
         "host protocol version {theirs} is not this applier's ({ours}): install the same applier version on the deploy host and the targets"
     )]
     Version { theirs: u32, ours: u32 },
-    #[error(
-        "refused: fencing token {got} is older than {seen}, the newest this host has seen: a newer deploy holds the environment's lease, so this one must stop"
-    )]
+    #[error("refused: {}", fenced(got, seen))]
     Fenced { got: Fence, seen: Fence },
     /// An operation that failed on a remote host, as it reported it.
     #[error("{message}")]
@@ -138,4 +136,19 @@ impl From<RemoteError> for HostError {
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HostError {
     let context = context.into();
     move |source| HostError::Io { context, source }
+}
+
+/// Why a host refused `got` after it saw `seen`: a newer token, or the same one from another
+/// deploy (two lease records gave it out: the env's lease was reset, or another store is in use).
+fn fenced(got: &Fence, seen: &Fence) -> String {
+    if got.token == seen.token {
+        format!(
+            "fencing token {got} is the token this host already saw from deploy {}: two deploys hold one token (was the environment's lease record removed, or does the other deploy use another store?), so this one must stop",
+            seen.deploy_id
+        )
+    } else {
+        format!(
+            "fencing token {got} is older than {seen}, the newest this host has seen: a newer deploy holds the environment's lease, so this one must stop"
+        )
+    }
 }

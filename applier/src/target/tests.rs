@@ -72,9 +72,18 @@ fn the_newest_fence_is_recorded_and_an_older_one_refused_before_anything_runs() 
             deploy_id: DeployId::parse("someone-else").unwrap(),
         })),
     ] {
+        let same_token =
+            matches!(&req, HostRequest::Stop(s) if s.fence.as_ref().is_some_and(|f| f.token == 5));
         let e = root.execute(req).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
         assert!(e.to_string().contains("d-5"), "{e}");
+        // An older token is older; the same token from another deploy is named as such.
+        let said = if same_token {
+            "two deploys hold one token"
+        } else {
+            "is older than 5 of e (deploy d-5)"
+        };
+        assert!(e.to_string().contains(said), "{e}");
     }
     assert_eq!(fs::read(dir.path().join("state.json")).unwrap(), before);
     assert!(root.current().is_none(), "a refused switch switched");
