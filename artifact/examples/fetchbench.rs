@@ -4,10 +4,11 @@
 //! host's cache (written while downloading, fsynced and renamed after), then write
 //! `.release.json` atomically.
 //!
-//! `cargo run --release -p artifact --example fetchbench -- URL DIGEST SIZE DIFF_ID ROOT [WRITERS [EARLY]]`
+//! `cargo run --release -p artifact --example fetchbench -- URL DIGEST SIZE DIFF_ID ROOT [WRITERS [EARLY [DECODE]]]`
 //!
 //! `WRITERS` is the writer-thread count (0: every file on the reading thread); `EARLY` 0 turns
-//! the early writeback off (one `syncfs` at the end only).
+//! the early writeback off (one `syncfs` at the end only); `DECODE` 0 decodes on the reading
+//! thread (no decoding thread).
 //!
 //! `ROOT` must not exist; the example creates `ROOT/releases/r` and
 //! `ROOT/cache/blobs/sha256/<hex>`. Prints `{"seconds", "layer_seconds", "finish_seconds",
@@ -51,8 +52,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if !(5..=7).contains(&args.len()) {
-        eprintln!("usage: fetchbench URL DIGEST SIZE DIFF_ID ROOT [WRITERS [EARLY]]");
+    if !(5..=8).contains(&args.len()) {
+        eprintln!("usage: fetchbench URL DIGEST SIZE DIFF_ID ROOT [WRITERS [EARLY [DECODE]]]");
         std::process::exit(2);
     }
     let url = &args[0];
@@ -62,6 +63,7 @@ fn main() {
     let root = Path::new(&args[4]);
     let writers: Option<usize> = args.get(5).map(|w| w.parse().expect("WRITERS"));
     let early = args.get(6).is_none_or(|e| e != "0");
+    let decode_thread = args.get(7).is_none_or(|e| e != "0");
 
     let start = Instant::now();
     let cache_dir = root.join("cache/blobs/sha256");
@@ -72,7 +74,9 @@ fn main() {
     if let Some(w) = writers {
         u = u.with_writers(w);
     }
-    u = u.with_early_writeback(early);
+    u = u
+        .with_early_writeback(early)
+        .with_decode_thread(decode_thread);
     let mut resp = ureq::get(url).call().expect("GET");
     let body = resp.body_mut().with_config().limit(u64::MAX).reader();
     let cache = cache_dir.join(digest.hex());
@@ -104,6 +108,7 @@ fn main() {
         "bytes": stats.bytes,
         "writers": writers,
         "early_writeback": early,
+        "decode_thread": decode_thread,
     });
     println!("{json}");
 }

@@ -59,6 +59,7 @@ use crate::Digest;
 mod link;
 mod paths;
 mod read;
+mod relay;
 mod scan;
 mod tar;
 mod writer;
@@ -149,6 +150,7 @@ pub struct Unpacker {
     pool: Option<writer::Pool>,
     /// Whether to start writing back to disk while extracting.
     early_writeback: bool,
+    decode_thread: bool,
     /// Running from the first layer until `finish` (or a failure).
     writeback: Option<writer::Writeback>,
     /// Applied to every file's mode (0o777, or 0o555 for read-only files).
@@ -221,6 +223,7 @@ impl Unpacker {
             writers: default_writers(),
             pool: None,
             early_writeback: true,
+            decode_thread: true,
             writeback: None,
             file_mask: 0o777,
         })
@@ -238,6 +241,15 @@ impl Unpacker {
     /// early writeback only lets the disk work in parallel with extraction.
     pub fn with_early_writeback(mut self, on: bool) -> Self {
         self.early_writeback = on;
+        self
+    }
+
+    /// Whether a layer is decoded on a thread of its own (default: yes): reading the
+    /// compressed stream, both hashes and the decompression there, the tar headers, every
+    /// check and the writes on the calling thread. What is extracted and every check are the
+    /// same either way.
+    pub fn with_decode_thread(mut self, on: bool) -> Self {
+        self.decode_thread = on;
         self
     }
 
@@ -259,7 +271,7 @@ impl Unpacker {
     /// `Ok`, every file of the layer is written (not yet durable: see [`Unpacker::finish`]).
     ///
     /// Limits apply to all layers together. Returns this layer's counts.
-    pub fn layer<R: Read>(
+    pub fn layer<R: Read + Send>(
         &mut self,
         reader: R,
         expected: &Expected,
@@ -351,12 +363,28 @@ impl Unpacker {
         Ok(self.stats.clone())
     }
 
-    fn extract<R: Read>(
+    /// Reads the layer, decoding it on a thread of its own (see `relay`; it ends before this
+    /// returns) unless told not to.
+    fn extract<R: Read + Send>(
         &mut self,
         reader: R,
         expected: &Expected,
     ) -> Result<UnpackStats, UnpackError> {
-        let mut tar = tar::TarReader::new(reader, expected.size)?;
+        if !self.decode_thread {
+            let tar = tar::TarReader::new(reader, expected.size)?;
+            return self.extract_from(tar, expected);
+        }
+        std::thread::scope(|s| {
+            let tar = tar::TarReader::threaded(s, reader, expected.size)?;
+            self.extract_from(tar, expected)
+        })
+    }
+
+    fn extract_from<D: tar::Decoded>(
+        &mut self,
+        mut tar: tar::TarReader<D>,
+        expected: &Expected,
+    ) -> Result<UnpackStats, UnpackError> {
         let mut layer = UnpackStats::default();
         let bytes_before = self.stats.bytes;
         while let Some(entry) = tar.next_entry()? {
@@ -373,9 +401,9 @@ impl Unpacker {
 
     /// Checks one entry ([`Self::admit`]), then writes a regular file's data (or queues it
     /// for a writer thread).
-    fn entry<R: Read>(
+    fn entry<D: tar::Decoded>(
         &mut self,
-        tar: &mut tar::TarReader<R>,
+        tar: &mut tar::TarReader<D>,
         e: tar::Entry,
     ) -> Result<(), UnpackError> {
         let size = e.size;
@@ -552,6 +580,7 @@ impl std::fmt::Debug for Unpacker {
             .field("nodes", &self.nodes.len())
             .field("writers", &self.writers)
             .field("early_writeback", &self.early_writeback)
+            .field("decode_thread", &self.decode_thread)
             .finish()
     }
 }

@@ -11,6 +11,9 @@ use std::path::Path;
 
 use flate2::bufread::MultiGzDecoder;
 
+use std::thread::Scope;
+
+use super::relay::Relay;
 use super::{UnpackError, io_error};
 use crate::Digest;
 use crate::digest::Hasher;
@@ -69,48 +72,109 @@ pub(super) struct Digests {
     pub diff_id: Digest,
 }
 
-/// A layer being read: entry headers via [`TarReader::next_entry`], their data via
-/// [`TarReader::read_data`], [`TarReader::copy_data`] or [`TarReader::skip`].
-pub(super) struct TarReader<R: Read> {
-    tar: BufReader<Tap<Decoder<R>>>,
+/// The decoded tar stream a [`TarReader`] parses, and the digests of both streams once it was
+/// read to its end: decoded inline ([`Inline`]) or on a thread of its own ([`Relay`]).
+pub(super) trait Decoded: Read {
+    fn digests(self) -> Result<Digests, UnpackError>;
 }
 
-impl<R: Read> TarReader<R> {
-    /// Sniffs the compression and sets up decoding. `size` (if known) is the compressed size:
-    /// reading past it is an error at once, not after the whole stream was read.
-    pub fn new(reader: R, size: Option<u64>) -> Result<Self, UnpackError> {
-        let mut tap = Tap::source(reader, size);
-        let mut magic = vec![0u8; 4];
-        let mut got = 0;
-        while got < magic.len() {
-            let n = read_some(&mut tap, &mut magic[got..])?;
+/// The tar stream decoded on the reading thread.
+pub(super) struct Inline<R: Read>(Tap<Decoder<R>>);
+
+impl<R: Read> Read for Inline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> Decoded for Inline<R> {
+    /// Reads the rest of the compressed stream (after the decoder's end), then the digests.
+    fn digests(self) -> Result<Digests, UnpackError> {
+        let (decoder, diff) = self.0.into_parts();
+        let mut compressed = decoder.into_source();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = read_some(&mut compressed, &mut buf)?;
             if n == 0 {
                 break;
             }
-            got += n;
         }
-        magic.truncate(got);
-        let source = BufReader::with_capacity(128 << 10, Cursor::new(magic.clone()).chain(tap));
-        let decoder = if magic.starts_with(&GZIP_MAGIC) {
-            Decoder::Gzip(Box::new(MultiGzDecoder::new(source)))
-        } else if magic == ZSTD_MAGIC {
-            let mut d = zstd::stream::read::Decoder::with_buffer(source)
-                .map_err(|e| io_error("starting the zstd decoder".into(), e))?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                .map_err(|e| io_error("starting the zstd decoder".into(), e))?;
-            Decoder::Zstd(Box::new(d))
-        } else if got == 0 {
-            return Err(UnpackError::Corrupt("empty layer".into()));
-        } else {
-            return Err(UnpackError::Corrupt(
-                "not a layer: neither gzip nor zstd data".into(),
-            ));
-        };
-        Ok(TarReader {
-            tar: BufReader::with_capacity(256 << 10, Tap::decoded(decoder)),
+        let (_, tap) = compressed.into_inner().into_inner();
+        let (_, comp) = tap.into_parts();
+        let (digest, size) = comp.finish();
+        let (diff_id, _) = diff.finish();
+        Ok(Digests {
+            digest,
+            size,
+            diff_id,
         })
     }
+}
 
+/// A layer being read: entry headers via [`TarReader::next_entry`], their data via
+/// [`TarReader::read_data`], [`TarReader::copy_data`] or [`TarReader::skip`].
+pub(super) struct TarReader<D: Decoded> {
+    tar: BufReader<D>,
+}
+
+impl<R: Read> TarReader<Inline<R>> {
+    /// Sniffs the compression and sets up decoding on this thread. `size` (if known) is the
+    /// compressed size: reading past it is an error at once, not after the whole stream was
+    /// read.
+    pub fn new(reader: R, size: Option<u64>) -> Result<Self, UnpackError> {
+        Ok(TarReader {
+            tar: BufReader::with_capacity(256 << 10, decoding(reader, size)?),
+        })
+    }
+}
+
+impl TarReader<Relay> {
+    /// As [`TarReader::new`], with the decoding on a thread of `scope` (see [`Relay`]).
+    pub fn threaded<'s, R: Read + Send + 's>(
+        scope: &'s Scope<'s, '_>,
+        reader: R,
+        size: Option<u64>,
+    ) -> Result<Self, UnpackError> {
+        let stream = decoding(reader, size)?;
+        Ok(TarReader {
+            tar: BufReader::with_capacity(256 << 10, Relay::spawn(scope, stream)),
+        })
+    }
+}
+
+/// Sniffs the compression of `reader` and sets up its decoding and both hashes.
+fn decoding<R: Read>(reader: R, size: Option<u64>) -> Result<Inline<R>, UnpackError> {
+    let mut tap = Tap::source(reader, size);
+    let mut magic = vec![0u8; 4];
+    let mut got = 0;
+    while got < magic.len() {
+        let n = read_some(&mut tap, &mut magic[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    magic.truncate(got);
+    let source = BufReader::with_capacity(128 << 10, Cursor::new(magic.clone()).chain(tap));
+    let decoder = if magic.starts_with(&GZIP_MAGIC) {
+        Decoder::Gzip(Box::new(MultiGzDecoder::new(source)))
+    } else if magic == ZSTD_MAGIC {
+        let mut d = zstd::stream::read::Decoder::with_buffer(source)
+            .map_err(|e| io_error("starting the zstd decoder".into(), e))?;
+        d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+            .map_err(|e| io_error("starting the zstd decoder".into(), e))?;
+        Decoder::Zstd(Box::new(d))
+    } else if got == 0 {
+        return Err(UnpackError::Corrupt("empty layer".into()));
+    } else {
+        return Err(UnpackError::Corrupt(
+            "not a layer: neither gzip nor zstd data".into(),
+        ));
+    };
+    Ok(Inline(Tap::decoded(decoder)))
+}
+
+impl<D: Decoded> TarReader<D> {
     /// The next entry's header; `None` at the end-of-archive marker. GNU long-name/long-link
     /// and PAX records are read (bounded) and applied to the entry that follows them.
     pub fn next_entry(&mut self) -> Result<Option<Entry>, UnpackError> {
@@ -237,23 +301,7 @@ impl<R: Read> TarReader<R> {
                 });
             }
         }
-        let (decoder, diff) = tar.into_inner().into_parts();
-        let mut compressed = decoder.into_source();
-        loop {
-            let n = read_some(&mut compressed, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-        }
-        let (_, tap) = compressed.into_inner().into_inner();
-        let (_, comp) = tap.into_parts();
-        let (digest, size) = comp.finish();
-        let (diff_id, _) = diff.finish();
-        Ok(Digests {
-            digest,
-            size,
-            diff_id,
-        })
+        tar.into_inner().digests()
     }
 }
 
@@ -288,7 +336,7 @@ impl std::fmt::Display for SourceError {
 impl std::error::Error for SourceError {}
 
 /// Maps a read error anywhere in the decoding chain.
-fn read_error(e: io::Error) -> UnpackError {
+pub(super) fn read_error(e: io::Error) -> UnpackError {
     if let Some(TooLong(n)) = e.get_ref().and_then(|i| i.downcast_ref::<TooLong>()) {
         return UnpackError::DigestMismatch {
             what: "size",
