@@ -23,6 +23,9 @@
 //! - The tar is parsed here (GNU and POSIX ustar, GNU long names, PAX `path`/`linkpath`/`size`;
 //!   `unpack/tar.rs`), not by the `tar` crate, so every size is checked against the limits
 //!   before anything is read or allocated.
+//! - The compressed stream is read, hashed and decompressed, and the tar hashed, on a thread
+//!   of its own (`unpack/relay.rs`; [`Unpacker::with_decode_thread`]), which hands the tar to
+//!   the calling thread in bounded chunks.
 //! - Every check runs on the calling thread, in archive order. Files of up to 1 MiB are then
 //!   written by a few writer threads (`unpack/writer.rs`), which only ever create new files at
 //!   paths already checked, below directories already created; bigger files, directories and
@@ -54,14 +57,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::Digest;
-
 mod link;
 mod paths;
 mod read;
 mod relay;
 mod scan;
 mod tar;
+mod types;
 mod writer;
 
 pub use link::tree_stats;
@@ -70,68 +72,7 @@ use paths::normalise;
 use read::check_expected;
 pub use read::read_layer_file;
 pub use scan::{EntryKind, LayerEntry, scan_layer};
-
-/// Limits for one release (all layers together).
-#[derive(Clone, Debug)]
-pub struct UnpackLimits {
-    /// Total bytes of file content.
-    pub max_bytes: u64,
-    /// Total number of entries.
-    pub max_entries: u64,
-}
-
-impl Default for UnpackLimits {
-    fn default() -> Self {
-        UnpackLimits {
-            max_bytes: 4 << 30,
-            max_entries: 1_000_000,
-        }
-    }
-}
-
-/// What a layer must hash to.
-#[derive(Clone, Debug, Default)]
-pub struct Expected {
-    /// sha256 of the compressed stream.
-    pub digest: Option<Digest>,
-    /// Size of the compressed stream.
-    pub size: Option<u64>,
-    /// sha256 of the uncompressed tar.
-    pub diff_id: Option<Digest>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UnpackStats {
-    pub entries: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    #[error("refused entry {path:?}: {reason}")]
-    Refused { path: String, reason: String },
-    #[error("archive exceeds the limit of {limit} {what}")]
-    TooLarge { what: &'static str, limit: u64 },
-    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch {
-        what: &'static str,
-        expected: String,
-        actual: String,
-    },
-    #[error("corrupt archive: {0}")]
-    Corrupt(String),
-    #[error("destination {0} already exists")]
-    DestinationExists(PathBuf),
-    /// An earlier call failed (its staging directory is gone) or the unpacker finished.
-    #[error("unpacker already failed or finished")]
-    Spent,
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use types::{Expected, UnpackError, UnpackLimits, UnpackStats};
 
 /// Extracts one or more layers into a staging directory, then moves it into place.
 pub struct Unpacker {
