@@ -243,4 +243,6 @@ fn sync_dir(dir: &Path) {
 }
 
 #[cfg(test)]
+mod layer_tests;
+#[cfg(test)]
 mod tests;
