@@ -150,14 +150,17 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         assert!(listening(port) && answers(port));
+        let me = std::process::id() as i32;
         let h = holders(port);
-        assert!(
-            h.iter().any(|h| h.pid == std::process::id() as i32),
-            "{h:?}"
-        );
+        assert!(h.iter().any(|h| h.pid == me), "{h:?}");
         drop(l);
-        assert!(!listening(port));
-        assert!(holders(port).is_empty());
+        // Once closed, this process is not named. (Whether the port is free is not asserted:
+        // any process on the machine may bind it the moment it is closed.)
+        let h = holders(port);
+        assert!(!h.iter().any(|h| h.pid == me), "{h:?}");
+        if h.is_empty() {
+            assert!(!listening(port));
+        }
     }
 
     #[test]
