@@ -8,10 +8,9 @@
 
 use std::io::{self, BufRead, BufReader, Chain, Cursor, Read, Write};
 use std::path::Path;
+use std::thread::Scope;
 
 use flate2::bufread::MultiGzDecoder;
-
-use std::thread::Scope;
 
 use super::relay::Relay;
 use super::{UnpackError, io_error};
