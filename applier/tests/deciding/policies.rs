@@ -50,6 +50,8 @@ pub(super) fn envs(base: &Value, checks: &Value) -> Vec<(&'static str, Value)> {
     pol["extra"] = json!([
         {"type": "metrics", "source": "prometheus", "name": "host-5xx", "window": "5s",
          "threshold": 0.2, "query": Q_HOST_5XX, "inconclusive": "retry", "deadline": "20s"},
+        // Named for its place beside host-5xx; it reads the page rate, so it fails wherever
+        // there is traffic.
         {"type": "metrics", "source": "prometheus", "name": "shadow-5xx", "window": "5s",
          "threshold": 0.01, "query": Q_HOST_PAGE_RATE, "mode": "shadow",
          "inconclusive": "retry", "deadline": "20s"},
@@ -66,12 +68,13 @@ pub(super) fn envs(base: &Value, checks: &Value) -> Vec<(&'static str, Value)> {
     nd["extra"] = json!([{"type": "logs", "name": "log-file", "level": "error", "wait": "5s"}]);
     let mut fast = checks.clone();
     fast["extra"] = json!([]);
-    let mut pol = at_once(env(pol));
+    // No 5xx by default in this env: the cases set the failing hosts' share to 1.
+    let mut pol_env = at_once(env(pol));
     for h in ["t1", "t2", "t3"] {
-        pol["hosts"][h]["env"]["FIXTURE_SERVE_5XX"] = json!("0");
+        pol_env["hosts"][h]["env"]["FIXTURE_SERVE_5XX"] = json!("0");
     }
     vec![
-        ("dec-pol", pol),
+        ("dec-pol", pol_env),
         ("dec-nd", env(nd)),
         ("dec-fast", at_once(env(fast))),
     ]
